@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod logs;
+mod program;
+mod spawn;
+pub mod spec;
+pub mod state;
+mod stats;
+mod supervisor;
+mod wire;
+
+pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol};
+pub use error::{Error, Result};
+pub use logs::LogHealth;
+pub use nix::sys::signal::Signal;
+pub use spawn::check_executable;
+pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, parse_signal};
+pub use state::ProcessState;
+pub use supervisor::{EVENT_BUFFER, Supervisor, SupervisorOptions};
+pub use wire::{Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode};
+
+/// The version of zist-core.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

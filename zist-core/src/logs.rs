@@ -1,0 +1,519 @@
+//! A program's output: the pipe pump, line framing, the in-memory tail, live
+//! followers and the rotating log files.
+//!
+//! Every byte read from a child's pipe is written unchanged to its log file
+//! (so invalid UTF-8 and binary output are kept exactly), then cut into lines
+//! for the in-memory tail and for followers. A line longer than
+//! [`MAX_LINE`] is cut into pieces, so memory stays bounded whatever the child
+//! writes. Followers get lines through a broadcast channel: one that falls
+//! behind sees a gap marker, and never slows the child. Write errors on the
+//! log file (full or vanished disk) are counted and reported, and the pump
+//! goes on reading, so the child never blocks on a full pipe.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::unix::pipe;
+use tokio::sync::{broadcast, oneshot};
+
+/// Longest line kept whole; longer ones are cut into pieces of this size.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Bytes of recent lines kept in memory per stream.
+pub const TAIL_BYTES: usize = 1 << 20;
+/// Most lines kept in memory per stream.
+pub const TAIL_LINES: usize = 10_000;
+/// Lines buffered for each follower before it sees a gap.
+pub const FOLLOW_BUFFER: usize = 4096;
+const READ_SIZE: usize = 64 * 1024;
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// The most recent lines of one stream, bounded by [`TAIL_BYTES`] and [`TAIL_LINES`].
+#[derive(Debug, Default)]
+pub struct LogTail {
+    lines: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl LogTail {
+    /// Appends a line (without its newline), dropping the oldest ones past the bounds.
+    pub fn push(&mut self, line: Bytes) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > TAIL_LINES || (self.bytes > TAIL_BYTES && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// The last `n` lines, oldest first, as lossy UTF-8.
+    pub fn last(&self, n: usize) -> Vec<String> {
+        let skip = self.lines.len().saturating_sub(n);
+        self.lines
+            .iter()
+            .skip(skip)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    /// Number of lines held.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether no line is held.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    partial: BytesMut,
+}
+
+impl LineFramer {
+    /// Feeds a chunk and calls `emit` with every line it completes (newline removed).
+    pub fn feed(&mut self, mut chunk: Bytes, mut emit: impl FnMut(Bytes)) {
+        while !chunk.is_empty() {
+            let room = MAX_LINE - self.partial.len();
+            let window = &chunk[..chunk.len().min(room)];
+            match memchr::memchr(b'\n', window) {
+                Some(i) => {
+                    let head = chunk.split_to(i + 1);
+                    let body = head.slice(..i);
+                    if self.partial.is_empty() {
+                        emit(body);
+                    } else {
+                        self.partial.extend_from_slice(&body);
+                        emit(self.partial.split().freeze());
+                    }
+                }
+                None if chunk.len() >= room => {
+                    let head = chunk.split_to(room);
+                    self.partial.extend_from_slice(&head);
+                    emit(self.partial.split().freeze());
+                }
+                None => {
+                    self.partial.extend_from_slice(&chunk);
+                    chunk.clear();
+                }
+            }
+        }
+        if self.partial.is_empty() && self.partial.capacity() > 0 {
+            // An idle program keeps no buffer.
+            self.partial = BytesMut::new();
+        }
+    }
+
+    /// Emits the unfinished last line, if any (at end of stream).
+    pub fn finish(&mut self, mut emit: impl FnMut(Bytes)) {
+        if !self.partial.is_empty() {
+            emit(std::mem::take(&mut self.partial).freeze());
+        }
+    }
+}
+
+/// How logging to one file is going.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogHealth {
+    /// Bytes written to log files.
+    pub bytes_written: u64,
+    /// Bytes that could not be written (they are still in the in-memory tail).
+    pub bytes_lost: u64,
+    /// Write or open errors seen.
+    pub errors: u64,
+    /// The most recent error.
+    pub last_error: Option<String>,
+}
+
+/// A log file rotated by close, rename, reopen (never copy-truncate).
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    backups: u32,
+    file: Option<File>,
+    size: u64,
+    failed_at: Option<Instant>,
+    health: LogHealth,
+}
+
+impl RotatingFile {
+    /// A file at `path`, opened on first write, rotated past `max_bytes` (0: never).
+    pub fn new(path: PathBuf, max_bytes: u64, backups: u32) -> Self {
+        Self {
+            path,
+            max_bytes,
+            backups,
+            file: None,
+            size: 0,
+            failed_at: None,
+            health: LogHealth::default(),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How writing has gone so far.
+    pub fn health(&self) -> &LogHealth {
+        &self.health
+    }
+
+    /// Writes `data`, rotating on line boundaries when the file passes its size.
+    /// Errors are counted, never returned: the caller keeps reading the pipe.
+    pub fn write(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.file.is_none() && !self.open() {
+                self.lost(data.len());
+                return;
+            }
+            let room = self.max_bytes.saturating_sub(self.size) as usize;
+            let take = if self.max_bytes == 0 || data.len() <= room {
+                data.len()
+            } else if let Some(i) = memchr::memrchr(b'\n', &data[..room]) {
+                i + 1
+            } else if self.size > 0 {
+                // The next line does not fit: start a new file for it. If
+                // rotating fails, append here rather than lose the line.
+                if self.rotate() {
+                    continue;
+                }
+                data.len()
+            } else {
+                // One line longer than the whole file size: keep what we can whole.
+                memchr::memrchr(b'\n', data).map_or(data.len(), |i| i + 1)
+            };
+            let Some(file) = self.file.as_mut() else {
+                self.lost(data.len());
+                return;
+            };
+            if let Err(e) = file.write_all(&data[..take]) {
+                self.fail(format!("cannot write {}: {e}", self.path.display()));
+                self.lost(data.len());
+                return;
+            }
+            self.size += take as u64;
+            self.health.bytes_written += take as u64;
+            data = &data[take..];
+        }
+    }
+
+    /// A second handle on the file, opened for appending (for a detach relay).
+    pub fn append_handle(&mut self) -> io::Result<File> {
+        open_append(&self.path)
+    }
+
+    fn lost(&mut self, n: usize) {
+        self.health.bytes_lost += n as u64;
+    }
+
+    fn fail(&mut self, message: String) {
+        if self.health.errors == 0 || self.health.errors.is_power_of_two() {
+            tracing::warn!(errors = self.health.errors + 1, "{message}");
+        }
+        self.health.errors += 1;
+        self.health.last_error = Some(message);
+        self.file = None;
+        self.failed_at = Some(Instant::now());
+    }
+
+    fn open(&mut self) -> bool {
+        if self.failed_at.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return false;
+        }
+        let opened = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| open_append(&self.path))
+            .and_then(|f| f.metadata().map(|m| (f, m.len())));
+        match opened {
+            Ok((f, len)) => {
+                self.file = Some(f);
+                self.size = len;
+                self.failed_at = None;
+                true
+            }
+            Err(e) => {
+                self.fail(format!("cannot open {}: {e}", self.path.display()));
+                false
+            }
+        }
+    }
+
+    /// Closes, renames and forgets the file; false when renaming failed.
+    fn rotate(&mut self) -> bool {
+        self.file = None;
+        self.size = 0;
+        let numbered = |n: u32| {
+            let mut s = self.path.clone().into_os_string();
+            s.push(format!(".{n}"));
+            PathBuf::from(s)
+        };
+        let result = if self.backups == 0 {
+            std::fs::remove_file(&self.path)
+        } else {
+            (1..self.backups)
+                .rev()
+                .map(|n| (numbered(n), numbered(n + 1)))
+                .filter(|(from, _)| from.exists())
+                .try_for_each(|(from, to)| std::fs::rename(from, to))
+                .and_then(|()| std::fs::rename(&self.path, numbered(1)))
+        };
+        if let Err(e) = result {
+            self.fail(format!("cannot rotate {}: {e}", self.path.display()));
+            // Reopen the unrotated file at once rather than pause.
+            self.failed_at = None;
+            self.open();
+            return false;
+        }
+        true
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Everything zist keeps of one stream of one program.
+#[derive(Debug)]
+pub(crate) struct StreamLog {
+    file: RotatingFile,
+    tail: LogTail,
+    framer: LineFramer,
+    follow: Option<broadcast::Sender<Bytes>>,
+}
+
+/// A stream's log, shared by the pump that fills it and the API that reads it.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedLog(Arc<Mutex<StreamLog>>);
+
+impl SharedLog {
+    pub(crate) fn new(file: RotatingFile) -> Self {
+        Self(Arc::new(Mutex::new(StreamLog {
+            file,
+            tail: LogTail::default(),
+            framer: LineFramer::default(),
+            follow: None,
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamLog> {
+        // A panic while holding the lock leaves the log usable: every update
+        // keeps the structures consistent between statements.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes in a chunk read from the pipe.
+    pub(crate) fn ingest(&self, chunk: Bytes) {
+        let mut log = self.lock();
+        let StreamLog {
+            file,
+            tail,
+            framer,
+            follow,
+        } = &mut *log;
+        file.write(&chunk);
+        let live = follow.as_ref().filter(|tx| tx.receiver_count() > 0);
+        framer.feed(chunk, |line| {
+            if let Some(tx) = live {
+                let _ = tx.send(line.clone());
+            }
+            tail.push(line);
+        });
+    }
+
+    /// Flushes the unfinished last line at the end of a stream.
+    pub(crate) fn finish(&self) {
+        let mut log = self.lock();
+        let StreamLog {
+            tail,
+            framer,
+            follow,
+            ..
+        } = &mut *log;
+        framer.finish(|line| {
+            if let Some(tx) = follow.as_ref() {
+                let _ = tx.send(line.clone());
+            }
+            tail.push(line);
+        });
+    }
+
+    pub(crate) fn last(&self, n: usize) -> Vec<String> {
+        self.lock().tail.last(n)
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+        let mut log = self.lock();
+        match &log.follow {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(FOLLOW_BUFFER);
+                log.follow = Some(tx);
+                rx
+            }
+        }
+    }
+
+    pub(crate) fn health(&self) -> LogHealth {
+        self.lock().file.health().clone()
+    }
+
+    pub(crate) fn append_handle(&self) -> io::Result<File> {
+        self.lock().file.append_handle()
+    }
+}
+
+/// Reads a pipe until end-of-file, or until `handoff` fires; then gives the pipe back.
+pub(crate) async fn pump(
+    rx: pipe::Receiver,
+    log: SharedLog,
+    mut handoff: oneshot::Receiver<()>,
+) -> Option<pipe::Receiver> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut handoff => return Some(rx),
+            ready = rx.readable() => {
+                if let Err(e) = ready {
+                    tracing::warn!("cannot wait on an output pipe: {e}");
+                    log.finish();
+                    return None;
+                }
+                // A buffer only while there is something to read: idle programs hold none.
+                let mut buf = BytesMut::with_capacity(READ_SIZE);
+                loop {
+                    match rx.try_read_buf(&mut buf) {
+                        Ok(0) => {
+                            if !buf.is_empty() {
+                                log.ingest(buf.split().freeze());
+                            }
+                            log.finish();
+                            return None;
+                        }
+                        Ok(_) if buf.capacity() - buf.len() > 0 => continue,
+                        Ok(_) => log.ingest(take_chunk(&mut buf)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::warn!("cannot read an output pipe: {e}");
+                            log.finish();
+                            return None;
+                        }
+                    }
+                }
+                if !buf.is_empty() {
+                    log.ingest(take_chunk(&mut buf));
+                }
+            }
+        }
+    }
+}
+
+/// Takes the filled part of `buf` as a chunk whose memory is not much larger than its data.
+fn take_chunk(buf: &mut BytesMut) -> Bytes {
+    if buf.len() >= READ_SIZE / 2 {
+        let chunk = buf.split().freeze();
+        buf.reserve(READ_SIZE);
+        chunk
+    } else {
+        let chunk = Bytes::copy_from_slice(buf);
+        buf.clear();
+        chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut framer = LineFramer::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            framer.feed(Bytes::copy_from_slice(c), |l| out.push(l.to_vec()));
+        }
+        framer.finish(|l| out.push(l.to_vec()));
+        out
+    }
+
+    #[test]
+    fn lines_are_joined_across_chunks_and_cut_when_too_long() {
+        assert_eq!(frame(&[b"a\nb", b"c\n", b"d"]), vec![b"a".to_vec(), b"bc".to_vec(), b"d".to_vec()]);
+        let long = vec![b'x'; MAX_LINE * 2 + 10];
+        let lines = frame(&[&long[..100], &long[100..]]);
+        assert_eq!(lines.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 10]);
+        assert_eq!(frame(&[b"\n\n"]), vec![Vec::<u8>::new(), Vec::new()]);
+    }
+
+    #[test]
+    fn the_tail_is_bounded_by_bytes_and_lines() {
+        let mut tail = LogTail::default();
+        for i in 0..TAIL_LINES + 5 {
+            tail.push(Bytes::from(i.to_string()));
+        }
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail.last(1), vec![(TAIL_LINES + 4).to_string()]);
+        let mut tail = LogTail::default();
+        for _ in 0..100 {
+            tail.push(Bytes::from(vec![b'y'; MAX_LINE]));
+        }
+        assert!(tail.bytes <= TAIL_BYTES);
+        assert_eq!(tail.len(), TAIL_BYTES / MAX_LINE);
+    }
+
+    #[test]
+    fn invalid_utf8_is_lossy_in_the_tail() {
+        let mut tail = LogTail::default();
+        tail.push(Bytes::from_static(b"ok \xff\xfe"));
+        assert_eq!(tail.last(1), vec!["ok \u{fffd}\u{fffd}".to_owned()]);
+    }
+
+    #[test]
+    fn rotation_keeps_every_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let mut file = RotatingFile::new(path.clone(), 100, 3);
+        let mut written = Vec::new();
+        for i in 0..60 {
+            let line = format!("line {i:04}\n");
+            written.extend_from_slice(line.as_bytes());
+            file.write(line.as_bytes());
+        }
+        let mut read = Vec::new();
+        for n in (1..=3).rev() {
+            let p = dir.path().join(format!("out.log.{n}"));
+            let text = std::fs::read(&p).unwrap();
+            assert!(text.len() <= 100 && text.ends_with(b"\n"), "{p:?}");
+            read.extend(text);
+        }
+        read.extend(std::fs::read(&path).unwrap());
+        assert!(!dir.path().join("out.log.4").exists());
+        // Only the newest files are kept; what is kept is the end of the stream, unchanged.
+        assert!(written.ends_with(&read), "rotated files do not end the stream");
+        assert_eq!(file.health().errors, 0);
+    }
+
+    #[test]
+    fn an_unwritable_log_is_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let mut file = RotatingFile::new(blocker.join("out.log"), 0, 0);
+        file.write(b"hello\n");
+        assert_eq!(file.health().errors, 1);
+        assert_eq!(file.health().bytes_lost, 6);
+        assert!(file.health().last_error.as_deref().unwrap().contains("cannot open"));
+    }
+}

@@ -1,0 +1,585 @@
+//! One supervised program: a cheap handle and the actor task that owns its process.
+//!
+//! The actor is the only code that touches the child: it spawns it, waits
+//! for it, signals its group (always before reaping it, so a pid is never
+//! reused under a signal), restarts it by the pure rules of
+//! [`crate::state::after_exit`], and publishes a [`Snapshot`] after every
+//! change. Controls arrive on a small queue and are answered once applied:
+//! a stop is answered when the whole process group is gone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::net::unix::pipe;
+use tokio::process::Child;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, timeout_at};
+
+use crate::error::{Error, Result};
+use crate::logs::{RotatingFile, SharedLog, pump};
+use crate::spawn;
+use crate::spec::{ProgramSpec, signal_name};
+use crate::state::{AfterExit, ExitKind, ProcessState, RestartRules, after_exit, next_spawn_at};
+use crate::wire::{ProcessEvent, ProcessInfo, ShutdownMode, rfc3339, rfc3339_millis, secs};
+
+/// How long a stop waits, after SIGKILL, for the last members of a group.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long a stop waits for the output pumps to drain what the group wrote.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// What the API sees of a program between two changes.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub state: ProcessState,
+    pub pid: Option<i32>,
+    pub started_at: Option<SystemTime>,
+    pub started: Option<Instant>,
+    pub restarts: u32,
+    pub exit: Option<ExitKind>,
+    pub error: Option<Arc<str>>,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<()>>;
+
+/// A request to the actor; kept small, since the queue preallocates slots.
+pub(crate) enum Control {
+    Start(Reply),
+    Stop(Reply),
+    Restart(Reply),
+    Detach(Reply),
+    Signal(Signal, Reply),
+    Shutdown(ShutdownMode, oneshot::Sender<()>),
+}
+
+/// The registry's handle on a program.
+pub(crate) struct Program {
+    pub spec: Arc<ProgramSpec>,
+    control: mpsc::Sender<Control>,
+    snapshot: watch::Receiver<Snapshot>,
+    pub stdout: SharedLog,
+    pub stderr: SharedLog,
+}
+
+impl Program {
+    /// Starts the actor for `spec`; it does nothing until told to start.
+    pub(crate) fn launch(
+        spec: ProgramSpec,
+        log_dir: &std::path::Path,
+        events: broadcast::Sender<ProcessEvent>,
+    ) -> Self {
+        let spec = Arc::new(spec);
+        let file = |own: &Option<std::path::PathBuf>, suffix: &str| {
+            let path = own
+                .clone()
+                .unwrap_or_else(|| log_dir.join(format!("{}.{suffix}.log", spec.name)));
+            SharedLog::new(RotatingFile::new(path, spec.log_max_bytes, spec.log_backups))
+        };
+        let stdout = file(&spec.logfile, "out");
+        let stderr = file(&spec.err_logfile, "err");
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let (publish, snapshot) = watch::channel(Snapshot {
+            state: ProcessState::Stopped,
+            pid: None,
+            started_at: None,
+            started: None,
+            restarts: 0,
+            exit: None,
+            error: None,
+        });
+        let actor = Actor {
+            rules: RestartRules {
+                policy: spec.restart,
+                start_secs: spec.start_secs,
+                max_restarts: spec.max_restarts,
+                restart_delay: spec.restart_delay,
+            },
+            spec: spec.clone(),
+            control: control_rx,
+            publish,
+            events,
+            logs: [stdout.clone(), stderr.clone()],
+            run: Run::Idle,
+            failures: 0,
+            last_spawn: None,
+        };
+        tokio::spawn(actor.run());
+        Self {
+            spec,
+            control: control_tx,
+            snapshot,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends a control and waits until the actor has applied it.
+    pub(crate) async fn ask(&self, make: impl FnOnce(Reply) -> Control) -> Result<ProcessInfo> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)??;
+        Ok(self.info())
+    }
+
+    /// Tells the actor to stop or detach its process and end; resolves when it has.
+    pub(crate) async fn shut_down(&self, mode: ShutdownMode) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Shutdown(mode, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    pub(crate) fn info(&self) -> ProcessInfo {
+        let snap = self.snapshot.borrow();
+        let spec = &self.spec;
+        let running = snap.state.is_live() || snap.state == ProcessState::Detached;
+        ProcessInfo {
+            name: spec.name.to_string(),
+            state: snap.state,
+            pid: snap.pid,
+            path: spec.path.display().to_string(),
+            args: spec.args.clone(),
+            restarts: snap.restarts,
+            started_at: snap.started_at.map(rfc3339),
+            uptime_secs: match snap.started {
+                Some(t) if running => secs(t.elapsed()),
+                _ => 0.0,
+            },
+            exit_code: match snap.exit {
+                Some(ExitKind::Code(c)) => Some(c),
+                _ => None,
+            },
+            exit_signal: match snap.exit {
+                Some(ExitKind::Signal(s)) => Some(
+                    Signal::try_from(s).map_or_else(|_| s.to_string(), |s| signal_name(s).to_owned()),
+                ),
+                _ => None,
+            },
+            web: spec.web,
+            error: snap.error.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// One output pump of a live process.
+struct Pump {
+    handoff: oneshot::Sender<()>,
+    task: JoinHandle<Option<pipe::Receiver>>,
+}
+
+struct Live {
+    child: Child,
+    pid: i32,
+    spawned: Instant,
+    up: bool,
+    pumps: Vec<Pump>,
+}
+
+enum Run {
+    Idle,
+    Live(Live),
+    Waiting(Instant),
+}
+
+enum Wake {
+    Control(Control),
+    Closed,
+    Exited(ExitKind),
+    Up,
+    RetryDue,
+}
+
+struct Actor {
+    spec: Arc<ProgramSpec>,
+    rules: RestartRules,
+    control: mpsc::Receiver<Control>,
+    publish: watch::Sender<Snapshot>,
+    events: broadcast::Sender<ProcessEvent>,
+    logs: [SharedLog; 2],
+    run: Run,
+    failures: u32,
+    last_spawn: Option<Instant>,
+}
+
+fn exit_kind(status: std::io::Result<std::process::ExitStatus>) -> ExitKind {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => ExitKind::Code(code),
+            (None, Some(sig)) => ExitKind::Signal(sig),
+            (None, None) => ExitKind::Code(-1),
+        },
+        Err(_) => ExitKind::Code(-1),
+    }
+}
+
+/// Whether any process is left in the group.
+fn group_exists(pgid: Pid) -> bool {
+    !matches!(killpg(pgid, None), Err(Errno::ESRCH))
+}
+
+/// Polls until the group is empty or `deadline` passes; true when it is empty.
+async fn wait_group_gone(pgid: Pid, deadline: Instant) -> bool {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if !group_exists(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Ends every process left in a group whose leader is gone, and waits for them.
+async fn clear_group(pgid: Pid) {
+    if group_exists(pgid) {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        if !wait_group_gone(pgid, Instant::now() + KILL_GRACE).await {
+            tracing::warn!(pgid = pgid.as_raw(), "processes of group are left after SIGKILL");
+        }
+    }
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            match self.next_wake().await {
+                Wake::Control(Control::Shutdown(mode, done)) => {
+                    match mode {
+                        ShutdownMode::Stop => self.stop().await,
+                        ShutdownMode::Detach => {
+                            if let Err(e) = self.detach().await {
+                                tracing::warn!("{e}; stopping it instead");
+                                self.stop().await;
+                            }
+                        }
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+                Wake::Control(control) => self.handle(control).await,
+                Wake::Closed => {
+                    self.stop().await;
+                    return;
+                }
+                Wake::Exited(exit) => self.on_exit(exit).await,
+                Wake::Up => {
+                    if let Run::Live(live) = &mut self.run {
+                        live.up = true;
+                    }
+                    self.failures = 0;
+                    self.set(ProcessState::Running, |_| {});
+                }
+                Wake::RetryDue => {
+                    self.run = Run::Idle;
+                    if self.spawn_now().is_ok() {
+                        self.publish.send_modify(|s| s.restarts += 1);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn next_wake(&mut self) -> Wake {
+        let control = &mut self.control;
+        let received = |c: Option<Control>| c.map_or(Wake::Closed, Wake::Control);
+        match &mut self.run {
+            Run::Idle => received(control.recv().await),
+            Run::Waiting(until) => {
+                let until = *until;
+                tokio::select! {
+                    c = control.recv() => received(c),
+                    _ = sleep_until(until.into()) => Wake::RetryDue,
+                }
+            }
+            Run::Live(live) => {
+                let up_at = live.spawned + self.rules.start_secs;
+                let up = live.up;
+                tokio::select! {
+                    c = control.recv() => received(c),
+                    status = live.child.wait() => Wake::Exited(exit_kind(status)),
+                    _ = sleep_until(up_at.into()), if !up => Wake::Up,
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, control: Control) {
+        match control {
+            Control::Start(reply) => {
+                let result = match self.state() {
+                    s @ (ProcessState::Starting | ProcessState::Running | ProcessState::Stopping) => {
+                        Err(Error::AlreadyRunning {
+                            name: self.spec.name.to_string(),
+                            state: s,
+                        })
+                    }
+                    _ => {
+                        self.failures = 0;
+                        self.run = Run::Idle;
+                        self.spawn_now()
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Control::Stop(reply) => {
+                self.stop().await;
+                let _ = reply.send(Ok(()));
+            }
+            Control::Restart(reply) => {
+                self.stop().await;
+                self.failures = 0;
+                let _ = reply.send(self.spawn_now());
+            }
+            Control::Detach(reply) => {
+                let _ = reply.send(self.detach().await);
+            }
+            Control::Signal(sig, reply) => {
+                // The child is not reaped until this actor waits on it, so
+                // while `try_wait` sees it unreaped its pid cannot be reused.
+                let target = match &mut self.run {
+                    Run::Live(live) => match live.child.try_wait() {
+                        Ok(None) => Some(live.pid),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let result = match target {
+                    Some(pid) => kill(Pid::from_raw(pid), sig).map_err(|e| {
+                        Error::Invalid(format!("cannot send {sig} to `{}`: {e}", self.spec.name))
+                    }),
+                    None => Err(self.not_running()),
+                };
+                let _ = reply.send(result);
+            }
+            Control::Shutdown(..) => unreachable!("handled in run()"),
+        }
+    }
+
+    fn state(&self) -> ProcessState {
+        self.publish.borrow().state
+    }
+
+    fn not_running(&self) -> Error {
+        Error::NotRunning {
+            name: self.spec.name.to_string(),
+            state: self.state(),
+        }
+    }
+
+    /// Changes the published state (and more), announcing a state change as an event.
+    fn set(&self, state: ProcessState, more: impl FnOnce(&mut Snapshot)) {
+        let mut from = state;
+        let mut pid = None;
+        self.publish.send_modify(|snap| {
+            from = snap.state;
+            snap.state = state;
+            more(snap);
+            pid = snap.pid;
+        });
+        if from != state {
+            let _ = self.events.send(ProcessEvent {
+                name: self.spec.name.to_string(),
+                from,
+                to: state,
+                pid,
+                at: rfc3339_millis(SystemTime::now()),
+            });
+        }
+    }
+
+    /// Spawns the process now. On failure the program is fatal with the reason.
+    fn spawn_now(&mut self) -> Result<()> {
+        let spawned = spawn::spawn(&self.spec).and_then(|s| {
+            let mut pumps = Vec::with_capacity(2);
+            for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
+                let rx = pipe::Receiver::from_owned_fd(fd)
+                    .map_err(|e| format!("cannot watch the output pipe: {e}"))?;
+                let (handoff, handoff_rx) = oneshot::channel();
+                let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
+                pumps.push(Pump { handoff, task });
+            }
+            Ok((s.child, s.pid, pumps))
+        });
+        let now = Instant::now();
+        self.last_spawn = Some(now);
+        match spawned {
+            Ok((child, pid, pumps)) => {
+                self.run = Run::Live(Live {
+                    child,
+                    pid,
+                    spawned: now,
+                    up: false,
+                    pumps,
+                });
+                self.set(ProcessState::Starting, |s| {
+                    s.pid = Some(pid);
+                    s.started = Some(now);
+                    s.started_at = Some(SystemTime::now());
+                    s.exit = None;
+                    s.error = None;
+                });
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::warn!(program = %self.spec.name, "{reason}");
+                self.run = Run::Idle;
+                self.set(ProcessState::Fatal, |s| {
+                    s.pid = None;
+                    s.error = Some(reason.as_str().into());
+                });
+                Err(Error::Spawn {
+                    name: self.spec.name.to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The process ended on its own: clean its group, then follow the restart rules.
+    async fn on_exit(&mut self, exit: ExitKind) {
+        let Run::Live(live) = std::mem::replace(&mut self.run, Run::Idle) else {
+            return;
+        };
+        clear_group(Pid::from_raw(live.pid)).await;
+        let uptime = live.spawned.elapsed();
+        let decision = after_exit(&self.rules, exit, uptime, self.failures);
+        let record = |s: &mut Snapshot| {
+            s.pid = None;
+            s.exit = Some(exit);
+        };
+        match decision {
+            AfterExit::Restart { delay, failures } => {
+                self.failures = failures;
+                self.set(ProcessState::Backoff, record);
+                let now = Instant::now();
+                let at = next_spawn_at(now, delay, self.last_spawn.unwrap_or(live.spawned));
+                if at <= now {
+                    if self.spawn_now().is_ok() {
+                        self.publish.send_modify(|s| s.restarts += 1);
+                    }
+                } else {
+                    self.run = Run::Waiting(at);
+                }
+            }
+            AfterExit::Exited => self.set(ProcessState::Exited, record),
+            AfterExit::Fatal { failures } => {
+                self.failures = failures;
+                let why = format!(
+                    "exited {failures} times in a row within StartSecs ({:?}); start it again when fixed",
+                    self.rules.start_secs
+                );
+                self.set(ProcessState::Fatal, |s| {
+                    record(s);
+                    s.error = Some(why.as_str().into());
+                });
+            }
+        }
+    }
+
+    /// Stops the process group (StopSignal, then SIGKILL after StopTimeout) and
+    /// returns once the whole group is gone. Not running is not an error.
+    async fn stop(&mut self) {
+        match std::mem::replace(&mut self.run, Run::Idle) {
+            Run::Live(mut live) => {
+                self.set(ProcessState::Stopping, |_| {});
+                let pgid = Pid::from_raw(live.pid);
+                let deadline = Instant::now() + self.spec.stop_timeout;
+                let _ = killpg(pgid, self.spec.stop_signal);
+                let _ = killpg(pgid, Signal::SIGCONT);
+                let status = match timeout_at(deadline.into(), live.child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                        live.child.wait().await
+                    }
+                };
+                if !wait_group_gone(pgid, deadline).await {
+                    clear_group(pgid).await;
+                }
+                for pump in live.pumps {
+                    let _ = timeout(DRAIN_GRACE, pump.task).await;
+                }
+                let exit = exit_kind(status);
+                self.set(ProcessState::Stopped, |s| {
+                    s.pid = None;
+                    s.exit = Some(exit);
+                });
+            }
+            Run::Waiting(_) => self.set(ProcessState::Stopped, |_| {}),
+            Run::Idle => {}
+        }
+    }
+
+    /// Lets the process go: its output is handed to relays that outlive zist,
+    /// and zist never signals it again. The child is still reaped in the background.
+    async fn detach(&mut self) -> Result<()> {
+        let Run::Live(live) = std::mem::replace(&mut self.run, Run::Idle) else {
+            return Err(self.not_running());
+        };
+        let fail = |reason: String| Error::Detach {
+            name: self.spec.name.to_string(),
+            reason,
+        };
+        // Everything that can fail is prepared before the pumps let go.
+        let prepared = spawn::resolve_executable(std::path::Path::new("cat"), &Default::default())
+            .map_err(|e| format!("the output relay needs `cat`: {e}"))
+            .and_then(|_| {
+                self.logs
+                    .iter()
+                    .map(SharedLog::append_handle)
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .map_err(|e| format!("cannot open the log files: {e}"))
+            });
+        let files = match prepared {
+            Ok(files) => files,
+            Err(reason) => {
+                self.run = Run::Live(live);
+                return Err(fail(reason));
+            }
+        };
+        let Live { child, pid, pumps, .. } = live;
+        let mut relays = Vec::new();
+        for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
+            let _ = pump.handoff.send(());
+            let Ok(Some(rx)) = pump.task.await else {
+                continue; // that stream had already ended
+            };
+            let relay = rx
+                .into_blocking_fd()
+                .and_then(|fd| spawn::spawn_relay(fd, file));
+            match relay {
+                Ok(relay) => relays.push(relay),
+                Err(e) => {
+                    // The pipe went with the failed relay: the program's next
+                    // writes to this stream fail with EPIPE.
+                    tracing::error!(program = %self.spec.name, "cannot start an output relay: {e}");
+                    log.finish();
+                }
+            }
+        }
+        tokio::spawn(async move {
+            let mut child = child;
+            let _ = child.wait().await;
+            for mut relay in relays {
+                let _ = relay.wait().await;
+            }
+        });
+        self.set(ProcessState::Detached, |s| s.pid = Some(pid));
+        Ok(())
+    }
+}

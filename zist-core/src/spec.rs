@@ -1,0 +1,314 @@
+//! What a program is: its validated name, restart policy, signals and the full [`ProgramSpec`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+/// A program's unique name: `[A-Za-z0-9_.-]{1,64}`, not `.`, `..` or `all`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ProgramName(String);
+
+impl ProgramName {
+    /// Checks `name` and wraps it; the error says what is wrong with it.
+    pub fn new(name: &str) -> Result<Self, String> {
+        if name.is_empty() || name.len() > 64 {
+            return Err(format!(
+                "program name {name:?} must be 1 to 64 characters long"
+            ));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            return Err(format!(
+                "program name {name:?} has {bad:?}; use only letters, digits, '_', '.' and '-'"
+            ));
+        }
+        if matches!(name, "." | ".." | "all") {
+            return Err(format!(
+                "program name {name:?} is reserved; choose another name"
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProgramName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ProgramName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProgramName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// When a program that exited on its own is started again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After any exit (`Restart = true`, as the seed did).
+    Always,
+    /// After a non-zero exit code or a death by signal.
+    OnFailure,
+    /// Never; the program ends in `exited`.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The config spellings, for error messages.
+    pub const CHOICES: &'static str = "\"always\", \"on-failure\", \"never\", true or false";
+
+    /// Parses `"always"`, `"on-failure"` or `"never"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "on-failure" => Some(Self::OnFailure),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
+/// One of a program's two output streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl LogStream {
+    /// `"stdout"` or `"stderr"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+impl FromStr for LogStream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            "stderr" => Ok(Self::Stderr),
+            other => Err(format!(
+                "unknown stream {other:?}; use \"stdout\" or \"stderr\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses a signal written `"TERM"`, `"SIGTERM"`, `"term"` or as its number.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    if let Ok(n) = upper.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"));
+    }
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full).map_err(|_| {
+        format!("unknown signal {s:?}; use a name such as \"TERM\", \"INT\", \"HUP\", \"USR1\"")
+    })
+}
+
+/// The short name of a signal, `"TERM"` for SIGTERM.
+pub fn signal_name(sig: Signal) -> &'static str {
+    sig.as_str().trim_start_matches("SIG")
+}
+
+/// Everything zist needs to run one program (the keys of a program file, resolved).
+///
+/// Paths are as the config named them after resolving relative ones against
+/// the file's folder; a `Path` without a `/` is looked up on `PATH` when the
+/// program is started, so an executable installed later is found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramSpec {
+    /// Unique name.
+    pub name: ProgramName,
+    /// The executable.
+    pub path: PathBuf,
+    /// Arguments, already split.
+    pub args: Vec<String>,
+    /// Working directory; `None` means the folder of the executable.
+    pub workingdir: Option<PathBuf>,
+    /// Extra environment variables on top of the supervisor's own.
+    pub env: BTreeMap<String, String>,
+    /// Start when the supervisor starts (or when the program is added).
+    pub autostart: bool,
+    /// What to do after the program exits on its own.
+    pub restart: RestartPolicy,
+    /// How long a process must stay up to count as started.
+    pub start_secs: Duration,
+    /// Consecutive failed starts before `fatal`.
+    pub max_restarts: u32,
+    /// Wait before a restart; doubles with each failed start in a row, capped at 30 s.
+    pub restart_delay: Duration,
+    /// Signal sent to the process group on stop.
+    pub stop_signal: Signal,
+    /// Time between the stop signal and SIGKILL.
+    pub stop_timeout: Duration,
+    /// Run as this user (the supervisor must be root).
+    pub user: Option<String>,
+    /// stdout log file; `None` means `<log dir>/<name>.out.log`.
+    pub logfile: Option<PathBuf>,
+    /// stderr log file; `None` means `<log dir>/<name>.err.log`.
+    pub err_logfile: Option<PathBuf>,
+    /// Rotate a log file when it passes this many bytes (0: never rotate).
+    pub log_max_bytes: u64,
+    /// Rotated files kept.
+    pub log_backups: u32,
+    /// Expose stats and logs over the HTTP API.
+    pub web: bool,
+}
+
+impl ProgramSpec {
+    /// A spec with the documented defaults for every key but `Name` and `Path`.
+    pub fn new(name: ProgramName, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name,
+            path: path.into(),
+            args: Vec::new(),
+            workingdir: None,
+            env: BTreeMap::new(),
+            autostart: true,
+            restart: RestartPolicy::Always,
+            start_secs: Duration::from_secs(1),
+            max_restarts: 5,
+            restart_delay: Duration::from_millis(100),
+            stop_signal: Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(10),
+            user: None,
+            logfile: None,
+            err_logfile: None,
+            log_max_bytes: 50 * 1024 * 1024,
+            log_backups: 5,
+            web: true,
+        }
+    }
+
+    /// Sets the arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// Parses a duration: a string with a unit (`"500ms"`, `"10s"`, `"2m"`) or seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a duration of zero or more seconds"));
+    }
+    humantime::parse_duration(t).map_err(|_| {
+        format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"2m\"")
+    })
+}
+
+/// Parses a size: a string with a unit (`"50MB"`, `"1KiB"`, `"512B"`) or bytes.
+///
+/// KB, MB and GB are powers of 1024, as supervisord reads them; KiB, MiB and
+/// GiB are the same values under their unambiguous names.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let factor: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown size unit; use B, KB, MB or GB (or KiB, MiB, GiB)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write it like \"50MB\" or \"1KiB\""))?;
+    Ok((value * factor as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule() {
+        assert!(ProgramName::new("app-1.web_x").is_ok());
+        assert!(ProgramName::new(&"a".repeat(64)).is_ok());
+        for bad in ["", ".", "..", "all", "a b", "é", "x/y"] {
+            assert!(ProgramName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(ProgramName::new(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_size("50MB"), Ok(50 << 20));
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1 GB"), Ok(1 << 30));
+        assert!(parse_size("3 parsecs").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+
+    #[test]
+    fn signals_parse_in_every_spelling() {
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigusr1"), Ok(Signal::SIGUSR1));
+        assert_eq!(parse_signal("9"), Ok(Signal::SIGKILL));
+        assert!(parse_signal("NOPE").is_err());
+        assert_eq!(signal_name(Signal::SIGHUP), "HUP");
+    }
+}

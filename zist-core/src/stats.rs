@@ -1,0 +1,173 @@
+//! CPU and memory of a program's process tree, sampled on demand (no polling while idle).
+//!
+//! A program's tree is its session: zist starts every program as a session
+//! leader, and everything it forks stays in that session unless it leaves on
+//! purpose. One scan of the process table serves every call for
+//! [`SCAN_REUSE`]; CPU percent is the CPU time used between two samples,
+//! per wall-clock second, in percent of one core. The first call for a
+//! process has no earlier sample, so it takes two, [`FIRST_WINDOW`] apart:
+//! the number is meaningful from the first call on.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::wire::ProcessStats;
+
+/// A scan of the process table younger than this is reused.
+pub const SCAN_REUSE: Duration = Duration::from_millis(100);
+/// The window of the first CPU measurement of a process.
+pub const FIRST_WINDOW: Duration = Duration::from_millis(250);
+/// An earlier sample older than this is not used for a CPU delta.
+const STALE: Duration = Duration::from_secs(60);
+
+struct Previous {
+    at: Instant,
+    cpu_ms: u64,
+    percent: f64,
+}
+
+struct Scan {
+    at: Instant,
+    /// Session id -> (CPU milliseconds, resident bytes), summed.
+    sessions: HashMap<i32, (u64, u64)>,
+}
+
+struct SamplerState {
+    system: System,
+    total_memory: u64,
+    scan: Option<Scan>,
+    previous: HashMap<i32, Previous>,
+}
+
+/// Samples process trees; shared by every stats call.
+pub(crate) struct Sampler {
+    state: Mutex<Option<SamplerState>>,
+}
+
+impl Sampler {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(None),
+        }
+    }
+
+    /// Measures the session led by `pid`. Blocking: call it off the async workers.
+    pub(crate) fn measure(&self, pid: i32) -> ProcessStats {
+        let first = self.try_measure(pid);
+        match first {
+            Some(stats) => stats,
+            None => {
+                std::thread::sleep(FIRST_WINDOW);
+                self.try_measure(pid).unwrap_or_default()
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SamplerState>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `None` when this is the first sample of `pid` and a second must follow.
+    fn try_measure(&self, pid: i32) -> Option<ProcessStats> {
+        let mut guard = self.lock();
+        let state = match guard.as_mut() {
+            Some(state) => state,
+            None => {
+                let mut system = match System::new() {
+                    Ok(system) => system,
+                    Err(e) => {
+                        tracing::warn!("cannot read process statistics: {e}");
+                        return Some(ProcessStats::default());
+                    }
+                };
+                system.refresh_memory();
+                let total_memory = system.total_memory();
+                guard.insert(SamplerState {
+                    system,
+                    total_memory,
+                    scan: None,
+                    previous: HashMap::new(),
+                })
+            }
+        };
+        let now = Instant::now();
+        if state.scan.as_ref().is_none_or(|s| now - s.at >= SCAN_REUSE) {
+            state.rescan(now);
+        }
+        let scan_at = state.scan.as_ref().map_or(now, |s| s.at);
+        let (cpu_ms, rss) = state
+            .scan
+            .as_ref()
+            .and_then(|s| s.sessions.get(&pid).copied())
+            .unwrap_or((0, 0));
+        let memory_percent = if state.total_memory > 0 {
+            rss as f64 * 100.0 / state.total_memory as f64
+        } else {
+            0.0
+        };
+        let percent = match state.previous.get(&pid) {
+            Some(p) if scan_at - p.at < SCAN_REUSE => p.percent,
+            Some(p) if scan_at - p.at < STALE => {
+                let wall_ms = (scan_at - p.at).as_secs_f64() * 1000.0;
+                let percent = cpu_ms.saturating_sub(p.cpu_ms) as f64 * 100.0 / wall_ms;
+                state.previous.insert(
+                    pid,
+                    Previous {
+                        at: scan_at,
+                        cpu_ms,
+                        percent,
+                    },
+                );
+                percent
+            }
+            _ => {
+                state.previous.insert(
+                    pid,
+                    Previous {
+                        at: scan_at,
+                        cpu_ms,
+                        percent: 0.0,
+                    },
+                );
+                return None;
+            }
+        };
+        Some(ProcessStats {
+            cpu_percent: percent,
+            memory_bytes: rss,
+            memory_percent,
+        })
+    }
+}
+
+impl SamplerState {
+    fn rescan(&mut self, now: Instant) {
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .without_tasks(),
+        );
+        let mut sessions: HashMap<i32, (u64, u64)> = HashMap::new();
+        for (pid, process) in self.system.processes() {
+            let sid = process
+                .session_id()
+                .map_or(pid_i32(*pid), pid_i32);
+            let entry = sessions.entry(sid).or_default();
+            entry.0 += process.accumulated_cpu_time();
+            entry.1 += process.memory();
+        }
+        // Samples of sessions that are gone would only grow the map.
+        self.previous.retain(|pid, _| sessions.contains_key(pid));
+        self.scan = Some(Scan { at: now, sessions });
+    }
+}
+
+fn pid_i32(pid: Pid) -> i32 {
+    pid.as_u32() as i32
+}

@@ -1,0 +1,371 @@
+//! The [`Supervisor`] handle: the registry of programs and every operation on them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use futures_core::Stream;
+use nix::sys::signal::Signal;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::logs::{LogHealth, SharedLog};
+use crate::program::{Control, Program};
+use crate::spec::{LogStream, ProgramSpec};
+use crate::state::ProcessState;
+use crate::stats::Sampler;
+use crate::wire::{Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode};
+
+/// State changes buffered for each events subscriber before it sees a gap.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// Settings of a [`Supervisor`] that are not per program.
+#[derive(Clone, Debug)]
+pub struct SupervisorOptions {
+    /// Folder for log files of programs whose spec names none.
+    pub log_dir: PathBuf,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        Self {
+            log_dir: PathBuf::from("logs"),
+        }
+    }
+}
+
+/// A handle on a set of supervised programs. Cheap to clone and share across tasks.
+///
+/// Every method works on the programs' actors and returns once the change
+/// is applied, so the [`ProcessInfo`] it returns already shows the new
+/// state. When the last handle is dropped, each actor stops its program; call
+/// [`Supervisor::shutdown`] for a defined end.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    programs: RwLock<BTreeMap<String, Arc<Program>>>,
+    events: broadcast::Sender<ProcessEvent>,
+    sampler: Arc<Sampler>,
+    log_dir: PathBuf,
+    closing: AtomicBool,
+    started: Instant,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Supervisor {
+    /// A supervisor with no programs. Raises the open-file soft limit of this
+    /// process to its hard limit (children get the original one back).
+    pub fn new(options: SupervisorOptions) -> Self {
+        crate::spawn::raise_fd_limit();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            inner: Arc::new(Inner {
+                programs: RwLock::new(BTreeMap::new()),
+                events,
+                sampler: Arc::new(Sampler::new()),
+                log_dir: options.log_dir,
+                closing: AtomicBool::new(false),
+                started: Instant::now(),
+                reloading: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// A supervisor running a loaded config: every program registered, the
+    /// autostart ones started (all at once). A program that cannot be spawned
+    /// is `fatal` with the reason, as the config rules say; it is not an error here.
+    pub async fn from_config(config: &Config) -> Self {
+        let supervisor = Self::new(SupervisorOptions {
+            log_dir: config.daemon.log_dir.clone(),
+        });
+        let mut starting = Vec::new();
+        for spec in &config.programs {
+            let autostart = spec.autostart;
+            if let Ok(program) = supervisor.add(spec.clone())
+                && autostart
+            {
+                starting.push(program);
+            }
+        }
+        join_each(starting, |p| async move { p.ask(Control::Start).await }).await;
+        supervisor
+    }
+
+    /// How long this supervisor has existed.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Program>>> {
+        self.inner.programs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Program>>> {
+        self.inner.programs.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Program>> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchProcess {
+                name: name.to_owned(),
+            })
+    }
+
+    fn add(&self, spec: ProgramSpec) -> Result<Arc<Program>> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let mut programs = self.write();
+        let name = spec.name.to_string();
+        if programs.contains_key(&name) {
+            return Err(Error::AlreadyExists { name });
+        }
+        let program = Arc::new(Program::launch(
+            spec,
+            &self.inner.log_dir,
+            self.inner.events.clone(),
+        ));
+        programs.insert(name, program.clone());
+        Ok(program)
+    }
+
+    /// Adds a program, and starts it if its spec says Autostart.
+    ///
+    /// A spawn failure leaves the program registered and `fatal`, and is returned.
+    pub async fn register(&self, spec: ProgramSpec) -> Result<ProcessInfo> {
+        let autostart = spec.autostart;
+        let program = self.add(spec)?;
+        if autostart {
+            program.ask(Control::Start).await
+        } else {
+            Ok(program.info())
+        }
+    }
+
+    /// Stops a program and forgets it.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let program = self.get(name)?;
+        program.shut_down(ShutdownMode::Stop).await;
+        self.write().remove(name);
+        Ok(())
+    }
+
+    /// Starts a program; returns once it is spawned (`starting`).
+    pub async fn start(&self, name: &str) -> Result<ProcessInfo> {
+        self.get(name)?.ask(Control::Start).await
+    }
+
+    /// Stops a program; returns once its whole process group is gone.
+    pub async fn stop(&self, name: &str) -> Result<ProcessInfo> {
+        self.get(name)?.ask(Control::Stop).await
+    }
+
+    /// Stops a program if it runs, then starts it; returns once the new process is spawned.
+    pub async fn restart(&self, name: &str) -> Result<ProcessInfo> {
+        self.get(name)?.ask(Control::Restart).await
+    }
+
+    /// Lets a running program go: it keeps running, and writing to its log
+    /// files, after zist lets go of it and after zist exits.
+    pub async fn detach(&self, name: &str) -> Result<ProcessInfo> {
+        self.get(name)?.ask(Control::Detach).await
+    }
+
+    /// Sends a signal to a program's main process.
+    pub async fn signal(&self, name: &str, signal: Signal) -> Result<ProcessInfo> {
+        self.get(name)?
+            .ask(|reply| Control::Signal(signal, reply))
+            .await
+    }
+
+    /// One program's info.
+    pub fn info(&self, name: &str) -> Result<ProcessInfo> {
+        Ok(self.get(name)?.info())
+    }
+
+    /// Every program's info, by name.
+    pub fn list(&self) -> Vec<ProcessInfo> {
+        self.read().values().map(|p| p.info()).collect()
+    }
+
+    /// The spec a program runs with.
+    pub fn spec(&self, name: &str) -> Result<ProgramSpec> {
+        Ok(self.get(name)?.spec.as_ref().clone())
+    }
+
+    async fn all(&self, make: fn(crate::program::Reply) -> Control) -> Vec<ProcessInfo> {
+        let programs: Vec<_> = self.read().values().cloned().collect();
+        join_each(programs, move |p| async move { p.ask(make).await }).await;
+        self.list()
+    }
+
+    /// Starts every program that is not running; returns when each has been spawned.
+    pub async fn start_all(&self) -> Vec<ProcessInfo> {
+        self.all(Control::Start).await
+    }
+
+    /// Stops every program; returns when every process group is gone.
+    pub async fn stop_all(&self) -> Vec<ProcessInfo> {
+        self.all(Control::Stop).await
+    }
+
+    /// Restarts every program; returns when each new process is spawned.
+    pub async fn restart_all(&self) -> Vec<ProcessInfo> {
+        self.all(Control::Restart).await
+    }
+
+    /// CPU and memory of a program's process tree; zeros when no process runs.
+    pub async fn stats(&self, name: &str) -> Result<ProcessStats> {
+        let snap = self.get(name)?.snapshot();
+        let pid = match snap.pid {
+            Some(pid) if snap.state.is_live() => pid,
+            _ => return Ok(ProcessStats::default()),
+        };
+        let sampler = self.inner.sampler.clone();
+        tokio::task::spawn_blocking(move || sampler.measure(pid))
+            .await
+            .map_err(|e| Error::Invalid(format!("the stats sampler failed: {e}")))
+    }
+
+    fn log(&self, name: &str, stream: LogStream) -> Result<SharedLog> {
+        let program = self.get(name)?;
+        Ok(match stream {
+            LogStream::Stdout => program.stdout.clone(),
+            LogStream::Stderr => program.stderr.clone(),
+        })
+    }
+
+    /// The last `lines` lines of a stream, oldest first (invalid UTF-8 replaced).
+    pub fn logs(&self, name: &str, stream: LogStream, lines: usize) -> Result<Vec<String>> {
+        Ok(self.log(name, stream)?.last(lines))
+    }
+
+    /// How writing a stream's log file has gone (bytes, errors, lost bytes).
+    pub fn log_health(&self, name: &str, stream: LogStream) -> Result<LogHealth> {
+        Ok(self.log(name, stream)?.health())
+    }
+
+    /// New lines of a stream from now on. A reader that falls behind gets a
+    /// [`Feed::Gap`] and never slows the program.
+    pub fn follow(
+        &self,
+        name: &str,
+        stream: LogStream,
+    ) -> Result<impl Stream<Item = Feed<String>> + Send + 'static> {
+        let rx = self.log(name, stream)?.subscribe();
+        Ok(BroadcastStream::new(rx).map(|item| match item {
+            Ok(line) => Feed::Item(String::from_utf8_lossy(&line).into_owned()),
+            Err(BroadcastStreamRecvError::Lagged(n)) => Feed::Gap(n),
+        }))
+    }
+
+    /// Every state change from now on.
+    pub fn events(&self) -> impl Stream<Item = Feed<ProcessEvent>> + Send + 'static {
+        BroadcastStream::new(self.inner.events.subscribe()).map(|item| match item {
+            Ok(event) => Feed::Item(event),
+            Err(BroadcastStreamRecvError::Lagged(n)) => Feed::Gap(n),
+        })
+    }
+
+    /// Applies a newly loaded config: adds new programs (starting the
+    /// autostart ones), stops and forgets removed ones, restarts changed ones
+    /// with their new spec, and leaves unchanged ones alone.
+    ///
+    /// The config was checked whole when it was loaded ([`Config::load`]
+    /// refuses a config with any error), so a broken config never gets here.
+    pub async fn reload(&self, config: &Config) -> Result<ReloadReport> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let current: BTreeMap<String, Arc<Program>> = self.read().clone();
+        let mut wanted: BTreeMap<String, &ProgramSpec> = BTreeMap::new();
+        for spec in &config.programs {
+            wanted.insert(spec.name.to_string(), spec);
+        }
+        let mut report = ReloadReport::default();
+        let mut to_stop = Vec::new();
+        let mut to_start = Vec::new();
+        for (name, program) in &current {
+            match wanted.get(name) {
+                None => {
+                    report.removed.push(name.clone());
+                    to_stop.push(program.clone());
+                }
+                Some(spec) if **spec == *program.spec => report.unchanged.push(name.clone()),
+                Some(spec) => {
+                    report.changed.push(name.clone());
+                    let was_running = !matches!(
+                        program.snapshot().state,
+                        ProcessState::Stopped | ProcessState::Exited | ProcessState::Fatal | ProcessState::Detached
+                    );
+                    to_stop.push(program.clone());
+                    to_start.push(((*spec).clone(), was_running || spec.autostart));
+                }
+            }
+        }
+        for (name, spec) in &wanted {
+            if !current.contains_key(name) {
+                report.added.push(name.clone());
+                to_start.push(((*spec).clone(), spec.autostart));
+            }
+        }
+        join_each(to_stop.clone(), |p| async move {
+            p.shut_down(ShutdownMode::Stop).await;
+        })
+        .await;
+        {
+            let mut programs = self.write();
+            for program in &to_stop {
+                programs.remove(program.spec.name.as_str());
+            }
+        }
+        let mut starting = Vec::new();
+        for (spec, start) in to_start {
+            let program = self.add(spec)?;
+            if start {
+                starting.push(program);
+            }
+        }
+        join_each(starting, |p| async move { p.ask(Control::Start).await }).await;
+        Ok(report)
+    }
+
+    /// Ends supervision: stops or detaches every program, then refuses all
+    /// further calls. Returns once every program is stopped or detached.
+    pub async fn shutdown(&self, mode: ShutdownMode) {
+        self.inner.closing.store(true, Ordering::Release);
+        let programs: Vec<_> = self.read().values().cloned().collect();
+        join_each(programs, move |p| async move { p.shut_down(mode).await }).await;
+        self.write().clear();
+    }
+}
+
+/// Runs `f` on every item concurrently and waits for all of them.
+async fn join_each<T, F, Fut>(items: Vec<T>, f: F)
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for item in items {
+        set.spawn(f(item));
+    }
+    while set.join_next().await.is_some() {}
+}

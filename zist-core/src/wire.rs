@@ -1,0 +1,115 @@
+//! The types every frontend sends over the wire: process info, stats, events, reload reports.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ProgramName;
+use crate::state::ProcessState;
+
+/// What the API tells about one program (SPEC §3.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: ProcessState,
+    /// The pid of its process; `None` when no process runs.
+    pub pid: Option<i32>,
+    /// The executable as configured.
+    pub path: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Restarts zist made after the program exited on its own.
+    pub restarts: u32,
+    /// When the current (or last) process was started, RFC 3339 UTC.
+    pub started_at: Option<String>,
+    /// Seconds the current process has been up; 0 when none runs.
+    pub uptime_secs: f64,
+    /// Exit code of the last process, if it exited.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the last process (`"KILL"`), if a signal did.
+    pub exit_signal: Option<String>,
+    /// Whether the HTTP API may show its stats and logs.
+    pub web: bool,
+    /// Why the last start failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Resource use of a program's whole process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStats {
+    /// CPU use in percent of one core, like `top`.
+    pub cpu_percent: f64,
+    /// Resident memory in bytes.
+    pub memory_bytes: u64,
+    /// Resident memory in percent of the machine's MemTotal (unrounded).
+    pub memory_percent: f64,
+}
+
+/// A state change of one program.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessEvent {
+    /// The program.
+    pub name: String,
+    /// The state it left.
+    pub from: ProcessState,
+    /// The state it entered.
+    pub to: ProcessState,
+    /// Its pid at the change, if a process exists.
+    pub pid: Option<i32>,
+    /// When, RFC 3339 UTC with milliseconds.
+    pub at: String,
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Programs that are new.
+    pub added: Vec<String>,
+    /// Programs that were stopped and forgotten.
+    pub removed: Vec<String>,
+    /// Programs restarted with a new spec.
+    pub changed: Vec<String>,
+    /// Programs left alone.
+    pub unchanged: Vec<String>,
+}
+
+/// One item of a live feed (log lines, events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Feed<T> {
+    /// The next item.
+    Item(T),
+    /// The reader fell behind and this many items were skipped.
+    Gap(u64),
+}
+
+/// How [`crate::Supervisor::shutdown`] leaves the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownMode {
+    /// Stop every program (stop rules of SPEC §3.2).
+    Stop,
+    /// Detach every program: they keep running after the supervisor is gone.
+    Detach,
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub(crate) fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+impl ProcessInfo {
+    /// The name as a [`ProgramName`].
+    pub fn program_name(&self) -> Option<ProgramName> {
+        ProgramName::new(&self.name).ok()
+    }
+}
