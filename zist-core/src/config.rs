@@ -71,6 +71,8 @@ pub struct DaemonConfig {
     pub file: PathBuf,
     /// Folder of program files.
     pub confdir: PathBuf,
+    /// Whether the file named Confdir (a missing default folder is not worth a warning).
+    pub confdir_named: bool,
     /// Serve the HTTP API and dashboard.
     pub web: bool,
     /// `http` or `https`.
@@ -371,11 +373,19 @@ fn kind_of(v: &DeValue<'_>) -> &'static str {
     }
 }
 
-fn want_str<'v>(key: &str, v: &'v DeValue<'_>, at: &Located, issues: &mut Issues) -> Option<&'v str> {
+fn want_str<'v>(
+    key: &str,
+    v: &'v DeValue<'_>,
+    at: &Located,
+    issues: &mut Issues,
+) -> Option<&'v str> {
     match v {
         DeValue::String(s) => Some(s.as_ref()),
         other => {
-            issues.error(at, format!("`{key}` must be a string, not {}", kind_of(other)));
+            issues.error(
+                at,
+                format!("`{key}` must be a string, not {}", kind_of(other)),
+            );
             None
         }
     }
@@ -471,6 +481,7 @@ impl DaemonConfig {
         Self {
             file: file.to_owned(),
             confdir: base.join("conf.d"),
+            confdir_named: false,
             web: true,
             protocol: Protocol::Http,
             http_port: 7000,
@@ -500,6 +511,7 @@ impl DaemonConfig {
                 "Confdir" => {
                     if let Some(s) = want_str(key, v, &at, issues) {
                         self.confdir = resolve(base, s);
+                        self.confdir_named = true;
                     }
                 }
                 "Web" => self.web = want_bool(key, v, &at, issues).unwrap_or(self.web),
@@ -518,7 +530,9 @@ impl DaemonConfig {
                 "HTTPPort" => {
                     self.http_port = want_uint(key, v, &at, issues).unwrap_or(self.http_port)
                 }
-                "RPCPort" => self.rpc_port = want_uint(key, v, &at, issues).unwrap_or(self.rpc_port),
+                "RPCPort" => {
+                    self.rpc_port = want_uint(key, v, &at, issues).unwrap_or(self.rpc_port)
+                }
                 "Token" => {
                     self.token = want_str(key, v, &at, issues)
                         .filter(|s| !s.is_empty())
@@ -555,7 +569,10 @@ impl DaemonConfig {
                     DeValue::Table(_) => programs.push((0, value)),
                     other => issues.error(
                         &at,
-                        format!("`Program` must be written [[Program]], not {}", kind_of(other)),
+                        format!(
+                            "`Program` must be written [[Program]], not {}",
+                            kind_of(other)
+                        ),
                     ),
                 },
                 _ => {}
@@ -570,6 +587,9 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !daemon.confdir_named {
+                return Vec::new();
+            }
             issues.warning(
                 &Located {
                     file: daemon.file.clone(),
@@ -759,7 +779,9 @@ fn apply_program_keys(
                     ),
                 ),
             },
-            "Workingdir" => spec.workingdir = want_str(key, v, at, issues).map(|s| resolve(base, s)),
+            "Workingdir" => {
+                spec.workingdir = want_str(key, v, at, issues).map(|s| resolve(base, s))
+            }
             "Env" => match v {
                 DeValue::Table(t) => {
                     for (k, val) in t.iter() {
@@ -773,7 +795,8 @@ fn apply_program_keys(
                                     .insert(k.get_ref().as_ref().to_owned(), i.as_str().to_owned());
                             }
                             DeValue::Boolean(b) => {
-                                spec.env.insert(k.get_ref().as_ref().to_owned(), b.to_string());
+                                spec.env
+                                    .insert(k.get_ref().as_ref().to_owned(), b.to_string());
                             }
                             other => issues.error(
                                 at,
@@ -802,12 +825,20 @@ fn apply_program_keys(
                     Some(p) => spec.restart = p,
                     None => issues.error(
                         at,
-                        format!("`Restart` = {:?}; use {}", s.as_ref(), RestartPolicy::CHOICES),
+                        format!(
+                            "`Restart` = {:?}; use {}",
+                            s.as_ref(),
+                            RestartPolicy::CHOICES
+                        ),
                     ),
                 },
                 other => issues.error(
                     at,
-                    format!("`Restart` must be {}, not {}", RestartPolicy::CHOICES, kind_of(other)),
+                    format!(
+                        "`Restart` must be {}, not {}",
+                        RestartPolicy::CHOICES,
+                        kind_of(other)
+                    ),
                 ),
             },
             "StartSecs" => {

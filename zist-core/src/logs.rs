@@ -210,6 +210,9 @@ impl RotatingFile {
 
     /// A second handle on the file, opened for appending (for a detach relay).
     pub fn append_handle(&mut self) -> io::Result<File> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         open_append(&self.path)
     }
 
@@ -450,10 +453,16 @@ mod tests {
 
     #[test]
     fn lines_are_joined_across_chunks_and_cut_when_too_long() {
-        assert_eq!(frame(&[b"a\nb", b"c\n", b"d"]), vec![b"a".to_vec(), b"bc".to_vec(), b"d".to_vec()]);
+        assert_eq!(
+            frame(&[b"a\nb", b"c\n", b"d"]),
+            vec![b"a".to_vec(), b"bc".to_vec(), b"d".to_vec()]
+        );
         let long = vec![b'x'; MAX_LINE * 2 + 10];
         let lines = frame(&[&long[..100], &long[100..]]);
-        assert_eq!(lines.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 10]);
+        assert_eq!(
+            lines.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![MAX_LINE, MAX_LINE, 10]
+        );
         assert_eq!(frame(&[b"\n\n"]), vec![Vec::<u8>::new(), Vec::new()]);
     }
 
@@ -501,7 +510,10 @@ mod tests {
         read.extend(std::fs::read(&path).unwrap());
         assert!(!dir.path().join("out.log.4").exists());
         // Only the newest files are kept; what is kept is the end of the stream, unchanged.
-        assert!(written.ends_with(&read), "rotated files do not end the stream");
+        assert!(
+            written.ends_with(&read),
+            "rotated files do not end the stream"
+        );
         assert_eq!(file.health().errors, 0);
     }
 
@@ -514,6 +526,12 @@ mod tests {
         file.write(b"hello\n");
         assert_eq!(file.health().errors, 1);
         assert_eq!(file.health().bytes_lost, 6);
-        assert!(file.health().last_error.as_deref().unwrap().contains("cannot open"));
+        assert!(
+            file.health()
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("cannot open")
+        );
     }
 }

@@ -17,7 +17,7 @@ use tokio::net::unix::pipe;
 use tokio::process::Child;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, timeout, timeout_at};
+use tokio::time::{sleep_until, timeout_at};
 
 use crate::error::{Error, Result};
 use crate::logs::{RotatingFile, SharedLog, pump};
@@ -76,7 +76,11 @@ impl Program {
             let path = own
                 .clone()
                 .unwrap_or_else(|| log_dir.join(format!("{}.{suffix}.log", spec.name)));
-            SharedLog::new(RotatingFile::new(path, spec.log_max_bytes, spec.log_backups))
+            SharedLog::new(RotatingFile::new(
+                path,
+                spec.log_max_bytes,
+                spec.log_backups,
+            ))
         };
         let stdout = file(&spec.logfile, "out");
         let stderr = file(&spec.err_logfile, "err");
@@ -161,7 +165,8 @@ impl Program {
             },
             exit_signal: match snap.exit {
                 Some(ExitKind::Signal(s)) => Some(
-                    Signal::try_from(s).map_or_else(|_| s.to_string(), |s| signal_name(s).to_owned()),
+                    Signal::try_from(s)
+                        .map_or_else(|_| s.to_string(), |s| signal_name(s).to_owned()),
                 ),
                 _ => None,
             },
@@ -187,7 +192,7 @@ struct Live {
 
 enum Run {
     Idle,
-    Live(Live),
+    Live(Box<Live>),
     Waiting(Instant),
 }
 
@@ -244,12 +249,25 @@ async fn wait_group_gone(pgid: Pid, deadline: Instant) -> bool {
     }
 }
 
+/// Lets the pumps of an ended group read what it wrote, so that a state
+/// after the exit implies its output is in the logs. Bounded: a pipe held
+/// open by a process outside the group is read on in the background.
+async fn drain(pumps: Vec<Pump>) {
+    let deadline = Instant::now() + DRAIN_GRACE;
+    for pump in pumps {
+        let _ = timeout_at(deadline.into(), pump.task).await;
+    }
+}
+
 /// Ends every process left in a group whose leader is gone, and waits for them.
 async fn clear_group(pgid: Pid) {
     if group_exists(pgid) {
         let _ = killpg(pgid, Signal::SIGKILL);
         if !wait_group_gone(pgid, Instant::now() + KILL_GRACE).await {
-            tracing::warn!(pgid = pgid.as_raw(), "processes of group are left after SIGKILL");
+            tracing::warn!(
+                pgid = pgid.as_raw(),
+                "processes of group are left after SIGKILL"
+            );
         }
     }
 }
@@ -322,12 +340,12 @@ impl Actor {
         match control {
             Control::Start(reply) => {
                 let result = match self.state() {
-                    s @ (ProcessState::Starting | ProcessState::Running | ProcessState::Stopping) => {
-                        Err(Error::AlreadyRunning {
-                            name: self.spec.name.to_string(),
-                            state: s,
-                        })
-                    }
+                    s @ (ProcessState::Starting
+                    | ProcessState::Running
+                    | ProcessState::Stopping) => Err(Error::AlreadyRunning {
+                        name: self.spec.name.to_string(),
+                        state: s,
+                    }),
                     _ => {
                         self.failures = 0;
                         self.run = Run::Idle;
@@ -419,13 +437,13 @@ impl Actor {
         self.last_spawn = Some(now);
         match spawned {
             Ok((child, pid, pumps)) => {
-                self.run = Run::Live(Live {
+                self.run = Run::Live(Box::new(Live {
                     child,
                     pid,
                     spawned: now,
                     up: false,
                     pumps,
-                });
+                }));
                 self.set(ProcessState::Starting, |s| {
                     s.pid = Some(pid);
                     s.started = Some(now);
@@ -457,6 +475,7 @@ impl Actor {
         };
         clear_group(Pid::from_raw(live.pid)).await;
         let uptime = live.spawned.elapsed();
+        drain(live.pumps).await;
         let decision = after_exit(&self.rules, exit, uptime, self.failures);
         let record = |s: &mut Snapshot| {
             s.pid = None;
@@ -511,9 +530,7 @@ impl Actor {
                 if !wait_group_gone(pgid, deadline).await {
                     clear_group(pgid).await;
                 }
-                for pump in live.pumps {
-                    let _ = timeout(DRAIN_GRACE, pump.task).await;
-                }
+                drain(live.pumps).await;
                 let exit = exit_kind(status);
                 self.set(ProcessState::Stopped, |s| {
                     s.pid = None;
@@ -552,7 +569,9 @@ impl Actor {
                 return Err(fail(reason));
             }
         };
-        let Live { child, pid, pumps, .. } = live;
+        let Live {
+            child, pid, pumps, ..
+        } = *live;
         let mut relays = Vec::new();
         for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
             let _ = pump.handoff.send(());

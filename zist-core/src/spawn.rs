@@ -49,7 +49,10 @@ pub(crate) fn raise_fd_limit() {
 }
 
 /// Finds the executable a spec names: a path with a `/` as it is, a bare name on `PATH`.
-pub(crate) fn resolve_executable(path: &Path, env: &BTreeMap<String, String>) -> Result<PathBuf, String> {
+pub(crate) fn resolve_executable(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<PathBuf, String> {
     if path.as_os_str().as_bytes().contains(&b'/') {
         return check_file(path).map(|()| path.to_owned());
     }
@@ -81,7 +84,10 @@ fn check_file(path: &Path) -> Result<(), String> {
             Err(format!("executable {} does not exist", path.display()))
         }
         Err(e) => Err(format!("cannot look at {}: {e}", path.display())),
-        Ok(m) if m.is_dir() => Err(format!("{} is a directory, not an executable", path.display())),
+        Ok(m) if m.is_dir() => Err(format!(
+            "{} is a directory, not an executable",
+            path.display()
+        )),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(format!(
             "{} is not executable; run chmod +x on it",
             path.display()
@@ -260,9 +266,19 @@ unsafe fn reset_child_process_state() -> io::Result<()> {
         if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        for sig in 1..libc::SIGRTMIN() {
+        // The raw system call, because glibc's wrapper refuses signals 32
+        // and 33, which a parent may still have set to ignored. For SIG_DFL
+        // with no flags and an empty mask the kernel's struct is all zeros.
+        let default_action = [0u64; 4];
+        for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                    8usize,
+                );
             }
         }
         // Mark every descriptor above stderr close-on-exec. The standard

@@ -239,9 +239,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Duration::try_from_secs_f64(secs)
             .map_err(|_| format!("{s:?} is not a duration of zero or more seconds"));
     }
-    humantime::parse_duration(t).map_err(|_| {
-        format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"2m\"")
-    })
+    humantime::parse_duration(t)
+        .map_err(|_| format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"2m\""))
 }
 
 /// Parses a size: a string with a unit (`"50MB"`, `"1KiB"`, `"512B"`) or bytes.

@@ -130,7 +130,12 @@ impl AfterExit {
 /// the wait doubles with each one (RestartDelay, 2x, 4x, ... capped at
 /// [`MAX_RESTART_DELAY`]); MaxRestarts restarts are tried, and the failed
 /// start after them makes the program fatal. A longer run resets the count, and a restart waits RestartDelay.
-pub fn after_exit(rules: &RestartRules, exit: ExitKind, uptime: Duration, failures: u32) -> AfterExit {
+pub fn after_exit(
+    rules: &RestartRules,
+    exit: ExitKind,
+    uptime: Duration,
+    failures: u32,
+) -> AfterExit {
     let wanted = match rules.policy {
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => !exit.is_success(),
@@ -257,7 +262,10 @@ mod tests {
     #[test]
     fn spawns_are_spaced_so_a_crash_loop_cannot_spin() {
         let t0 = Instant::now();
-        assert_eq!(next_spawn_at(t0, Duration::ZERO, t0), t0 + MIN_SPAWN_INTERVAL);
+        assert_eq!(
+            next_spawn_at(t0, Duration::ZERO, t0),
+            t0 + MIN_SPAWN_INTERVAL
+        );
         let later = t0 + Duration::from_secs(3);
         assert_eq!(next_spawn_at(later, Duration::ZERO, t0), later);
     }

@@ -155,9 +155,7 @@ impl SamplerState {
         );
         let mut sessions: HashMap<i32, (u64, u64)> = HashMap::new();
         for (pid, process) in self.system.processes() {
-            let sid = process
-                .session_id()
-                .map_or(pid_i32(*pid), pid_i32);
+            let sid = process.session_id().map_or(pid_i32(*pid), pid_i32);
             let entry = sessions.entry(sid).or_default();
             entry.0 += process.accumulated_cpu_time();
             entry.1 += process.memory();

@@ -107,11 +107,17 @@ impl Supervisor {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Program>>> {
-        self.inner.programs.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .programs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Program>>> {
-        self.inner.programs.write().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .programs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn get(&self, name: &str) -> Result<Arc<Program>> {
@@ -312,7 +318,10 @@ impl Supervisor {
                     report.changed.push(name.clone());
                     let was_running = !matches!(
                         program.snapshot().state,
-                        ProcessState::Stopped | ProcessState::Exited | ProcessState::Fatal | ProcessState::Detached
+                        ProcessState::Stopped
+                            | ProcessState::Exited
+                            | ProcessState::Fatal
+                            | ProcessState::Detached
                     );
                     to_stop.push(program.clone());
                     to_start.push(((*spec).clone(), was_running || spec.autostart));

@@ -1,0 +1,431 @@
+//! The process engine: states, process groups, stop, restart rules, the child's environment.
+
+use std::time::{Duration, Instant};
+
+use tokio_stream::StreamExt;
+use zist_core::{Error, Feed, LogStream, ProcessState, RestartPolicy, ShutdownMode, Signal};
+
+use crate::support::{Dir, SECS_5, SECS_10, Sup, alive, eventually, group_alive, wait_state};
+
+#[tokio::test]
+async fn a_program_starts_runs_and_stops_with_its_whole_group() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // The leader forks a grandchild that would outlive a stop aimed at the leader only.
+    let spec = dir.sh("tree", "sleep 300 & echo $! > grandchild.pid; wait");
+    let mut spec = spec;
+    spec.workingdir = Some(dir.path().to_owned());
+    let info = sup.register(spec).await.unwrap();
+    assert_eq!(info.state, ProcessState::Starting);
+    let pid = info.pid.expect("a pid once spawned");
+    sup.groups.add(pid);
+    wait_state(&sup, "tree", ProcessState::Running, SECS_5).await;
+    let info = sup.info("tree").unwrap();
+    assert!(info.started_at.as_deref().is_some_and(|t| t.ends_with('Z')));
+    eventually(SECS_5, "grandchild pid file", || {
+        dir.join("grandchild.pid").exists()
+    })
+    .await;
+    eventually(SECS_5, "grandchild pid written", || {
+        std::fs::read_to_string(dir.join("grandchild.pid"))
+            .is_ok_and(|s| s.trim().parse::<i32>().is_ok())
+    })
+    .await;
+    let grandchild: i32 = std::fs::read_to_string(dir.join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+
+    let stopped = sup.stop("tree").await.unwrap();
+    // stop answers only when the whole group is gone and reaped.
+    assert_eq!(stopped.state, ProcessState::Stopped);
+    assert_eq!(stopped.pid, None);
+    assert!(!group_alive(pid), "the group outlived the stop");
+    assert!(!alive(grandchild), "the grandchild outlived the stop");
+    // Stopping a stopped program is not an error.
+    assert_eq!(sup.stop("tree").await.unwrap().state, ProcessState::Stopped);
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_after_the_timeout() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "stubborn",
+        "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+    );
+    spec.stop_timeout = Duration::from_millis(300);
+    let pid = sup.register(spec).await.unwrap().pid.unwrap();
+    sup.groups.add(pid);
+    eventually(SECS_5, "ready line", || {
+        sup.logs("stubborn", LogStream::Stdout, 1).unwrap() == ["ready"]
+    })
+    .await;
+    let t0 = Instant::now();
+    let info = sup.stop("stubborn").await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(info.state, ProcessState::Stopped);
+    assert_eq!(info.exit_signal.as_deref(), Some("KILL"));
+    assert!(
+        took >= Duration::from_millis(300),
+        "killed before StopTimeout: {took:?}"
+    );
+    assert!(!group_alive(pid));
+}
+
+#[tokio::test]
+async fn the_stop_signal_is_configurable() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "polite",
+        "trap 'echo got INT; exit 0' INT; echo ready; while true; do sleep 0.05; done",
+    );
+    spec.stop_signal = Signal::SIGINT;
+    let pid = sup.register(spec).await.unwrap().pid.unwrap();
+    sup.groups.add(pid);
+    eventually(SECS_5, "ready", || {
+        sup.logs("polite", LogStream::Stdout, 1).unwrap() == ["ready"]
+    })
+    .await;
+    let info = sup.stop("polite").await.unwrap();
+    assert_eq!(info.exit_code, Some(0));
+    assert_eq!(
+        sup.logs("polite", LogStream::Stdout, 1).unwrap(),
+        ["got INT"]
+    );
+}
+
+#[tokio::test]
+async fn restart_policies_follow_the_exit() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // Each run appends a line, runs past StartSecs, then exits with the given code.
+    let run = |name: &str, code: i32, policy: RestartPolicy| {
+        let mut spec = dir.sh(
+            name,
+            &format!("echo run >> {name}.runs; sleep 0.3; exit {code}"),
+        );
+        spec.workingdir = Some(dir.path().to_owned());
+        spec.start_secs = Duration::from_millis(100);
+        spec.restart_delay = Duration::ZERO;
+        spec.restart = policy;
+        spec
+    };
+    let runs = |name: &str| {
+        std::fs::read_to_string(dir.join(&format!("{name}.runs"))).map_or(0, |s| s.lines().count())
+    };
+    sup.register(run("always0", 0, RestartPolicy::Always))
+        .await
+        .unwrap();
+    sup.register(run("onfail0", 0, RestartPolicy::OnFailure))
+        .await
+        .unwrap();
+    sup.register(run("onfail3", 3, RestartPolicy::OnFailure))
+        .await
+        .unwrap();
+    sup.register(run("never3", 3, RestartPolicy::Never))
+        .await
+        .unwrap();
+
+    wait_state(&sup, "onfail0", ProcessState::Exited, SECS_5).await;
+    wait_state(&sup, "never3", ProcessState::Exited, SECS_5).await;
+    eventually(SECS_10, "always0 and onfail3 to run 3 times", || {
+        runs("always0") >= 3 && runs("onfail3") >= 3
+    })
+    .await;
+    assert_eq!(sup.info("never3").unwrap().exit_code, Some(3));
+    assert_eq!(sup.info("onfail0").unwrap().exit_code, Some(0));
+    assert_eq!(runs("onfail0"), 1);
+    assert_eq!(runs("never3"), 1);
+    assert!(sup.info("always0").unwrap().restarts >= 2);
+    sup.shutdown(ShutdownMode::Stop).await;
+}
+
+#[tokio::test]
+async fn failed_starts_back_off_exponentially_then_turn_fatal() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("crasher", "echo boom >&2; exit 1");
+    spec.start_secs = Duration::from_secs(1);
+    spec.max_restarts = 3;
+    spec.restart_delay = Duration::from_millis(150);
+    let mut events = sup.events();
+    let t0 = Instant::now();
+    sup.register(spec).await.unwrap();
+    let mut spawns = Vec::new();
+    let mut states = Vec::new();
+    let deadline = tokio::time::sleep(SECS_10);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => panic!("never went fatal: {states:?}"),
+            Some(Feed::Item(ev)) = events.next() => {
+                states.push(ev.to);
+                if ev.to == ProcessState::Starting {
+                    spawns.push(t0.elapsed());
+                }
+                if ev.to == ProcessState::Fatal {
+                    break;
+                }
+            }
+        }
+    }
+    // One start and MaxRestarts restarts, the waits doubling: 150, 300, 600 ms.
+    assert_eq!(spawns.len(), 4, "{states:?}");
+    let gaps: Vec<Duration> = spawns.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, want) in gaps.iter().zip([150u64, 300, 600]) {
+        let want = Duration::from_millis(want);
+        assert!(
+            *gap >= want && *gap < want + Duration::from_millis(400),
+            "gaps {gaps:?}"
+        );
+    }
+    let info = sup.info("crasher").unwrap();
+    assert_eq!(info.state, ProcessState::Fatal);
+    assert_eq!(info.restarts, 3);
+    assert!(
+        info.error.as_deref().unwrap_or("").contains("in a row"),
+        "{info:?}"
+    );
+    assert!(sup.logs("crasher", LogStream::Stderr, 10).unwrap().len() >= 4);
+    // A fatal program starts again on request.
+    assert_eq!(
+        sup.start("crasher").await.unwrap().state,
+        ProcessState::Starting
+    );
+    sup.stop("crasher").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_loop_with_no_delay_does_not_spin() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("spinner", "exit 1");
+    spec.start_secs = Duration::ZERO; // every exit counts as a crash after running
+    spec.restart_delay = Duration::ZERO;
+    sup.register(spec).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let restarts = sup.info("spinner").unwrap().restarts;
+    // At most one spawn per 100 ms, whatever the settings.
+    assert!((3..=11).contains(&restarts), "{restarts} restarts in 1 s");
+    sup.stop("spinner").await.unwrap();
+    assert_eq!(sup.info("spinner").unwrap().state, ProcessState::Stopped);
+}
+
+#[tokio::test]
+async fn api_stop_restart_and_detach_are_never_followed_by_a_policy_restart() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("svc", "sleep 300");
+    spec.restart_delay = Duration::ZERO;
+    let first = sup.register(spec).await.unwrap().pid.unwrap();
+    sup.groups.add(first);
+    let restarted = sup.restart("svc").await.unwrap();
+    let second = restarted.pid.unwrap();
+    sup.groups.add(second);
+    assert_ne!(first, second);
+    assert_eq!(restarted.state, ProcessState::Starting);
+    assert!(!alive(first));
+    sup.stop("svc").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = sup.info("svc").unwrap();
+    assert_eq!(
+        (info.state, info.pid, info.restarts),
+        (ProcessState::Stopped, None, 0)
+    );
+}
+
+#[tokio::test]
+async fn start_twice_signal_and_unknown_names_are_clear_errors() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let spec = dir.sh(
+        "sig",
+        "trap 'echo got USR1' USR1; echo ready; while true; do sleep 0.05; done",
+    );
+    let pid = sup.register(spec).await.unwrap().pid.unwrap();
+    sup.groups.add(pid);
+    let err = sup.start("sig").await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
+    assert_eq!(err.rpc_code(), -32002);
+    eventually(SECS_5, "ready", || {
+        sup.logs("sig", LogStream::Stdout, 1).unwrap() == ["ready"]
+    })
+    .await;
+    sup.signal("sig", Signal::SIGUSR1).await.unwrap();
+    eventually(SECS_5, "the trap to run", || {
+        sup.logs("sig", LogStream::Stdout, 1).unwrap() == ["got USR1"]
+    })
+    .await;
+    sup.stop("sig").await.unwrap();
+    let err = sup.signal("sig", Signal::SIGUSR1).await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotRunning { .. }) && err.to_string().contains("start it first"),
+        "{err}"
+    );
+    let err = sup.start("nope").await.unwrap_err();
+    assert_eq!(err.rpc_code(), -32001);
+    assert!(err.to_string().contains("`nope`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_executable_is_fatal_until_it_appears() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let exe = dir.join("later.sh");
+    let mut spec = dir.sh("later", "");
+    spec.path = exe.clone();
+    spec.args.clear();
+    let err = sup.register(spec).await.unwrap_err();
+    assert_eq!(err.rpc_code(), -32004);
+    assert!(err.to_string().contains("later.sh"), "{err}");
+    let info = sup.info("later").unwrap();
+    assert_eq!(info.state, ProcessState::Fatal);
+    assert!(info.error.unwrap().contains("does not exist"));
+    dir.script("later.sh", "echo here; sleep 300");
+    let pid = sup.start("later").await.unwrap().pid.unwrap();
+    sup.groups.add(pid);
+    eventually(SECS_5, "output", || {
+        sup.logs("later", LogStream::Stdout, 1).unwrap() == ["here"]
+    })
+    .await;
+    sup.stop("later").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_child_gets_its_env_workdir_and_a_clean_process_state() {
+    let dir = Dir::new();
+    std::fs::create_dir(dir.join("work")).unwrap();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "env",
+        "echo \"cwd=$(pwd)\"; echo \"greeting=$GREETING\"; echo \"path_set=${PATH:+yes}\"; \
+         ls /proc/self/fd | sort -n | tr '\\n' ' ' | sed 's/^/fds=/'; echo; \
+         grep -E '^(SigBlk|SigIgn)' /proc/self/status; \
+         echo \"sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$\"",
+    );
+    spec.workingdir = Some(dir.join("work"));
+    spec.env.insert("GREETING".into(), "hello".into());
+    spec.restart = RestartPolicy::Never;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "env", ProcessState::Exited, SECS_5).await;
+    let out = sup.logs("env", LogStream::Stdout, 20).unwrap();
+    let text = out.join("\n");
+    let line = |key: &str| {
+        out.iter()
+            .find(|l| l.starts_with(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(line("cwd="), format!("cwd={}", dir.join("work").display()));
+    assert_eq!(line("greeting="), "greeting=hello");
+    assert_eq!(
+        line("path_set="),
+        "path_set=yes",
+        "zistd's own environment is kept"
+    );
+    // fds: 0, 1, 2 and the one `ls` opens for /proc/self/fd itself.
+    let fds_line = line("fds=");
+    let fds: Vec<&str> = fds_line["fds=".len()..].split_whitespace().collect();
+    assert_eq!(&fds[..3], ["0", "1", "2"], "{text}");
+    assert!(fds.len() <= 4, "descriptors leaked into the child: {text}");
+    assert!(line("SigBlk:").ends_with("0000000000000000"), "{text}");
+    assert!(line("SigIgn:").ends_with("0000000000000000"), "{text}");
+    // The grep ran in the shell's session, whose id is the shell's pid: its own session.
+    let sid_line = line("sid=");
+    let mut parts = sid_line.split(' ');
+    let sid = parts.next().unwrap().trim_start_matches("sid=");
+    let pid = parts.next().unwrap().trim_start_matches("pid=");
+    assert_eq!(
+        sid, pid,
+        "the program does not lead its own session: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_program_runs_as_its_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: User needs root");
+        return;
+    }
+    let dir = Dir::new();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("asuser", "id -u; id -g; echo $HOME; echo $USER");
+    spec.user = Some("nobody".into());
+    spec.workingdir = Some("/".into());
+    spec.restart = RestartPolicy::Never;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "asuser", ProcessState::Exited, SECS_5).await;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let out = sup.logs("asuser", LogStream::Stdout, 10).unwrap();
+    assert_eq!(out[0], nobody.uid.to_string());
+    assert_eq!(out[1], nobody.gid.to_string());
+    assert_eq!(out[3], "nobody");
+    let mut spec = dir.sh("nouser", "true");
+    spec.user = Some("no-such-user-zist".into());
+    let err = sup.register(spec).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_stop_ends_every_program_and_refuses_more_work() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let pid = sup
+            .register(dir.sh(&format!("p{i}"), "sleep 300"))
+            .await
+            .unwrap()
+            .pid
+            .unwrap();
+        sup.groups.add(pid);
+        pids.push(pid);
+    }
+    sup.shutdown(ShutdownMode::Stop).await;
+    for pid in pids {
+        assert!(!group_alive(pid));
+    }
+    assert!(matches!(sup.start("p0").await, Err(Error::ShuttingDown)));
+}
+
+#[tokio::test]
+async fn the_bulk_operations_wait_for_every_program() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    for i in 0..20 {
+        let mut spec = dir.sh(&format!("b{i}"), "sleep 300");
+        spec.autostart = false;
+        sup.register(spec).await.unwrap();
+    }
+    let started = sup.start_all().await;
+    sup.track_all();
+    assert!(
+        started
+            .iter()
+            .all(|i| i.state == ProcessState::Starting && i.pid.is_some())
+    );
+    let restarted = sup.restart_all().await;
+    sup.track_all();
+    for (a, b) in started.iter().zip(&restarted) {
+        assert_ne!(a.pid, b.pid);
+        assert!(!alive(a.pid.unwrap()));
+    }
+    let stopped = sup.stop_all().await;
+    assert!(
+        stopped
+            .iter()
+            .all(|i| i.state == ProcessState::Stopped && i.pid.is_none())
+    );
+    for info in &restarted {
+        assert!(!group_alive(info.pid.unwrap()));
+    }
+}

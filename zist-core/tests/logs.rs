@@ -1,0 +1,255 @@
+//! Logs: pipes always drained, bounded memory, byte-exact files, rotation, followers.
+
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use zist_core::{Feed, LogStream, ProcessState, RestartPolicy};
+
+use crate::support::{Dir, SECS_10, Sup, eventually, wait_state};
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test]
+async fn a_chatty_child_is_drained_and_every_byte_reaches_the_file() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "chatty",
+        "yes 0123456789abcdef | head -c 30000000; echo done >&2",
+    );
+    spec.restart = RestartPolicy::Never;
+    sup.register(spec).await.unwrap();
+    wait_state(
+        &sup,
+        "chatty",
+        ProcessState::Exited,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(sup.info("chatty").unwrap().exit_code, Some(0));
+    let out = dir.join("logs/chatty.out.log");
+    eventually(SECS_10, "the log file to hold all 30 MB", || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() == 30_000_000)
+    })
+    .await;
+    assert_eq!(sup.logs("chatty", LogStream::Stderr, 5).unwrap(), ["done"]);
+    let tail = sup.logs("chatty", LogStream::Stdout, 3).unwrap();
+    assert_eq!(tail.len(), 3);
+    assert!(
+        tail.iter()
+            .all(|l| "0123456789abcdef".starts_with(l.as_str())),
+        "{tail:?}"
+    );
+    let health = sup.log_health("chatty", LogStream::Stdout).unwrap();
+    assert_eq!(
+        (health.bytes_written, health.bytes_lost, health.errors),
+        (30_000_000, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn output_without_newlines_keeps_memory_bounded() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("blob", "head -c 200000000 /dev/zero");
+    spec.restart = RestartPolicy::Never;
+    let before = rss_bytes();
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "blob", ProcessState::Exited, Duration::from_secs(60)).await;
+    // Every byte is kept, across the files the default 50 MB rotation made.
+    let files: Vec<std::path::PathBuf> = std::iter::once(dir.join("logs/blob.out.log"))
+        .chain((1..=5).map(|n| dir.join(&format!("logs/blob.out.log.{n}"))))
+        .collect();
+    let total = || {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    eventually(SECS_10, "200 MB in the log files", || {
+        total() == 200_000_000
+    })
+    .await;
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 100 << 20,
+        "memory grew by {} MiB for 200 MB of output",
+        grown >> 20
+    );
+    // The tail holds cut pieces of at most 64 KiB, at most 1 MiB in all.
+    let tail = sup.logs("blob", LogStream::Stdout, 1000).unwrap();
+    let held: usize = tail.iter().map(String::len).sum();
+    assert!(tail.iter().all(|l| l.len() <= 64 * 1024));
+    assert!(
+        ((512 << 10)..=(1 << 20)).contains(&held),
+        "tail holds {held} bytes"
+    );
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_exact_in_the_file_and_lossy_in_the_api() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("bytes", r"printf 'ok \377\376 end\nno newline at the end'");
+    spec.restart = RestartPolicy::Never;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "bytes", ProcessState::Exited, SECS_10).await;
+    let file = dir.join("logs/bytes.out.log");
+    eventually(SECS_10, "file written", || {
+        std::fs::read(&file).is_ok_and(|b| b.len() == 31)
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"ok \xff\xfe end\nno newline at the end"
+    );
+    assert_eq!(
+        sup.logs("bytes", LogStream::Stdout, 10).unwrap(),
+        ["ok \u{fffd}\u{fffd} end", "no newline at the end"]
+    );
+}
+
+#[tokio::test]
+async fn rotation_under_a_real_writer_loses_and_doubles_nothing() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "rotor",
+        "i=0; while [ $i -lt 20000 ]; do echo \"line $i\"; i=$((i+1)); done",
+    );
+    spec.restart = RestartPolicy::Never;
+    spec.log_max_bytes = 8 * 1024;
+    spec.log_backups = 100;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "rotor", ProcessState::Exited, Duration::from_secs(60)).await;
+    let base = dir.join("logs/rotor.out.log");
+    let expected: String = (0..20000).map(|i| format!("line {i}\n")).collect();
+    let read_all = || {
+        let mut files = Vec::new();
+        for n in (1..=100).rev() {
+            let p = std::path::PathBuf::from(format!("{}.{n}", base.display()));
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                files.push(text);
+            }
+        }
+        files.push(std::fs::read_to_string(&base).unwrap_or_default());
+        files
+    };
+    eventually(SECS_10, "all lines in the files", || {
+        read_all().concat().len() == expected.len()
+    })
+    .await;
+    let files = read_all();
+    assert!(files.len() > 10, "only {} files: no rotation", files.len());
+    for f in &files[..files.len() - 1] {
+        assert!(
+            f.len() <= 8 * 1024 && f.ends_with('\n'),
+            "a rotated file is over size or cuts a line"
+        );
+    }
+    assert_eq!(files.concat(), expected, "lines lost, doubled or reordered");
+}
+
+#[tokio::test]
+async fn backups_beyond_the_limit_are_dropped() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "few",
+        "i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done",
+    );
+    spec.restart = RestartPolicy::Never;
+    spec.log_max_bytes = 4 * 1024;
+    spec.log_backups = 2;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "few", ProcessState::Exited, SECS_10).await;
+    let base = dir.join("logs/few.out.log");
+    eventually(SECS_10, "the last line in the current file", || {
+        std::fs::read_to_string(&base).is_ok_and(|t| t.ends_with("line 2999\n"))
+    })
+    .await;
+    let numbered = |n: u32| std::path::PathBuf::from(format!("{}.{n}", base.display()));
+    assert!(numbered(1).exists() && numbered(2).exists());
+    assert!(!numbered(3).exists());
+}
+
+#[tokio::test]
+async fn followers_get_new_lines_and_a_slow_one_gets_a_gap_not_a_stall() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("talker", "read go < go.fifo; i=0; while [ $i -lt 20000 ]; do echo \"n $i\"; i=$((i+1)); done; sleep 300");
+    spec.workingdir = Some(dir.path().to_owned());
+    nix::unistd::mkfifo(
+        &dir.join("go.fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let pid = sup.register(spec).await.unwrap().pid.unwrap();
+    sup.groups.add(pid);
+    let mut fast = sup.follow("talker", LogStream::Stdout).unwrap();
+    let mut slow = sup.follow("talker", LogStream::Stdout).unwrap();
+    std::fs::write(dir.join("go.fifo"), "go\n").unwrap();
+    // The fast follower reads as lines come: the first ones arrive in order.
+    for i in 0..100 {
+        let item = tokio::time::timeout(SECS_10, fast.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(item, Feed::Item(format!("n {i}")));
+    }
+    // The slow one does not read until the program has written everything,
+    // which it does without waiting for anyone.
+    eventually(SECS_10, "all 20000 lines in the tail", || {
+        sup.logs("talker", LogStream::Stdout, 1).unwrap() == ["n 19999"]
+    })
+    .await;
+    let first = tokio::time::timeout(SECS_10, slow.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let Feed::Gap(missed) = first else {
+        panic!("a slow follower should see a gap first, got {first:?}");
+    };
+    assert!(missed > 0);
+    let next = tokio::time::timeout(SECS_10, slow.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(next, Feed::Item(ref l) if l.starts_with("n ")),
+        "{next:?}"
+    );
+    sup.stop("talker").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unwritable_log_file_is_reported_and_the_program_runs_on() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    std::fs::write(dir.join("not-a-dir"), "").unwrap();
+    let mut spec = dir.sh("nolog", "while true; do echo tick; sleep 0.02; done");
+    spec.logfile = Some(dir.join("not-a-dir/nolog.out.log"));
+    let pid = sup.register(spec).await.unwrap().pid.unwrap();
+    sup.groups.add(pid);
+    eventually(SECS_10, "ticks in memory", || {
+        sup.logs("nolog", LogStream::Stdout, 5).unwrap().len() == 5
+    })
+    .await;
+    let health = sup.log_health("nolog", LogStream::Stdout).unwrap();
+    assert!(health.errors >= 1 && health.bytes_lost >= 5, "{health:?}");
+    assert!(health.last_error.unwrap().contains("not-a-dir"));
+    wait_state(&sup, "nolog", ProcessState::Running, SECS_10).await;
+    sup.stop("nolog").await.unwrap();
+}

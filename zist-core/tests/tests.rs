@@ -1,0 +1,9 @@
+//! Integration tests of zist-core: real processes, real files, no mocks.
+
+mod support;
+
+mod api;
+mod config;
+mod detach;
+mod engine;
+mod logs;
