@@ -272,7 +272,7 @@ impl Supervisor {
         &self,
         name: &str,
         stream: LogStream,
-    ) -> Result<impl Stream<Item = Feed<String>> + Send + 'static> {
+    ) -> Result<impl Stream<Item = Feed<String>> + Send + Unpin + 'static> {
         let rx = self.log(name, stream)?.subscribe();
         Ok(BroadcastStream::new(rx).map(|item| match item {
             Ok(line) => Feed::Item(String::from_utf8_lossy(&line).into_owned()),
@@ -281,7 +281,7 @@ impl Supervisor {
     }
 
     /// Every state change from now on.
-    pub fn events(&self) -> impl Stream<Item = Feed<ProcessEvent>> + Send + 'static {
+    pub fn events(&self) -> impl Stream<Item = Feed<ProcessEvent>> + Send + Unpin + 'static {
         BroadcastStream::new(self.inner.events.subscribe()).map(|item| match item {
             Ok(event) => Feed::Item(event),
             Err(BroadcastStreamRecvError::Lagged(n)) => Feed::Gap(n),
