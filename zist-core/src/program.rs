@@ -14,14 +14,13 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
-use tokio::process::Child;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at};
 
 use crate::error::{Error, Result};
 use crate::logs::{RotatingFile, SharedLog, pump};
-use crate::spawn;
+use crate::spawn::{self, Process};
 use crate::spec::{ProgramSpec, signal_name};
 use crate::state::{AfterExit, ExitKind, ProcessState, RestartRules, after_exit, next_spawn_at};
 use crate::wire::{ProcessEvent, ProcessInfo, ShutdownMode, rfc3339, rfc3339_millis, secs};
@@ -183,7 +182,7 @@ struct Pump {
 }
 
 struct Live {
-    child: Child,
+    process: Process,
     pid: i32,
     spawned: Instant,
     up: bool,
@@ -214,18 +213,6 @@ struct Actor {
     run: Run,
     failures: u32,
     last_spawn: Option<Instant>,
-}
-
-fn exit_kind(status: std::io::Result<std::process::ExitStatus>) -> ExitKind {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => ExitKind::Code(code),
-            (None, Some(sig)) => ExitKind::Signal(sig),
-            (None, None) => ExitKind::Code(-1),
-        },
-        Err(_) => ExitKind::Code(-1),
-    }
 }
 
 /// Whether any process is left in the group.
@@ -329,7 +316,7 @@ impl Actor {
                 let up = live.up;
                 tokio::select! {
                     c = control.recv() => received(c),
-                    status = live.child.wait() => Wake::Exited(exit_kind(status)),
+                    exit = live.process.wait() => Wake::Exited(exit),
                     _ = sleep_until(up_at.into()), if !up => Wake::Up,
                 }
             }
@@ -370,9 +357,9 @@ impl Actor {
                 // The child is not reaped until this actor waits on it, so
                 // while `try_wait` sees it unreaped its pid cannot be reused.
                 let target = match &mut self.run {
-                    Run::Live(live) => match live.child.try_wait() {
-                        Ok(None) => Some(live.pid),
-                        _ => None,
+                    Run::Live(live) => match live.process.try_wait() {
+                        None => Some(live.pid),
+                        Some(_) => None,
                     },
                     _ => None,
                 };
@@ -431,14 +418,15 @@ impl Actor {
                 let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
                 pumps.push(Pump { handoff, task });
             }
-            Ok((s.child, s.pid, pumps))
+            Ok((s.process, pumps))
         });
         let now = Instant::now();
         self.last_spawn = Some(now);
         match spawned {
-            Ok((child, pid, pumps)) => {
+            Ok((process, pumps)) => {
+                let pid = process.pid();
                 self.run = Run::Live(Box::new(Live {
-                    child,
+                    process,
                     pid,
                     spawned: now,
                     up: false,
@@ -520,18 +508,17 @@ impl Actor {
                 let deadline = Instant::now() + self.spec.stop_timeout;
                 let _ = killpg(pgid, self.spec.stop_signal);
                 let _ = killpg(pgid, Signal::SIGCONT);
-                let status = match timeout_at(deadline.into(), live.child.wait()).await {
-                    Ok(status) => status,
+                let exit = match timeout_at(deadline.into(), live.process.wait()).await {
+                    Ok(exit) => exit,
                     Err(_) => {
                         let _ = killpg(pgid, Signal::SIGKILL);
-                        live.child.wait().await
+                        live.process.wait().await
                     }
                 };
                 if !wait_group_gone(pgid, deadline).await {
                     clear_group(pgid).await;
                 }
                 drain(live.pumps).await;
-                let exit = exit_kind(status);
                 self.set(ProcessState::Stopped, |s| {
                     s.pid = None;
                     s.exit = Some(exit);
@@ -570,7 +557,10 @@ impl Actor {
             }
         };
         let Live {
-            child, pid, pumps, ..
+            process,
+            pid,
+            pumps,
+            ..
         } = *live;
         let mut relays = Vec::new();
         for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
@@ -592,8 +582,8 @@ impl Actor {
             }
         }
         tokio::spawn(async move {
-            let mut child = child;
-            let _ = child.wait().await;
+            let mut process = process;
+            process.wait().await;
             for mut relay in relays {
                 let _ = relay.wait().await;
             }

@@ -1,9 +1,10 @@
 //! Turning a [`ProgramSpec`] into a running child, and the output relays used by detach.
 //!
-//! This is the only module with `unsafe`: the `pre_exec` hook that runs in the
-//! forked child before `exec`. Everything it needs (user ids, groups, limits)
-//! is computed before the fork, so the hook only makes system calls and never
-//! allocates.
+//! This is the only module with `unsafe`: the code a new child runs between
+//! its creation and `exec` (a `clone` in the manner of `posix_spawn` for
+//! programs, a `pre_exec` hook for the detach relays). Everything it needs
+//! (arguments, environment, user ids, groups, limits) is computed before, so
+//! the child only makes raw system calls and never allocates.
 //!
 //! A child starts in a new session (so it leads its own process group, which
 //! stop and kill reach as a whole), with an empty signal mask and default
@@ -13,21 +14,26 @@
 //! of the supervisor leaks into it.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::unistd::{Gid, Uid, User};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid, User};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 
 use crate::spec::ProgramSpec;
+use crate::state::ExitKind;
 
 /// The `RLIMIT_NOFILE` zist started with, restored in every child.
 static ORIGINAL_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
@@ -96,15 +102,63 @@ fn check_file(path: &Path) -> Result<(), String> {
     }
 }
 
+/// A supervised child process: its pid and a pidfd that becomes readable when it exits.
+///
+/// The child is reaped only through [`Process::wait`] or [`Process::try_wait`]
+/// (`waitpid` on its own pid, never `-1`), so until then its pid cannot be
+/// reused and signalling it by pid is safe.
+pub(crate) struct Process {
+    pid: i32,
+    pidfd: AsyncFd<OwnedFd>,
+    exit: Option<ExitKind>,
+}
+
+impl Process {
+    /// The process id.
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Reaps the process if it has exited; the status is kept for later calls.
+    pub(crate) fn try_wait(&mut self) -> Option<ExitKind> {
+        if self.exit.is_none() {
+            self.exit = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => Some(ExitKind::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitKind::Signal(sig as i32)),
+                Ok(_) => None,
+                // Someone else reaped it (an embedding program's waitpid(-1)).
+                Err(_) => Some(ExitKind::Code(-1)),
+            };
+        }
+        self.exit
+    }
+
+    /// Waits until the process exits and reaps it. Cancel-safe.
+    pub(crate) async fn wait(&mut self) -> ExitKind {
+        loop {
+            if let Some(exit) = self.try_wait() {
+                return exit;
+            }
+            match self.pidfd.readable().await {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    // Cannot happen for a pidfd; fall back to polling rather than spin.
+                    tracing::warn!("cannot wait on a pidfd: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
 /// A freshly spawned child with the read ends of its output pipes.
 pub(crate) struct Spawned {
-    pub child: Child,
-    pub pid: i32,
+    pub process: Process,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
 }
 
-/// The identity a child switches to, resolved before the fork.
+/// The identity a child switches to, resolved before the clone.
 struct Identity {
     uid: libc::uid_t,
     gid: libc::gid_t,
@@ -137,7 +191,53 @@ fn identity(name: &str) -> Result<(Identity, User), String> {
     ))
 }
 
+fn cstring(what: &str, bytes: &[u8]) -> Result<CString, String> {
+    CString::new(bytes).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+/// Everything the child needs between clone and exec, prepared by the parent.
+/// The child only reads it, except `failure`, where it reports what went wrong.
+struct ChildPlan {
+    path: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    workdir: CString,
+    /// Source descriptors for 0, 1, 2; all >= 3, so the dups cannot collide.
+    stdio: [libc::c_int; 3],
+    nofile: Option<libc::rlimit>,
+    identity: Option<Identity>,
+    /// `step << 16 | errno` of the first failing step, 0 when exec was reached.
+    failure: AtomicI32,
+}
+
+const STEP_NAMES: [&str; 8] = [
+    "exec",
+    "setsid",
+    "redirecting stdio",
+    "changing to the working directory",
+    "setting the open-file limit",
+    "setting the supplementary groups",
+    "setting the group id",
+    "setting the user id",
+];
+
+/// Returns a descriptor equal to `fd` but numbered 3 or above.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // try_clone duplicates with F_DUPFD_CLOEXEC at 3 or above.
+    fd.try_clone()
+}
+
 /// Spawns the program a spec describes. Errors are worded for a person.
+///
+/// The child is created with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`,
+/// the way `posix_spawn` works: no page tables are copied, the calling thread
+/// waits only until the child has called exec, and spawns on other threads
+/// run in parallel. Between clone and exec the child makes raw system calls
+/// only (no allocation, no locks, no glibc wrapper that acts on the parent's
+/// threads), on values prepared here.
 pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
     let workdir = match &spec.workingdir {
@@ -161,72 +261,225 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
         }
         None => (None, None),
     };
-    let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
-    let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
 
-    let mut cmd = Command::new(&exe);
-    cmd.args(&spec.args)
-        .current_dir(&workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout_w))
-        .stderr(Stdio::from(stderr_w))
-        .kill_on_drop(false);
+    // Arguments and environment as C strings, kept alive until exec.
+    let path = cstring("the executable path", exe.as_os_str().as_bytes())?;
+    let mut args = vec![cstring(
+        "the executable path",
+        spec.path.as_os_str().as_bytes(),
+    )?];
+    for arg in &spec.args {
+        args.push(cstring("an argument", arg.as_bytes())?);
+    }
+    let mut env: BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
     if let Some(user) = &user {
-        for (key, value) in [
-            ("HOME", user.dir.as_os_str()),
-            ("USER", OsStr::new(&user.name)),
-            ("LOGNAME", OsStr::new(&user.name)),
-        ] {
-            cmd.env(key, value);
+        env.insert(b"HOME".to_vec(), user.dir.as_os_str().as_bytes().to_vec());
+        env.insert(b"USER".to_vec(), user.name.as_bytes().to_vec());
+        env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
+    }
+    for (k, v) in &spec.env {
+        env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    }
+    let env: Vec<CString> = env
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.push(b'=');
+            k.extend_from_slice(&v);
+            cstring("an environment variable", &k)
+        })
+        .collect::<Result<_, _>>()?;
+
+    let io_err = |what: &str, e: io::Error| format!("cannot {what}: {e}");
+    let devnull = File::open("/dev/null").map_err(|e| io_err("open /dev/null", e))?;
+    let stdin = above_stdio(devnull.into()).map_err(|e| io_err("set up stdin", e))?;
+    let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
+    let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
+    let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;
+    let stderr_w = above_stdio(stderr_w).map_err(|e| io_err("set up stderr", e))?;
+
+    let null_terminated = |strings: &[CString]| {
+        strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect::<Vec<_>>()
+    };
+    let plan = ChildPlan {
+        argv: null_terminated(&args),
+        envp: null_terminated(&env),
+        path,
+        workdir: cstring("the working directory", workdir.as_os_str().as_bytes())?,
+        stdio: [
+            stdin.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+        ],
+        nofile: ORIGINAL_NOFILE.get().map(|&(soft, hard)| libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        }),
+        identity: who,
+        failure: AtomicI32::new(0),
+    };
+
+    let (pid, pidfd) = clone_child(&plan).map_err(|e| io_err("create a process", e))?;
+    // Our copies of the child's ends close here, so the read ends see
+    // end-of-file once the program's whole group has exited.
+    drop((stdin, stdout_w, stderr_w));
+    let failure = plan.failure.load(Ordering::Acquire);
+    if failure != 0 {
+        // The child reported a failure and exited; reap it now.
+        let _ = waitpid(Pid::from_raw(pid), None);
+        let step = STEP_NAMES
+            .get((failure >> 16) as usize)
+            .unwrap_or(&"starting");
+        let errno = io::Error::from_raw_os_error(failure & 0xffff);
+        return Err(format!(
+            "cannot start {}: {step} failed: {errno}",
+            exe.display()
+        ));
+    }
+    // SAFETY: the OwnedFd is moved into the AsyncFd, so the descriptor stays
+    // open and the same until the AsyncFd is dropped, as registration requires.
+    let pidfd = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            // Never leave a child that nobody watches.
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(format!("cannot watch the new process: {e}"));
         }
-    }
-    cmd.envs(&spec.env);
-    let nofile = ORIGINAL_NOFILE.get().copied();
-    // SAFETY: the closure runs in the forked child before exec. It only makes
-    // async-signal-safe system calls on values computed before the fork
-    // (`who`, `nofile`), and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            reset_child_process_state()?;
-            if let Some((soft, hard)) = nofile
-                && libc::setrlimit(
-                    libc::RLIMIT_NOFILE,
-                    &libc::rlimit {
-                        rlim_cur: soft,
-                        rlim_max: hard,
-                    },
-                ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(id) = &who {
-                // Groups first, then the group id, and the user id last: after
-                // setuid the process may no longer change the others.
-                if libc::setgroups(id.groups.len(), id.groups.as_ptr()) != 0
-                    || libc::setgid(id.gid) != 0
-                    || libc::setuid(id.uid) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-    // Dropping the command closes our copies of the pipes' write ends, so the
-    // read ends see end-of-file once the program's whole group has exited.
-    drop(cmd);
-    let pid = child
-        .id()
-        .ok_or_else(|| "the child exited before zist saw its pid".to_owned())? as i32;
+    };
     Ok(Spawned {
-        child,
-        pid,
+        process: Process {
+            pid,
+            pidfd,
+            exit: None,
+        },
         stdout: stdout_r,
         stderr: stderr_r,
     })
+}
+
+/// Size of the stack the child runs on until exec.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Clones the child that runs [`child_main`]; returns its pid and pidfd.
+fn clone_child(plan: &ChildPlan) -> io::Result<(i32, OwnedFd)> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: start at its 16-byte aligned top.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    let mut pidfd: libc::c_int = -1;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // Block every signal in this thread around the clone, so no handler of
+    // ours ever runs in the child, which shares our memory until exec.
+    let mut all: libc::sigset_t = unsafe_zeroed_sigset();
+    let mut old: libc::sigset_t = unsafe_zeroed_sigset();
+    // SAFETY: sigfillset and pthread_sigmask write only the sets we pass.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: the child runs `child_main` on its own stack, shares memory
+    // with this thread, which the kernel suspends (CLONE_VFORK) until the
+    // child execs or exits; `plan` and `stack` outlive that. With CLONE_PIDFD
+    // the kernel stores the pidfd in `pidfd` (the parent-tid argument).
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            flags,
+            plan as *const ChildPlan as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: restores this thread's signal mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_error);
+    }
+    // SAFETY: the kernel created this descriptor for us and nothing else owns it.
+    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+}
+
+fn unsafe_zeroed_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain bit array; all zeros is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The child between clone and exec. Raw system calls only.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildPlan` the parent keeps alive until we exec
+    // or exit; we only read it, and write its atomic `failure`.
+    let plan = unsafe { &*(arg as *const ChildPlan) };
+    let fail = |step: i32| -> libc::c_int {
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        plan.failure
+            .store((step << 16) | (errno & 0xffff), Ordering::Release);
+        // SAFETY: ends this child at once, without running anything of the parent's.
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: each call is a raw system call on values prepared by the parent.
+    unsafe {
+        reset_signal_dispositions();
+        if libc::syscall(libc::SYS_setsid) < 0 {
+            return fail(1);
+        }
+        for (target, &source) in plan.stdio.iter().enumerate() {
+            if libc::syscall(libc::SYS_dup2, source, target as libc::c_int) < 0 {
+                return fail(2);
+            }
+        }
+        if libc::syscall(libc::SYS_chdir, plan.workdir.as_ptr()) < 0 {
+            return fail(3);
+        }
+        if let Some(limit) = &plan.nofile
+            && libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                limit as *const libc::rlimit,
+                std::ptr::null_mut::<libc::rlimit>(),
+            ) < 0
+        {
+            return fail(4);
+        }
+        if let Some(id) = &plan.identity {
+            // Groups first, then the group id, the user id last: after it
+            // the process may no longer change the others.
+            if libc::syscall(libc::SYS_setgroups, id.groups.len(), id.groups.as_ptr()) < 0 {
+                return fail(5);
+            }
+            if libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid) < 0 {
+                return fail(6);
+            }
+            if libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid) < 0 {
+                return fail(7);
+            }
+        }
+        close_other_descriptors_on_exec();
+        let empty = unsafe_zeroed_sigset();
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+        libc::syscall(
+            libc::SYS_execve,
+            plan.path.as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+        );
+        fail(0)
+    }
 }
 
 /// Starts a relay that copies `pipe` into `file` for a detached program.
@@ -261,17 +514,30 @@ unsafe fn reset_child_process_state() -> io::Result<()> {
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
         }
+        reset_signal_dispositions();
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        // The raw system call, because glibc's wrapper refuses signals 32
-        // and 33, which a parent may still have set to ignored. For SIG_DFL
-        // with no flags and an empty mask the kernel's struct is all zeros.
-        let default_action = [0u64; 4];
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+        close_other_descriptors_on_exec();
+    }
+    Ok(())
+}
+
+/// Sets every signal's disposition to the default.
+///
+/// # Safety
+/// Only for a child between clone or fork and exec.
+unsafe fn reset_signal_dispositions() {
+    // The raw system call, because glibc's wrapper refuses signals 32 and
+    // 33, which a parent may still have set to ignored. For SIG_DFL with no
+    // flags and an empty mask the kernel's struct is all zeros.
+    let default_action = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: a raw system call reading a stack value.
+            unsafe {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,
@@ -281,9 +547,17 @@ unsafe fn reset_child_process_state() -> io::Result<()> {
                 );
             }
         }
-        // Mark every descriptor above stderr close-on-exec. The standard
-        // library's own error-report pipe is close-on-exec already, so a
-        // failed exec is still reported to the parent.
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec.
+///
+/// # Safety
+/// Only for a child between clone or fork and exec.
+unsafe fn close_other_descriptors_on_exec() {
+    // Close-on-exec rather than closed: a failed exec can still report back.
+    // SAFETY: raw system calls on integers.
+    unsafe {
         if libc::syscall(
             libc::SYS_close_range,
             3u32,
@@ -291,13 +565,11 @@ unsafe fn reset_child_process_state() -> io::Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         ) != 0
         {
-            let limit = libc::sysconf(libc::_SC_OPEN_MAX).clamp(256, 65536) as libc::c_int;
-            for fd in 3..limit {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            for fd in 3..65536 {
+                libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }
     }
-    Ok(())
 }
 
 fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
