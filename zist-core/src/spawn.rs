@@ -22,8 +22,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -52,6 +52,125 @@ pub(crate) fn raise_fd_limit() {
         }
         original
     });
+    spawn_slots();
+}
+
+/// Low descriptor numbers reserved for handing stdio to new children.
+///
+/// A child shares the supervisor's descriptor table at first (CLONE_FILES),
+/// then takes a private copy of only the descriptors below [`SpawnSlots::limit`]
+/// (`close_range` with `CLOSE_RANGE_UNSHARE`). Its stdio sources sit in a slot
+/// below that limit, so the copy is a few entries however many programs the
+/// supervisor holds open, and exec has nothing to close. Without the slots
+/// every spawn would copy and then close the whole table: O(programs) each.
+struct SpawnSlots {
+    free: Mutex<Vec<[OwnedFd; 3]>>,
+    limit: libc::c_int,
+    devnull: OwnedFd,
+}
+
+/// Slot triples, so this many spawns can run at once on the fast path.
+const SLOT_TRIPLES: usize = 4;
+
+static SLOTS: OnceLock<Option<SpawnSlots>> = OnceLock::new();
+
+/// Reserves the spawn slots while descriptor numbers are still low. `None`
+/// on kernels without `CLOSE_RANGE_UNSHARE` (before 5.9): spawns then copy
+/// the whole table.
+fn spawn_slots() -> Option<&'static SpawnSlots> {
+    SLOTS
+        .get_or_init(|| {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+            let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+            let major: u32 = numbers.next()?.parse().ok()?;
+            let minor: u32 = numbers.next()?.parse().ok()?;
+            if (major, minor) < (5, 9) {
+                return None;
+            }
+            let devnull: OwnedFd = File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .ok()?
+                .into();
+            let mut free = Vec::with_capacity(SLOT_TRIPLES);
+            let mut limit = devnull.as_raw_fd();
+            for _ in 0..SLOT_TRIPLES {
+                let triple = [
+                    devnull.try_clone().ok()?,
+                    devnull.try_clone().ok()?,
+                    devnull.try_clone().ok()?,
+                ];
+                limit = triple
+                    .iter()
+                    .map(AsRawFd::as_raw_fd)
+                    .fold(limit, libc::c_int::max);
+                free.push(triple);
+            }
+            Some(SpawnSlots {
+                free: Mutex::new(free),
+                limit: limit + 1,
+                devnull,
+            })
+        })
+        .as_ref()
+}
+
+/// A slot triple lent to one spawn; dropping it points the slots back at
+/// /dev/null, which also closes our copies of the child's pipe ends.
+struct LentSlots {
+    slots: &'static SpawnSlots,
+    triple: Option<[OwnedFd; 3]>,
+}
+
+impl LentSlots {
+    fn take(sources: [&OwnedFd; 3]) -> Option<Self> {
+        let slots = spawn_slots()?;
+        let triple = slots
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        let mut lent = Self {
+            slots,
+            triple: Some(triple),
+        };
+        let triple = lent.triple.as_mut()?;
+        for (slot, source) in triple.iter_mut().zip(sources) {
+            // Close-on-exec, so no other process spawned meanwhile inherits it.
+            if nix::unistd::dup3(source, slot, nix::fcntl::OFlag::O_CLOEXEC).is_err() {
+                return None; // dropping `lent` resets the slots
+            }
+        }
+        Some(lent)
+    }
+
+    fn raw(&self) -> [libc::c_int; 3] {
+        self.triple.as_ref().map_or([-1; 3], |t| {
+            [t[0].as_raw_fd(), t[1].as_raw_fd(), t[2].as_raw_fd()]
+        })
+    }
+}
+
+impl Drop for LentSlots {
+    fn drop(&mut self) {
+        if let Some(mut triple) = self.triple.take() {
+            for slot in &mut triple {
+                if let Err(e) =
+                    nix::unistd::dup3(&self.slots.devnull, slot, nix::fcntl::OFlag::O_CLOEXEC)
+                {
+                    // The slot may still hold a pipe end: retire it rather than reuse it.
+                    tracing::warn!("cannot reset a spawn slot: {e}");
+                    return;
+                }
+            }
+            self.slots
+                .free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(triple);
+        }
+    }
 }
 
 /// Finds the executable a spec names: a path with a `/` as it is, a bare name on `PATH`.
@@ -204,13 +323,16 @@ struct ChildPlan {
     workdir: CString,
     /// Source descriptors for 0, 1, 2; all >= 3, so the dups cannot collide.
     stdio: [libc::c_int; 3],
+    /// With spawn slots: the child shares our table, then keeps only the
+    /// descriptors below this number.
+    unshare_below: Option<libc::c_int>,
     nofile: Option<libc::rlimit>,
     identity: Option<Identity>,
     /// `step << 16 | errno` of the first failing step, 0 when exec was reached.
     failure: AtomicI32,
 }
 
-const STEP_NAMES: [&str; 8] = [
+const STEP_NAMES: [&str; 9] = [
     "exec",
     "setsid",
     "redirecting stdio",
@@ -219,6 +341,7 @@ const STEP_NAMES: [&str; 8] = [
     "setting the supplementary groups",
     "setting the group id",
     "setting the user id",
+    "making a private descriptor table",
 ];
 
 /// Returns a descriptor equal to `fd` but numbered 3 or above.
@@ -299,6 +422,7 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
     let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;
     let stderr_w = above_stdio(stderr_w).map_err(|e| io_err("set up stderr", e))?;
 
+    let lent = LentSlots::take([&stdin, &stdout_w, &stderr_w]);
     let null_terminated = |strings: &[CString]| {
         strings
             .iter()
@@ -311,11 +435,15 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
         envp: null_terminated(&env),
         path,
         workdir: cstring("the working directory", workdir.as_os_str().as_bytes())?,
-        stdio: [
-            stdin.as_raw_fd(),
-            stdout_w.as_raw_fd(),
-            stderr_w.as_raw_fd(),
-        ],
+        stdio: match &lent {
+            Some(lent) => lent.raw(),
+            None => [
+                stdin.as_raw_fd(),
+                stdout_w.as_raw_fd(),
+                stderr_w.as_raw_fd(),
+            ],
+        },
+        unshare_below: lent.as_ref().map(|l| l.slots.limit),
         nofile: ORIGINAL_NOFILE.get().map(|&(soft, hard)| libc::rlimit {
             rlim_cur: soft,
             rlim_max: hard,
@@ -324,10 +452,12 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
         failure: AtomicI32::new(0),
     };
 
-    let (pid, pidfd) = clone_child(&plan).map_err(|e| io_err("create a process", e))?;
-    // Our copies of the child's ends close here, so the read ends see
-    // end-of-file once the program's whole group has exited.
-    drop((stdin, stdout_w, stderr_w));
+    let cloned = clone_child(&plan);
+    // Our copies of the child's ends close here (the slots go back to
+    // /dev/null), so the read ends see end-of-file once the program's whole
+    // group has exited.
+    drop((lent, stdin, stdout_w, stderr_w));
+    let (pid, pidfd) = cloned.map_err(|e| io_err("create a process", e))?;
     let failure = plan.failure.load(Ordering::Acquire);
     if failure != 0 {
         // The child reported a failure and exited; reap it now.
@@ -372,7 +502,10 @@ fn clone_child(plan: &ChildPlan) -> io::Result<(i32, OwnedFd)> {
     // The stack grows down: start at its 16-byte aligned top.
     let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
     let mut pidfd: libc::c_int = -1;
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    if plan.unshare_below.is_some() {
+        flags |= libc::CLONE_FILES;
+    }
     // Block every signal in this thread around the clone, so no handler of
     // ours ever runs in the child, which shares our memory until exec.
     let mut all: libc::sigset_t = unsafe_zeroed_sigset();
@@ -430,6 +563,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         reset_signal_dispositions();
         if libc::syscall(libc::SYS_setsid) < 0 {
             return fail(1);
+        }
+        // Until here the child shares our descriptor table and must not touch it.
+        if let Some(limit) = plan.unshare_below
+            && libc::syscall(
+                libc::SYS_close_range,
+                limit as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) < 0
+        {
+            return fail(8);
         }
         for (target, &source) in plan.stdio.iter().enumerate() {
             if libc::syscall(libc::SYS_dup2, source, target as libc::c_int) < 0 {

@@ -429,3 +429,29 @@ async fn the_bulk_operations_wait_for_every_program() {
         assert!(!group_alive(info.pid.unwrap()));
     }
 }
+
+#[tokio::test]
+async fn an_exec_failure_names_the_step_and_the_reason() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // Executable bits, but neither a binary nor a script with a #! line.
+    let bogus = dir.write("bogus", "\u{7f}not an executable\n");
+    std::fs::set_permissions(&bogus, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut spec = dir.sh("bogus", "");
+    spec.path = bogus;
+    spec.args.clear();
+    let err = sup.register(spec).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("exec failed") && text.contains("format"),
+        "{text}"
+    );
+    assert_eq!(sup.info("bogus").unwrap().state, ProcessState::Fatal);
+    let mut spec = dir.sh("nodir", "true");
+    spec.workingdir = Some(dir.join("missing"));
+    let err = sup.register(spec).await.unwrap_err().to_string();
+    assert!(
+        err.contains("working directory") && err.contains("missing"),
+        "{err}"
+    );
+}

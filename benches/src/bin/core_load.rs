@@ -35,6 +35,13 @@ fn cpu_seconds() -> f64 {
     t(usage.user_time()) + t(usage.system_time())
 }
 
+fn children_cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage of children");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(usage.user_time()) + t(usage.system_time())
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -92,6 +99,9 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
     for i in 0..n {
         let mut s = spec(dir, &format!("idle{i}"), "/bin/sleep", &["3600"]);
         s.autostart = false;
+        if std::env::var("ZIST_BENCH_KILL").is_ok() {
+            s.stop_signal = Signal::SIGKILL;
+        }
         sup.register(s).await.expect("register");
     }
     sup.start_all().await;
@@ -130,8 +140,15 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
 
     let pids: Vec<i32> = sup.list().iter().filter_map(|i| i.pid).collect();
     let t0 = Instant::now();
+    let cpu_before = cpu_seconds();
+    let children_before = children_cpu_seconds();
     sup.stop_all().await;
     let stop = t0.elapsed();
+    eprintln!(
+        "stop: zist {:.3} CPU-s, reaped children {:.3} CPU-s",
+        cpu_seconds() - cpu_before,
+        children_cpu_seconds() - children_before
+    );
     let left = pids
         .iter()
         .filter(|p| kill(Pid::from_raw(**p), None).is_ok())
