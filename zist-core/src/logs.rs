@@ -30,6 +30,7 @@ pub const TAIL_LINES: usize = 10_000;
 /// Lines buffered for each follower before it sees a gap.
 pub const FOLLOW_BUFFER: usize = 4096;
 const READ_SIZE: usize = 64 * 1024;
+const SMALL_READ: usize = 4 * 1024;
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// The most recent lines of one stream, bounded by [`TAIL_BYTES`] and [`TAIL_LINES`].
@@ -394,8 +395,29 @@ pub(crate) async fn pump(
                     log.finish();
                     return None;
                 }
-                // A buffer only while there is something to read: idle programs hold none.
+                // A short read (a line, or end-of-file) lands on the stack;
+                // only a full one gets a heap buffer, so idle and quiet
+                // programs hold and churn no large buffer.
+                let mut first = [0u8; SMALL_READ];
+                let n = match rx.try_read(&mut first) {
+                    Ok(0) => {
+                        log.finish();
+                        return None;
+                    }
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+                    Err(e) => {
+                        tracing::warn!("cannot read an output pipe: {e}");
+                        log.finish();
+                        return None;
+                    }
+                };
+                if n < SMALL_READ {
+                    log.ingest(Bytes::copy_from_slice(&first[..n]));
+                    continue;
+                }
                 let mut buf = BytesMut::with_capacity(READ_SIZE);
+                buf.extend_from_slice(&first);
                 loop {
                     match rx.try_read_buf(&mut buf) {
                         Ok(0) => {
