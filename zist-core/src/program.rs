@@ -108,6 +108,7 @@ impl Program {
             run: Run::Idle,
             failures: 0,
             last_spawn: None,
+            prepared: None,
         };
         tokio::spawn(actor.run());
         Self {
@@ -213,6 +214,9 @@ struct Actor {
     run: Run,
     failures: u32,
     last_spawn: Option<Instant>,
+    /// Arguments, environment and user, reused by restarts; rebuilt on a
+    /// start or restart asked through the API.
+    prepared: Option<Arc<spawn::Prepared>>,
 }
 
 /// Whether any process is left in the group.
@@ -335,6 +339,7 @@ impl Actor {
                     }),
                     _ => {
                         self.failures = 0;
+                        self.prepared = None;
                         self.run = Run::Idle;
                         self.spawn_now()
                     }
@@ -348,6 +353,7 @@ impl Actor {
             Control::Restart(reply) => {
                 self.stop().await;
                 self.failures = 0;
+                self.prepared = None;
                 let _ = reply.send(self.spawn_now());
             }
             Control::Detach(reply) => {
@@ -409,17 +415,26 @@ impl Actor {
 
     /// Spawns the process now. On failure the program is fatal with the reason.
     fn spawn_now(&mut self) -> Result<()> {
-        let spawned = spawn::spawn(&self.spec).and_then(|s| {
-            let mut pumps = Vec::with_capacity(2);
-            for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
-                let rx = pipe::Receiver::from_owned_fd(fd)
-                    .map_err(|e| format!("cannot watch the output pipe: {e}"))?;
-                let (handoff, handoff_rx) = oneshot::channel();
-                let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
-                pumps.push(Pump { handoff, task });
-            }
-            Ok((s.process, pumps))
-        });
+        let prepared = match &self.prepared {
+            Some(p) => Ok(p.clone()),
+            None => spawn::Prepared::new(&self.spec).map(Arc::new),
+        };
+        if let Ok(p) = &prepared {
+            self.prepared = Some(p.clone());
+        }
+        let spawned = prepared
+            .and_then(|p| spawn::spawn(&self.spec, &p))
+            .and_then(|s| {
+                let mut pumps = Vec::with_capacity(2);
+                for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
+                    let rx = pipe::Receiver::from_owned_fd(fd)
+                        .map_err(|e| format!("cannot watch the output pipe: {e}"))?;
+                    let (handoff, handoff_rx) = oneshot::channel();
+                    let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
+                    pumps.push(Pump { handoff, task });
+                }
+                Ok((s.process, pumps))
+            });
         let now = Instant::now();
         self.last_spawn = Some(now);
         match spawned {

@@ -316,7 +316,7 @@ fn cstring(what: &str, bytes: &[u8]) -> Result<CString, String> {
 
 /// Everything the child needs between clone and exec, prepared by the parent.
 /// The child only reads it, except `failure`, where it reports what went wrong.
-struct ChildPlan {
+struct ChildPlan<'a> {
     path: CString,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
@@ -327,12 +327,15 @@ struct ChildPlan {
     /// descriptors below this number.
     unshare_below: Option<libc::c_int>,
     nofile: Option<libc::rlimit>,
-    identity: Option<Identity>,
+    /// The CPU mask the child gets back before exec; the clone itself runs
+    /// pinned to the spawning thread's CPU (see `clone_child`).
+    affinity: Option<libc::cpu_set_t>,
+    identity: Option<&'a Identity>,
     /// `step << 16 | errno` of the first failing step, 0 when exec was reached.
     failure: AtomicI32,
 }
 
-const STEP_NAMES: [&str; 9] = [
+const STEP_NAMES: [&str; 10] = [
     "exec",
     "setsid",
     "redirecting stdio",
@@ -342,6 +345,7 @@ const STEP_NAMES: [&str; 9] = [
     "setting the group id",
     "setting the user id",
     "making a private descriptor table",
+    "restoring the CPU affinity",
 ];
 
 /// Returns a descriptor equal to `fd` but numbered 3 or above.
@@ -353,6 +357,59 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     fd.try_clone()
 }
 
+/// What every spawn of one spec has in common, built once and reused by
+/// restarts: the arguments and the whole environment as C strings, and the
+/// user to switch to (looked up in the user database once).
+pub(crate) struct Prepared {
+    args: Vec<CString>,
+    env: Vec<CString>,
+    identity: Option<Identity>,
+}
+
+impl Prepared {
+    /// Prepares `spec`; the environment is the supervisor's own plus the spec's.
+    pub(crate) fn new(spec: &ProgramSpec) -> Result<Self, String> {
+        let (identity, user) = match &spec.user {
+            Some(name) => {
+                let (id, user) = identity(name)?;
+                (Some(id), Some(user))
+            }
+            None => (None, None),
+        };
+        let mut args = vec![cstring(
+            "the executable path",
+            spec.path.as_os_str().as_bytes(),
+        )?];
+        for arg in &spec.args {
+            args.push(cstring("an argument", arg.as_bytes())?);
+        }
+        let mut env: BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        if let Some(user) = &user {
+            env.insert(b"HOME".to_vec(), user.dir.as_os_str().as_bytes().to_vec());
+            env.insert(b"USER".to_vec(), user.name.as_bytes().to_vec());
+            env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
+        }
+        for (k, v) in &spec.env {
+            env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        let env = env
+            .into_iter()
+            .map(|(mut k, v)| {
+                k.push(b'=');
+                k.extend_from_slice(&v);
+                cstring("an environment variable", &k)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            args,
+            env,
+            identity,
+        })
+    }
+}
+
 /// Spawns the program a spec describes. Errors are worded for a person.
 ///
 /// The child is created with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`,
@@ -361,7 +418,7 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// run in parallel. Between clone and exec the child makes raw system calls
 /// only (no allocation, no locks, no glibc wrapper that acts on the parent's
 /// threads), on values prepared here.
-pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
+pub(crate) fn spawn(spec: &ProgramSpec, prepared: &Prepared) -> Result<Spawned, String> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
     let workdir = match &spec.workingdir {
         Some(dir) => dir.clone(),
@@ -377,52 +434,24 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
             workdir.display()
         ));
     }
-    let (who, user) = match &spec.user {
-        Some(name) => {
-            let (id, user) = identity(name)?;
-            (Some(id), Some(user))
-        }
-        None => (None, None),
-    };
-
-    // Arguments and environment as C strings, kept alive until exec.
     let path = cstring("the executable path", exe.as_os_str().as_bytes())?;
-    let mut args = vec![cstring(
-        "the executable path",
-        spec.path.as_os_str().as_bytes(),
-    )?];
-    for arg in &spec.args {
-        args.push(cstring("an argument", arg.as_bytes())?);
-    }
-    let mut env: BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect();
-    if let Some(user) = &user {
-        env.insert(b"HOME".to_vec(), user.dir.as_os_str().as_bytes().to_vec());
-        env.insert(b"USER".to_vec(), user.name.as_bytes().to_vec());
-        env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
-    }
-    for (k, v) in &spec.env {
-        env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
-    }
-    let env: Vec<CString> = env
-        .into_iter()
-        .map(|(mut k, v)| {
-            k.push(b'=');
-            k.extend_from_slice(&v);
-            cstring("an environment variable", &k)
-        })
-        .collect::<Result<_, _>>()?;
 
     let io_err = |what: &str, e: io::Error| format!("cannot {what}: {e}");
-    let devnull = File::open("/dev/null").map_err(|e| io_err("open /dev/null", e))?;
-    let stdin = above_stdio(devnull.into()).map_err(|e| io_err("set up stdin", e))?;
+    let own_stdin;
+    let stdin = match spawn_slots() {
+        Some(slots) => &slots.devnull,
+        None => {
+            let devnull = File::open("/dev/null").map_err(|e| io_err("open /dev/null", e))?;
+            own_stdin = above_stdio(devnull.into()).map_err(|e| io_err("set up stdin", e))?;
+            &own_stdin
+        }
+    };
     let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;
     let stderr_w = above_stdio(stderr_w).map_err(|e| io_err("set up stderr", e))?;
 
-    let lent = LentSlots::take([&stdin, &stdout_w, &stderr_w]);
+    let lent = LentSlots::take([stdin, &stdout_w, &stderr_w]);
     let null_terminated = |strings: &[CString]| {
         strings
             .iter()
@@ -431,8 +460,8 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
             .collect::<Vec<_>>()
     };
     let plan = ChildPlan {
-        argv: null_terminated(&args),
-        envp: null_terminated(&env),
+        argv: null_terminated(&prepared.args),
+        envp: null_terminated(&prepared.env),
         path,
         workdir: cstring("the working directory", workdir.as_os_str().as_bytes())?,
         stdio: match &lent {
@@ -448,15 +477,17 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
             rlim_cur: soft,
             rlim_max: hard,
         }),
-        identity: who,
+        identity: prepared.identity.as_ref(),
+        affinity: None,
         failure: AtomicI32::new(0),
     };
 
-    let cloned = clone_child(&plan);
+    let mut plan = plan;
+    let cloned = clone_child(&mut plan);
     // Our copies of the child's ends close here (the slots go back to
     // /dev/null), so the read ends see end-of-file once the program's whole
     // group has exited.
-    drop((lent, stdin, stdout_w, stderr_w));
+    drop((lent, stdout_w, stderr_w));
     let (pid, pidfd) = cloned.map_err(|e| io_err("create a process", e))?;
     let failure = plan.failure.load(Ordering::Acquire);
     if failure != 0 {
@@ -497,7 +528,49 @@ pub(crate) fn spawn(spec: &ProgramSpec) -> Result<Spawned, String> {
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Clones the child that runs [`child_main`]; returns its pid and pidfd.
-fn clone_child(plan: &ChildPlan) -> io::Result<(i32, OwnedFd)> {
+fn clone_child(plan: &mut ChildPlan<'_>) -> io::Result<(i32, OwnedFd)> {
+    // The parent sleeps until the child execs, so the child is best run on
+    // this CPU; left to itself the scheduler often wakes an idle CPU for it,
+    // which costs far more than the exec on a virtual machine. The child
+    // inherits a mask of this one CPU and restores the full one before exec.
+    let mut original: libc::cpu_set_t = unsafe_zeroed_cpuset();
+    let set_size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: sched_getaffinity and sched_getcpu only write the values we pass.
+    let here = unsafe {
+        if libc::sched_getaffinity(0, set_size, &mut original) == 0 {
+            libc::sched_getcpu()
+        } else {
+            -1
+        }
+    };
+    let pinned = here >= 0 && {
+        let mut one = unsafe_zeroed_cpuset();
+        // SAFETY: CPU_SET writes a bit of the set we own; sched_setaffinity reads it.
+        unsafe {
+            libc::CPU_SET(here as usize, &mut one);
+            libc::sched_setaffinity(0, set_size, &one) == 0
+        }
+    };
+    if pinned {
+        plan.affinity = Some(original);
+    }
+    let result = clone_pinned(plan);
+    // SAFETY: restores this thread's mask saved above.
+    if pinned && unsafe { libc::sched_setaffinity(0, set_size, &original) } != 0 {
+        tracing::warn!(
+            "cannot restore a worker thread's CPU mask: {}",
+            io::Error::last_os_error()
+        );
+    }
+    result
+}
+
+fn unsafe_zeroed_cpuset() -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array; all zeros is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
+fn clone_pinned(plan: &ChildPlan<'_>) -> io::Result<(i32, OwnedFd)> {
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down: start at its 16-byte aligned top.
     let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
@@ -524,7 +597,7 @@ fn clone_child(plan: &ChildPlan) -> io::Result<(i32, OwnedFd)> {
             child_main,
             top as *mut libc::c_void,
             flags,
-            plan as *const ChildPlan as *mut libc::c_void,
+            plan as *const ChildPlan<'_> as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
         )
     };
@@ -550,7 +623,7 @@ fn unsafe_zeroed_sigset() -> libc::sigset_t {
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildPlan` the parent keeps alive until we exec
     // or exit; we only read it, and write its atomic `failure`.
-    let plan = unsafe { &*(arg as *const ChildPlan) };
+    let plan = unsafe { &*(arg as *const ChildPlan<'_>) };
     let fail = |step: i32| -> libc::c_int {
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         plan.failure
@@ -594,7 +667,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(4);
         }
-        if let Some(id) = &plan.identity {
+        if let Some(id) = plan.identity {
             // Groups first, then the group id, the user id last: after it
             // the process may no longer change the others.
             if libc::syscall(libc::SYS_setgroups, id.groups.len(), id.groups.as_ptr()) < 0 {
@@ -608,6 +681,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         close_other_descriptors_on_exec();
+        // Never leave a program pinned to one CPU.
+        if let Some(mask) = &plan.affinity
+            && libc::syscall(
+                libc::SYS_sched_setaffinity,
+                0,
+                std::mem::size_of::<libc::cpu_set_t>(),
+                mask as *const libc::cpu_set_t,
+            ) < 0
+        {
+            return fail(9);
+        }
         let empty = unsafe_zeroed_sigset();
         libc::syscall(
             libc::SYS_rt_sigprocmask,

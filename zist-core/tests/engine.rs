@@ -304,7 +304,7 @@ async fn the_child_gets_its_env_workdir_and_a_clean_process_state() {
         "env",
         "echo \"cwd=$(pwd)\"; echo \"greeting=$GREETING\"; echo \"path_set=${PATH:+yes}\"; \
          ls /proc/self/fd | sort -n | tr '\\n' ' ' | sed 's/^/fds=/'; echo; \
-         grep -E '^(SigBlk|SigIgn)' /proc/self/status; \
+         grep -E '^(SigBlk|SigIgn|Cpus_allowed_list)' /proc/self/status; \
          echo \"sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$\"",
     );
     spec.workingdir = Some(dir.join("work"));
@@ -334,6 +334,10 @@ async fn the_child_gets_its_env_workdir_and_a_clean_process_state() {
     assert!(fds.len() <= 4, "descriptors leaked into the child: {text}");
     assert!(line("SigBlk:").ends_with("0000000000000000"), "{text}");
     assert!(line("SigIgn:").ends_with("0000000000000000"), "{text}");
+    // Spawning pins itself to one CPU for a moment; the program must not stay pinned.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = ours.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap();
+    assert_eq!(line("Cpus_allowed_list"), ours, "{text}");
     // The grep ran in the shell's session, whose id is the shell's pid: its own session.
     let sid_line = line("sid=");
     let mut parts = sid_line.split(' ');

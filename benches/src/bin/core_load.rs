@@ -167,6 +167,7 @@ async fn restart_latency(dir: &Path, rounds: usize, rows: &mut Vec<Row>) {
     s.restart = RestartPolicy::Always;
     let mut pid = sup.register(s).await.expect("register").pid.expect("pid");
     let mut lat = Vec::with_capacity(rounds);
+    let mut noticed = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         // Spawns of one program are at least 100 ms apart by design.
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -175,6 +176,9 @@ async fn restart_latency(dir: &Path, rounds: usize, rows: &mut Vec<Row>) {
         kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9");
         loop {
             match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                Ok(Some(Feed::Item(ev))) if ev.to == ProcessState::Backoff => {
+                    noticed.push(t0.elapsed());
+                }
                 Ok(Some(Feed::Item(ev))) if ev.to == ProcessState::Starting => {
                     lat.push(t0.elapsed());
                     pid = ev.pid.expect("a starting process has a pid");
@@ -185,14 +189,18 @@ async fn restart_latency(dir: &Path, rounds: usize, rows: &mut Vec<Row>) {
             }
         }
     }
-    lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pct = |v: &mut Vec<Duration>, p: usize| {
+        v.sort();
+        ms(v[(v.len() * p / 100).min(v.len() - 1)])
+    };
     rows.push(Row {
         what: format!("restart after kill -9, RestartDelay 0s ({rounds} kills)"),
         value: format!(
-            "p50 {:.2} ms, p95 {:.2} ms",
-            ms(lat[lat.len() / 2]),
-            ms(lat[lat.len() * 95 / 100])
+            "p50 {:.2} ms, p95 {:.2} ms (exit noticed after p50 {:.2} ms, the rest is spawning)",
+            pct(&mut lat, 50),
+            pct(&mut lat, 95),
+            pct(&mut noticed, 50)
         ),
         target: "median ≤ 2 ms",
     });
