@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -57,6 +57,8 @@ pub(crate) enum Control {
 /// The registry's handle on a program.
 pub(crate) struct Program {
     pub spec: Arc<ProgramSpec>,
+    /// The live process, for bulk stops (see [`spawn::Lease`]).
+    pub lease: Arc<spawn::Lease>,
     control: mpsc::Sender<Control>,
     snapshot: watch::Receiver<Snapshot>,
     pub stdout: SharedLog,
@@ -93,7 +95,9 @@ impl Program {
             exit: None,
             error: None,
         });
+        let lease = Arc::new(spawn::Lease::default());
         let actor = Actor {
+            lease: lease.clone(),
             rules: RestartRules {
                 policy: spec.restart,
                 start_secs: spec.start_secs,
@@ -113,6 +117,7 @@ impl Program {
         tokio::spawn(actor.run());
         Self {
             spec,
+            lease,
             control: control_tx,
             snapshot,
             stdout,
@@ -122,13 +127,22 @@ impl Program {
 
     /// Sends a control and waits until the actor has applied it.
     pub(crate) async fn ask(&self, make: impl FnOnce(Reply) -> Control) -> Result<ProcessInfo> {
+        let applied = self.send(make).await?;
+        applied.await.map_err(|_| Error::ShuttingDown)??;
+        Ok(self.info())
+    }
+
+    /// Sends a control; the receiver resolves once the actor has applied it.
+    pub(crate) async fn send(
+        &self,
+        make: impl FnOnce(Reply) -> Control,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
         let (tx, rx) = oneshot::channel();
         self.control
             .send(make(tx))
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)??;
-        Ok(self.info())
+        Ok(rx)
     }
 
     /// Tells the actor to stop or detach its process and end; resolves when it has.
@@ -206,6 +220,7 @@ enum Wake {
 
 struct Actor {
     spec: Arc<ProgramSpec>,
+    lease: Arc<spawn::Lease>,
     rules: RestartRules,
     control: mpsc::Receiver<Control>,
     publish: watch::Sender<Snapshot>,
@@ -360,17 +375,9 @@ impl Actor {
                 let _ = reply.send(self.detach().await);
             }
             Control::Signal(sig, reply) => {
-                // The child is not reaped until this actor waits on it, so
-                // while `try_wait` sees it unreaped its pid cannot be reused.
-                let target = match &mut self.run {
-                    Run::Live(live) => match live.process.try_wait() {
-                        None => Some(live.pid),
-                        Some(_) => None,
-                    },
-                    _ => None,
-                };
-                let result = match target {
-                    Some(pid) => kill(Pid::from_raw(pid), sig).map_err(|e| {
+                // Under the lease, so the pid cannot have been reaped and reused.
+                let result = match self.lease.signal(sig) {
+                    Some(sent) => sent.map_err(|e| {
                         Error::Invalid(format!("cannot send {sig} to `{}`: {e}", self.spec.name))
                     }),
                     None => Err(self.not_running()),
@@ -423,7 +430,7 @@ impl Actor {
             self.prepared = Some(p.clone());
         }
         let spawned = prepared
-            .and_then(|p| spawn::spawn(&self.spec, &p))
+            .and_then(|p| spawn::spawn(&self.spec, &p, &self.lease))
             .and_then(|s| {
                 let mut pumps = Vec::with_capacity(2);
                 for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
@@ -476,6 +483,12 @@ impl Actor {
         let Run::Live(live) = std::mem::replace(&mut self.run, Run::Idle) else {
             return;
         };
+        if self.lease.stopping() {
+            // A bulk stop reached it before its Stop control: a stop, never a crash.
+            self.run = Run::Live(live);
+            self.stop().await;
+            return;
+        }
         clear_group(Pid::from_raw(live.pid)).await;
         let uptime = live.spawned.elapsed();
         drain(live.pumps).await;
@@ -520,9 +533,11 @@ impl Actor {
             Run::Live(mut live) => {
                 self.set(ProcessState::Stopping, |_| {});
                 let pgid = Pid::from_raw(live.pid);
-                let deadline = Instant::now() + self.spec.stop_timeout;
-                let _ = killpg(pgid, self.spec.stop_signal);
-                let _ = killpg(pgid, Signal::SIGCONT);
+                let sent = self
+                    .lease
+                    .stop(self.spec.stop_signal)
+                    .unwrap_or_else(Instant::now);
+                let deadline = sent + self.spec.stop_timeout;
                 let exit = match timeout_at(deadline.into(), live.process.wait()).await {
                     Ok(exit) => exit,
                     Err(_) => {
@@ -534,6 +549,7 @@ impl Actor {
                     clear_group(pgid).await;
                 }
                 drain(live.pumps).await;
+                self.lease.stop_done();
                 self.set(ProcessState::Stopped, |s| {
                     s.pid = None;
                     s.exit = Some(exit);
@@ -596,6 +612,7 @@ impl Actor {
                 }
             }
         }
+        process.release();
         tokio::spawn(async move {
             let mut process = process;
             process.wait().await;

@@ -23,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -230,6 +230,64 @@ pub(crate) struct Process {
     pid: i32,
     pidfd: AsyncFd<OwnedFd>,
     exit: Option<ExitKind>,
+    lease: Arc<Lease>,
+}
+
+/// A program's live, unreaped process, shared by its actor and the supervisor.
+///
+/// The actor reaps only while holding the lease, so a group signalled under
+/// it has an unreaped leader, whose id cannot have been reused. This lets
+/// the supervisor send a bulk stop to every group in one loop, instead of
+/// waiting for a thousand actors to be scheduled while the first dying
+/// programs take the CPUs.
+#[derive(Debug, Default)]
+pub(crate) struct Lease(Mutex<LeaseState>);
+
+#[derive(Debug, Default)]
+struct LeaseState {
+    pid: Option<i32>,
+    /// When the stop signal was sent, while a stop is under way.
+    stop_sent: Option<std::time::Instant>,
+}
+
+impl Lease {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `signal` (then SIGCONT) to the process group, unless a stop was
+    /// already sent; returns when it was sent. Not running is not an error.
+    pub(crate) fn stop(&self, signal: nix::sys::signal::Signal) -> Option<std::time::Instant> {
+        let mut state = self.lock();
+        if let Some(at) = state.stop_sent {
+            return Some(at);
+        }
+        let pid = state.pid?;
+        let group = Pid::from_raw(pid);
+        let _ = nix::sys::signal::killpg(group, signal);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT);
+        let at = std::time::Instant::now();
+        state.stop_sent = Some(at);
+        Some(at)
+    }
+
+    /// Whether a stop was sent and not yet finished.
+    pub(crate) fn stopping(&self) -> bool {
+        self.lock().stop_sent.is_some()
+    }
+
+    /// Marks the stop as finished.
+    pub(crate) fn stop_done(&self) {
+        self.lock().stop_sent = None;
+    }
+
+    /// Sends `signal` to the main process, if it is live.
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) -> Option<nix::Result<()>> {
+        let state = self.lock();
+        state
+            .pid
+            .map(|pid| nix::sys::signal::kill(Pid::from_raw(pid), signal))
+    }
 }
 
 impl Process {
@@ -241,6 +299,8 @@ impl Process {
     /// Reaps the process if it has exited; the status is kept for later calls.
     pub(crate) fn try_wait(&mut self) -> Option<ExitKind> {
         if self.exit.is_none() {
+            // Reap only under the lease: nobody signals a reaped pid.
+            let mut lease = self.lease.lock();
             self.exit = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(_, code)) => Some(ExitKind::Code(code)),
                 Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitKind::Signal(sig as i32)),
@@ -248,8 +308,22 @@ impl Process {
                 // Someone else reaped it (an embedding program's waitpid(-1)).
                 Err(_) => Some(ExitKind::Code(-1)),
             };
+            // A detached process's late reaping must not forget a newer one.
+            if self.exit.is_some() && lease.pid == Some(self.pid) {
+                lease.pid = None;
+            }
         }
         self.exit
+    }
+
+    /// Lets the process go without reaping it here: the lease forgets it, so
+    /// no bulk stop reaches it (detach).
+    pub(crate) fn release(&self) {
+        let mut lease = self.lease.lock();
+        if lease.pid == Some(self.pid) {
+            lease.pid = None;
+            lease.stop_sent = None;
+        }
     }
 
     /// Waits until the process exits and reaps it. Cancel-safe.
@@ -418,7 +492,11 @@ impl Prepared {
 /// run in parallel. Between clone and exec the child makes raw system calls
 /// only (no allocation, no locks, no glibc wrapper that acts on the parent's
 /// threads), on values prepared here.
-pub(crate) fn spawn(spec: &ProgramSpec, prepared: &Prepared) -> Result<Spawned, String> {
+pub(crate) fn spawn(
+    spec: &ProgramSpec,
+    prepared: &Prepared,
+    lease: &Arc<Lease>,
+) -> Result<Spawned, String> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
     let workdir = match &spec.workingdir {
         Some(dir) => dir.clone(),
@@ -513,11 +591,17 @@ pub(crate) fn spawn(spec: &ProgramSpec, prepared: &Prepared) -> Result<Spawned, 
             return Err(format!("cannot watch the new process: {e}"));
         }
     };
+    {
+        let mut state = lease.lock();
+        state.pid = Some(pid);
+        state.stop_sent = None;
+    }
     Ok(Spawned {
         process: Process {
             pid,
             pidfd,
             exit: None,
+            lease: lease.clone(),
         },
         stdout: stdout_r,
         stderr: stderr_r,

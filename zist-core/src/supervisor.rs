@@ -214,9 +214,19 @@ impl Supervisor {
         Ok(self.get(name)?.spec.as_ref().clone())
     }
 
+    /// Sends a control to every program first, then waits for every answer,
+    /// so all of them act at once.
     async fn all(&self, make: fn(crate::program::Reply) -> Control) -> Vec<ProcessInfo> {
         let programs: Vec<_> = self.read().values().cloned().collect();
-        join_each(programs, move |p| async move { p.ask(make).await }).await;
+        let mut pending = Vec::with_capacity(programs.len());
+        for program in &programs {
+            if let Ok(applied) = program.send(make).await {
+                pending.push(applied);
+            }
+        }
+        for applied in pending {
+            let _ = applied.await;
+        }
         self.list()
     }
 
@@ -227,7 +237,17 @@ impl Supervisor {
 
     /// Stops every program; returns when every process group is gone.
     pub async fn stop_all(&self) -> Vec<ProcessInfo> {
+        self.signal_stop_to_all();
         self.all(Control::Stop).await
+    }
+
+    /// Sends every live program's stop signal in one loop, before any actor
+    /// runs (safe under each program's lease: a leased pid is unreaped), so a
+    /// large fleet starts dying together; the actors then wait for their groups.
+    fn signal_stop_to_all(&self) {
+        for program in self.read().values() {
+            program.lease.stop(program.spec.stop_signal);
+        }
     }
 
     /// Restarts every program; returns when each new process is spawned.
@@ -359,6 +379,9 @@ impl Supervisor {
     /// further calls. Returns once every program is stopped or detached.
     pub async fn shutdown(&self, mode: ShutdownMode) {
         self.inner.closing.store(true, Ordering::Release);
+        if mode == ShutdownMode::Stop {
+            self.signal_stop_to_all();
+        }
         let programs: Vec<_> = self.read().values().cloned().collect();
         join_each(programs, move |p| async move { p.shut_down(mode).await }).await;
         self.write().clear();

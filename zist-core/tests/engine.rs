@@ -336,7 +336,10 @@ async fn the_child_gets_its_env_workdir_and_a_clean_process_state() {
     assert!(line("SigIgn:").ends_with("0000000000000000"), "{text}");
     // Spawning pins itself to one CPU for a moment; the program must not stay pinned.
     let ours = std::fs::read_to_string("/proc/self/status").unwrap();
-    let ours = ours.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap();
+    let ours = ours
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap();
     assert_eq!(line("Cpus_allowed_list"), ours, "{text}");
     // The grep ran in the shell's session, whose id is the shell's pid: its own session.
     let sid_line = line("sid=");
@@ -458,4 +461,35 @@ async fn an_exec_failure_names_the_step_and_the_reason() {
         err.contains("working directory") && err.contains("missing"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_bulk_stop_is_never_taken_for_a_crash() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    for i in 0..100 {
+        let mut spec = dir.sh(&format!("q{i}"), "sleep 300");
+        spec.restart = RestartPolicy::Always;
+        spec.restart_delay = Duration::ZERO;
+        spec.start_secs = Duration::ZERO;
+        spec.autostart = false;
+        sup.register(spec).await.unwrap();
+    }
+    sup.start_all().await;
+    sup.track_all();
+    // The stop signals go out before the actors hear of the stop: exits that
+    // they see first must still end in `stopped`, never in a restart.
+    let stopped = sup.stop_all().await;
+    assert!(
+        stopped.iter().all(|i| i.state == ProcessState::Stopped),
+        "{stopped:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for info in sup.list() {
+        assert_eq!(
+            (info.state, info.restarts, info.pid),
+            (ProcessState::Stopped, 0, None),
+            "{info:?}"
+        );
+    }
 }

@@ -95,6 +95,7 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
     let sup = Supervisor::new(SupervisorOptions {
         log_dir: dir.to_owned(),
     });
+    let mut events = sup.events();
     let t0 = Instant::now();
     for i in 0..n {
         let mut s = spec(dir, &format!("idle{i}"), "/bin/sleep", &["3600"]);
@@ -102,8 +103,23 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
         sup.register(s).await.expect("register");
     }
     sup.start_all().await;
-    let ok = wait_all(&sup, ProcessState::Running, Duration::from_secs(60)).await;
+    // Wait on the events, as a user would, rather than poll the list.
+    let mut running = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while running < n {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(Feed::Item(ev))) if ev.to == ProcessState::Running => running += 1,
+            Ok(Some(Feed::Gap(_))) => {
+                // Fell behind the events: fall back to the list.
+                wait_all(&sup, ProcessState::Running, Duration::from_secs(60)).await;
+                break;
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
     let start = t0.elapsed();
+    let ok = sup.list().iter().all(|i| i.state == ProcessState::Running);
     assert!(ok, "not all {n} programs reached running");
     rows.push(Row {
         what: format!("start {n} programs until all running"),
