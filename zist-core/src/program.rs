@@ -7,14 +7,16 @@
 //! change. Controls arrive on a small queue and are answered once applied:
 //! a stop is answered when the whole process group is gone.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at};
 
@@ -54,13 +56,74 @@ pub(crate) enum Control {
     Shutdown(ShutdownMode, oneshot::Sender<()>),
 }
 
+/// An actor's inbox. Controls are rare, so it is a locked queue and a
+/// wake-up, which hold nothing while empty (a channel would preallocate
+/// slots for every program).
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    queue: Mutex<VecDeque<Control>>,
+    ready: Notify,
+    /// The actor has ended: nothing more is accepted.
+    ended: AtomicBool,
+    /// Every handle is gone: the actor stops its program and ends.
+    orphaned: AtomicBool,
+}
+
+impl Mailbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a control; gives it back when the actor has ended.
+    fn post(&self, control: Control) -> Result<(), Control> {
+        let mut queue = self.queue();
+        if self.ended.load(Ordering::Acquire) {
+            return Err(control);
+        }
+        queue.push_back(control);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next control; `None` once every handle is gone and the queue is empty.
+    async fn recv(&self) -> Option<Control> {
+        loop {
+            if let Some(control) = self.queue().pop_front() {
+                return Some(control);
+            }
+            if self.orphaned.load(Ordering::Acquire) {
+                return None;
+            }
+            // notify_one keeps a permit when nobody waits, so no post is missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Marks the actor ended and drops what is still queued, so every
+    /// waiting caller gets an answer (the supervisor is shutting down).
+    fn close(&self) {
+        let mut queue = self.queue();
+        self.ended.store(true, Ordering::Release);
+        queue.clear();
+    }
+}
+
+fn read(snapshot: &RwLock<Snapshot>) -> RwLockReadGuard<'_, Snapshot> {
+    snapshot.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(snapshot: &RwLock<Snapshot>) -> RwLockWriteGuard<'_, Snapshot> {
+    snapshot.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The registry's handle on a program.
 pub(crate) struct Program {
     pub spec: Arc<ProgramSpec>,
     /// The live process, for bulk stops (see [`spawn::Lease`]).
     pub lease: Arc<spawn::Lease>,
-    control: mpsc::Sender<Control>,
-    snapshot: watch::Receiver<Snapshot>,
+    mailbox: Arc<Mailbox>,
+    snapshot: Arc<RwLock<Snapshot>>,
     pub stdout: SharedLog,
     pub stderr: SharedLog,
 }
@@ -85,8 +148,8 @@ impl Program {
         };
         let stdout = file(&spec.logfile, "out");
         let stderr = file(&spec.err_logfile, "err");
-        let (control_tx, control_rx) = mpsc::channel(8);
-        let (publish, snapshot) = watch::channel(Snapshot {
+        let mailbox = Arc::new(Mailbox::default());
+        let snapshot = Arc::new(RwLock::new(Snapshot {
             state: ProcessState::Stopped,
             pid: None,
             started_at: None,
@@ -94,7 +157,7 @@ impl Program {
             restarts: 0,
             exit: None,
             error: None,
-        });
+        }));
         let lease = Arc::new(spawn::Lease::default());
         let actor = Actor {
             lease: lease.clone(),
@@ -105,8 +168,8 @@ impl Program {
                 restart_delay: spec.restart_delay,
             },
             spec: spec.clone(),
-            control: control_rx,
-            publish,
+            mailbox: mailbox.clone(),
+            publish: snapshot.clone(),
             events,
             logs: [stdout.clone(), stderr.clone()],
             run: Run::Idle,
@@ -118,7 +181,7 @@ impl Program {
         Self {
             spec,
             lease,
-            control: control_tx,
+            mailbox,
             snapshot,
             stdout,
             stderr,
@@ -138,9 +201,8 @@ impl Program {
         make: impl FnOnce(Reply) -> Control,
     ) -> Result<oneshot::Receiver<Result<()>>> {
         let (tx, rx) = oneshot::channel();
-        self.control
-            .send(make(tx))
-            .await
+        self.mailbox
+            .post(make(tx))
             .map_err(|_| Error::ShuttingDown)?;
         Ok(rx)
     }
@@ -148,17 +210,17 @@ impl Program {
     /// Tells the actor to stop or detach its process and end; resolves when it has.
     pub(crate) async fn shut_down(&self, mode: ShutdownMode) {
         let (tx, rx) = oneshot::channel();
-        if self.control.send(Control::Shutdown(mode, tx)).await.is_ok() {
+        if self.mailbox.post(Control::Shutdown(mode, tx)).is_ok() {
             let _ = rx.await;
         }
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
-        self.snapshot.borrow().clone()
+        read(&self.snapshot).clone()
     }
 
     pub(crate) fn info(&self) -> ProcessInfo {
-        let snap = self.snapshot.borrow();
+        let snap = read(&self.snapshot);
         let spec = &self.spec;
         let running = snap.state.is_live() || snap.state == ProcessState::Detached;
         ProcessInfo {
@@ -187,6 +249,13 @@ impl Program {
             web: spec.web,
             error: snap.error.as_deref().map(str::to_owned),
         }
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        self.mailbox.orphaned.store(true, Ordering::Release);
+        self.mailbox.ready.notify_one();
     }
 }
 
@@ -222,8 +291,8 @@ struct Actor {
     spec: Arc<ProgramSpec>,
     lease: Arc<spawn::Lease>,
     rules: RestartRules,
-    control: mpsc::Receiver<Control>,
-    publish: watch::Sender<Snapshot>,
+    mailbox: Arc<Mailbox>,
+    publish: Arc<RwLock<Snapshot>>,
     events: broadcast::Sender<ProcessEvent>,
     logs: [SharedLog; 2],
     run: Run,
@@ -292,12 +361,14 @@ impl Actor {
                             }
                         }
                     }
+                    self.mailbox.close();
                     let _ = done.send(());
                     return;
                 }
                 Wake::Control(control) => self.handle(control).await,
                 Wake::Closed => {
                     self.stop().await;
+                    self.mailbox.close();
                     return;
                 }
                 Wake::Exited(exit) => self.on_exit(exit).await,
@@ -311,7 +382,7 @@ impl Actor {
                 Wake::RetryDue => {
                     self.run = Run::Idle;
                     if self.spawn_now().is_ok() {
-                        self.publish.send_modify(|s| s.restarts += 1);
+                        write(&self.publish).restarts += 1;
                     }
                 }
             }
@@ -319,14 +390,14 @@ impl Actor {
     }
 
     async fn next_wake(&mut self) -> Wake {
-        let control = &mut self.control;
+        let mailbox = &self.mailbox;
         let received = |c: Option<Control>| c.map_or(Wake::Closed, Wake::Control);
         match &mut self.run {
-            Run::Idle => received(control.recv().await),
+            Run::Idle => received(mailbox.recv().await),
             Run::Waiting(until) => {
                 let until = *until;
                 tokio::select! {
-                    c = control.recv() => received(c),
+                    c = mailbox.recv() => received(c),
                     _ = sleep_until(until.into()) => Wake::RetryDue,
                 }
             }
@@ -334,7 +405,7 @@ impl Actor {
                 let up_at = live.spawned + self.rules.start_secs;
                 let up = live.up;
                 tokio::select! {
-                    c = control.recv() => received(c),
+                    c = mailbox.recv() => received(c),
                     exit = live.process.wait() => Wake::Exited(exit),
                     _ = sleep_until(up_at.into()), if !up => Wake::Up,
                 }
@@ -389,7 +460,7 @@ impl Actor {
     }
 
     fn state(&self) -> ProcessState {
-        self.publish.borrow().state
+        read(&self.publish).state
     }
 
     fn not_running(&self) -> Error {
@@ -401,14 +472,12 @@ impl Actor {
 
     /// Changes the published state (and more), announcing a state change as an event.
     fn set(&self, state: ProcessState, more: impl FnOnce(&mut Snapshot)) {
-        let mut from = state;
-        let mut pid = None;
-        self.publish.send_modify(|snap| {
-            from = snap.state;
-            snap.state = state;
-            more(snap);
-            pid = snap.pid;
-        });
+        let (from, pid) = {
+            let mut snap = write(&self.publish);
+            let from = std::mem::replace(&mut snap.state, state);
+            more(&mut snap);
+            (from, snap.pid)
+        };
         if from != state {
             let _ = self.events.send(ProcessEvent {
                 name: self.spec.name.to_string(),
@@ -505,7 +574,7 @@ impl Actor {
                 let at = next_spawn_at(now, delay, self.last_spawn.unwrap_or(live.spawned));
                 if at <= now {
                     if self.spawn_now().is_ok() {
-                        self.publish.send_modify(|s| s.restarts += 1);
+                        write(&self.publish).restarts += 1;
                     }
                 } else {
                     self.run = Run::Waiting(at);

@@ -436,8 +436,28 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// user to switch to (looked up in the user database once).
 pub(crate) struct Prepared {
     args: Vec<CString>,
-    env: Vec<CString>,
+    /// Shared by every program that adds nothing to the environment.
+    env: Arc<[CString]>,
     identity: Option<Identity>,
+}
+
+/// The supervisor's own environment as C strings, read once.
+static BASE_ENV: OnceLock<Arc<[CString]>> = OnceLock::new();
+
+fn env_block(env: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Arc<[CString]>, String> {
+    env.into_iter()
+        .map(|(mut k, v)| {
+            k.push(b'=');
+            k.extend_from_slice(&v);
+            cstring("an environment variable", &k)
+        })
+        .collect()
+}
+
+fn own_environment() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 impl Prepared {
@@ -457,25 +477,27 @@ impl Prepared {
         for arg in &spec.args {
             args.push(cstring("an argument", arg.as_bytes())?);
         }
-        let mut env: BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
-        if let Some(user) = &user {
-            env.insert(b"HOME".to_vec(), user.dir.as_os_str().as_bytes().to_vec());
-            env.insert(b"USER".to_vec(), user.name.as_bytes().to_vec());
-            env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
-        }
-        for (k, v) in &spec.env {
-            env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
-        }
-        let env = env
-            .into_iter()
-            .map(|(mut k, v)| {
-                k.push(b'=');
-                k.extend_from_slice(&v);
-                cstring("an environment variable", &k)
-            })
-            .collect::<Result<_, _>>()?;
+        let env = match &user {
+            None if spec.env.is_empty() => match BASE_ENV.get() {
+                Some(env) => env.clone(),
+                None => {
+                    let env = env_block(own_environment())?;
+                    BASE_ENV.get_or_init(|| env).clone()
+                }
+            },
+            _ => {
+                let mut env = own_environment();
+                if let Some(user) = &user {
+                    env.insert(b"HOME".to_vec(), user.dir.as_os_str().as_bytes().to_vec());
+                    env.insert(b"USER".to_vec(), user.name.as_bytes().to_vec());
+                    env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
+                }
+                for (k, v) in &spec.env {
+                    env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+                }
+                env_block(env)?
+            }
+        };
         Ok(Self {
             args,
             env,
