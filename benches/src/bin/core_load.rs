@@ -89,6 +89,56 @@ async fn wait_all(sup: &Supervisor, state: ProcessState, limit: Duration) -> boo
     }
 }
 
+/// The machine's floor, no supervisor: `n` bare spawns of the same program
+/// (the standard library's posix_spawn, each in its own process group) from
+/// one thread per core, then kill -9 and reap them all.
+fn floor(n: usize, rows: &mut Vec<Row>) {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = n.div_ceil(threads);
+    let t0 = Instant::now();
+    let children: Vec<std::process::Child> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..per)
+                        .map(|_| {
+                            std::process::Command::new("/bin/sleep")
+                                .arg("3600")
+                                .process_group(0)
+                                .spawn()
+                                .expect("bare spawn")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("spawner thread"))
+            .collect()
+    });
+    let spawned = t0.elapsed();
+    let t0 = Instant::now();
+    for child in &children {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    let reaped = t0.elapsed();
+    rows.push(Row {
+        what: format!(
+            "floor, no supervisor: {n} bare spawns from {threads} threads / kill -9 and reap them"
+        ),
+        value: format!(
+            "{:.3} s / {:.1} ms",
+            spawned.as_secs_f64(),
+            reaped.as_secs_f64() * 1000.0
+        ),
+        target: "",
+    });
+}
+
 /// start, idle and stop with `n` programs; one supervisor for the three.
 async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Row>) {
     let base_rss = rss_bytes();
@@ -361,11 +411,15 @@ fn main() {
     let mut rows = Vec::new();
     runtime.block_on(async {
         match scenario.as_str() {
-            "start" | "stop" => start_idle_stop(&dir, programs, 0, &mut rows).await,
+            "start" | "stop" => {
+                floor(programs, &mut rows);
+                start_idle_stop(&dir, programs, 0, &mut rows).await
+            }
             "idle" => start_idle_stop(&dir, programs, 10, &mut rows).await,
             "restart" => restart_latency(&dir, 50, &mut rows).await,
             "throughput" => throughput(&dir, 1 << 30, &mut rows).await,
             "all" => {
+                floor(programs, &mut rows);
                 start_idle_stop(&dir, programs, 10, &mut rows).await;
                 restart_latency(&dir, 50, &mut rows).await;
                 throughput(&dir, 1 << 30, &mut rows).await;
