@@ -16,8 +16,7 @@ async fn stats_are_meaningful_on_the_first_call_and_cover_the_tree() {
         "busy",
         "awk 'BEGIN { s = \"x\"; while (length(s) < 40000000) s = s s; while (1) { i++ } }' & wait",
     );
-    let pid = sup.register(spec).await.unwrap().pid.unwrap();
-    sup.groups.add(pid);
+    sup.run(spec).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = sup.stats("busy").await.unwrap();
     assert!(stats.cpu_percent > 20.0, "first call: {stats:?}");
@@ -39,8 +38,7 @@ async fn events_tell_every_state_change_with_pids() {
     let mut events = sup.events();
     let mut spec = dir.sh("ev", "sleep 300");
     spec.start_secs = Duration::from_millis(50);
-    let pid = sup.register(spec).await.unwrap().pid.unwrap();
-    sup.groups.add(pid);
+    let pid = sup.run(spec).await;
     wait_state(&sup, "ev", ProcessState::Running, SECS_5).await;
     sup.stop("ev").await.unwrap();
     let mut seen = Vec::new();
@@ -142,13 +140,7 @@ async fn a_config_starts_its_autostart_programs_and_reload_applies_the_differenc
 async fn register_twice_and_remove() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
-    let pid = sup
-        .register(dir.sh("once", "sleep 300"))
-        .await
-        .unwrap()
-        .pid
-        .unwrap();
-    sup.groups.add(pid);
+    let pid = sup.run(dir.sh("once", "sleep 300")).await;
     let err = sup.register(dir.sh("once", "sleep 300")).await.unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
     sup.remove("once").await.unwrap();
@@ -164,13 +156,7 @@ async fn register_twice_and_remove() {
 async fn dropping_every_handle_stops_the_programs() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
-    let pid = sup
-        .register(dir.sh("orphan", "sleep 300"))
-        .await
-        .unwrap()
-        .pid
-        .unwrap();
-    sup.groups.add(pid);
+    let pid = sup.run(dir.sh("orphan", "sleep 300")).await;
     let groups = sup.groups.clone();
     drop(sup);
     eventually(SECS_10, "the program to be stopped", || !group_alive(pid)).await;

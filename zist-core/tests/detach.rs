@@ -103,15 +103,11 @@ async fn zist_never_signals_a_detached_program_and_reaps_it_when_it_ends() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
     let pid = sup
-        .register(dir.sh(
+        .run(dir.sh(
             "gone",
             "trap 'exit 7' USR1; while true; do sleep 0.02; done",
         ))
-        .await
-        .unwrap()
-        .pid
-        .unwrap();
-    sup.groups.add(pid);
+        .await;
     sup.detach("gone").await.unwrap();
     // Stop and shutdown leave it alone.
     let info = sup.stop("gone").await.unwrap();
@@ -143,12 +139,8 @@ async fn shutdown_detach_leaves_every_program_running() {
     let mut pids = Vec::new();
     for i in 0..3 {
         let pid = sup
-            .register(dir.sh(&format!("d{i}"), "while true; do echo x; sleep 0.05; done"))
-            .await
-            .unwrap()
-            .pid
-            .unwrap();
-        sup.groups.add(pid);
+            .run(dir.sh(&format!("d{i}"), "while true; do echo x; sleep 0.05; done"))
+            .await;
         pids.push(pid);
     }
     wait_state(&sup, "d0", ProcessState::Running, SECS_10).await;

@@ -57,8 +57,7 @@ async fn stop_escalates_to_sigkill_after_the_timeout() {
         "trap '' TERM; echo ready; while true; do sleep 0.05; done",
     );
     spec.stop_timeout = Duration::from_millis(300);
-    let pid = sup.register(spec).await.unwrap().pid.unwrap();
-    sup.groups.add(pid);
+    let pid = sup.run(spec).await;
     eventually(SECS_5, "ready line", || {
         sup.logs("stubborn", LogStream::Stdout, 1).unwrap() == ["ready"]
     })
@@ -84,8 +83,7 @@ async fn the_stop_signal_is_configurable() {
         "trap 'echo got INT; exit 0' INT; echo ready; while true; do sleep 0.05; done",
     );
     spec.stop_signal = Signal::SIGINT;
-    let pid = sup.register(spec).await.unwrap().pid.unwrap();
-    sup.groups.add(pid);
+    sup.run(spec).await;
     eventually(SECS_5, "ready", || {
         sup.logs("polite", LogStream::Stdout, 1).unwrap() == ["ready"]
     })
@@ -221,8 +219,7 @@ async fn api_stop_restart_and_detach_are_never_followed_by_a_policy_restart() {
     let sup = Sup::new(&dir);
     let mut spec = dir.sh("svc", "sleep 300");
     spec.restart_delay = Duration::ZERO;
-    let first = sup.register(spec).await.unwrap().pid.unwrap();
-    sup.groups.add(first);
+    let first = sup.run(spec).await;
     let restarted = sup.restart("svc").await.unwrap();
     let second = restarted.pid.unwrap();
     sup.groups.add(second);
@@ -246,8 +243,7 @@ async fn start_twice_signal_and_unknown_names_are_clear_errors() {
         "sig",
         "trap 'echo got USR1' USR1; echo ready; while true; do sleep 0.05; done",
     );
-    let pid = sup.register(spec).await.unwrap().pid.unwrap();
-    sup.groups.add(pid);
+    sup.run(spec).await;
     let err = sup.start("sig").await.unwrap_err();
     assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
     assert_eq!(err.rpc_code(), -32002);
@@ -388,13 +384,7 @@ async fn shutdown_stop_ends_every_program_and_refuses_more_work() {
     let sup = Sup::new(&dir);
     let mut pids = Vec::new();
     for i in 0..5 {
-        let pid = sup
-            .register(dir.sh(&format!("p{i}"), "sleep 300"))
-            .await
-            .unwrap()
-            .pid
-            .unwrap();
-        sup.groups.add(pid);
+        let pid = sup.run(dir.sh(&format!("p{i}"), "sleep 300")).await;
         pids.push(pid);
     }
     sup.shutdown(ShutdownMode::Stop).await;

@@ -113,6 +113,14 @@ impl Sup {
         this
     }
 
+    /// Registers and starts `spec`; returns its pid, whose group is killed at the end.
+    pub async fn run(&self, spec: ProgramSpec) -> i32 {
+        let info = self.sup.register(spec).await.expect("register and start");
+        let pid = info.pid.expect("a started program has a pid");
+        self.groups.add(pid);
+        pid
+    }
+
     /// Records the pids currently known, so they are killed at the end.
     pub fn track_all(&self) {
         for info in self.sup.list() {
