@@ -196,7 +196,7 @@ async fn followers_get_new_lines_and_a_slow_one_gets_a_gap_not_a_stall() {
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .unwrap();
-    let pid = sup.run(spec).await;
+    sup.run(spec).await;
     let mut fast = sup.follow("talker", LogStream::Stdout).unwrap();
     let mut slow = sup.follow("talker", LogStream::Stdout).unwrap();
     std::fs::write(dir.join("go.fifo"), "go\n").unwrap();
@@ -240,7 +240,7 @@ async fn an_unwritable_log_file_is_reported_and_the_program_runs_on() {
     std::fs::write(dir.join("not-a-dir"), "").unwrap();
     let mut spec = dir.sh("nolog", "while true; do echo tick; sleep 0.02; done");
     spec.logfile = Some(dir.join("not-a-dir/nolog.out.log"));
-    let pid = sup.run(spec).await;
+    sup.run(spec).await;
     eventually(SECS_10, "ticks in memory", || {
         sup.logs("nolog", LogStream::Stdout, 5).unwrap().len() == 5
     })
