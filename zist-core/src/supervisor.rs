@@ -101,6 +101,11 @@ impl Supervisor {
         supervisor
     }
 
+    /// The folder for log files of programs whose spec names none.
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.inner.log_dir.clone()
+    }
+
     /// How long this supervisor has existed.
     pub fn uptime(&self) -> std::time::Duration {
         self.inner.started.elapsed()

@@ -1,0 +1,479 @@
+//! zist's JSON-RPC 2.0 API (SPEC §4) over zist-core, on HTTP POST and WebSocket.
+//!
+//! One trait, [`ZistApiServer`] / [`ZistApiClient`], generated from
+//! [`ZistApi`], is what the server implements and what zistcl calls, so
+//! the two cannot drift. Each method parses its params, calls one
+//! [`Supervisor`] method and maps the result or error.
+//!
+//! - [`rpc_module`] gives the methods for embedding in your own jsonrpsee server;
+//! - [`serve`] runs the server zistd runs: bearer-token check on every HTTP
+//!   request and WebSocket handshake (constant time, 401 before any method
+//!   runs), a body-size and a batch limit, and connection limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
+use jsonrpsee::proc_macros::rpc;
+use jsonrpsee::server::{
+    BatchRequestConfig, PendingSubscriptionSink, RpcModule, Server, ServerConfig, ServerHandle,
+    SubscriptionMessage,
+};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
+use zist_core::{
+    Config, ConfigErrors, Feed, LogStream, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
+    ShutdownMode, Supervisor,
+};
+
+mod auth;
+
+pub use auth::BearerAuthLayer;
+
+/// `daemon.status`: what zistd is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// zist's version.
+    pub version: String,
+    /// zistd's pid.
+    pub pid: u32,
+    /// Seconds since zistd started.
+    pub uptime_secs: f64,
+    /// Number of programs.
+    pub programs: usize,
+}
+
+/// The JSON-RPC API of SPEC §4. Params are by name (by position works too).
+#[rpc(server, client)]
+pub trait ZistApi {
+    /// zistd's version, pid, uptime and program count.
+    #[method(name = "daemon.status")]
+    async fn daemon_status(&self) -> RpcResult<DaemonStatus>;
+
+    /// The last `lines` lines of zistd's own log (default 100).
+    #[method(name = "daemon.log")]
+    async fn daemon_log(&self, lines: Option<usize>) -> RpcResult<Vec<String>>;
+
+    /// Clears zistd's in-memory log.
+    #[method(name = "daemon.clear_log")]
+    async fn daemon_clear_log(&self) -> RpcResult<bool>;
+
+    /// Re-reads the config and applies the difference; a broken config changes nothing.
+    #[method(name = "daemon.reload")]
+    async fn daemon_reload(&self) -> RpcResult<ReloadReport>;
+
+    /// Answers `true`, then zistd detaches or stops every program and exits.
+    #[method(name = "daemon.shutdown")]
+    async fn daemon_shutdown(&self, mode: ShutdownMode) -> RpcResult<bool>;
+
+    /// Every program's info.
+    #[method(name = "process.list")]
+    async fn process_list(&self) -> RpcResult<Vec<ProcessInfo>>;
+
+    /// One program's info.
+    #[method(name = "process.info")]
+    async fn process_info(&self, name: String) -> RpcResult<ProcessInfo>;
+
+    /// Starts a program; answers once it is spawned.
+    #[method(name = "process.start")]
+    async fn process_start(&self, name: String) -> RpcResult<ProcessInfo>;
+
+    /// Stops a program; answers once its whole group is gone.
+    #[method(name = "process.stop")]
+    async fn process_stop(&self, name: String) -> RpcResult<ProcessInfo>;
+
+    /// Restarts a program; answers once the new process is spawned.
+    #[method(name = "process.restart")]
+    async fn process_restart(&self, name: String) -> RpcResult<ProcessInfo>;
+
+    /// Lets a program run on unsupervised.
+    #[method(name = "process.detach")]
+    async fn process_detach(&self, name: String) -> RpcResult<ProcessInfo>;
+
+    /// Sends a signal (`"HUP"`, `"USR1"`, ...) to a program's main process.
+    #[method(name = "process.signal")]
+    async fn process_signal(&self, name: String, signal: String) -> RpcResult<ProcessInfo>;
+
+    /// Starts every program.
+    #[method(name = "process.start_all")]
+    async fn process_start_all(&self) -> RpcResult<Vec<ProcessInfo>>;
+
+    /// Stops every program.
+    #[method(name = "process.stop_all")]
+    async fn process_stop_all(&self) -> RpcResult<Vec<ProcessInfo>>;
+
+    /// Restarts every program.
+    #[method(name = "process.restart_all")]
+    async fn process_restart_all(&self) -> RpcResult<Vec<ProcessInfo>>;
+
+    /// CPU and memory of a program's process tree.
+    #[method(name = "process.stats")]
+    async fn process_stats(&self, name: String) -> RpcResult<ProcessStats>;
+
+    /// The last `lines` lines (default 100) of a program's stream.
+    #[method(name = "process.logs")]
+    async fn process_logs(
+        &self,
+        name: String,
+        stream: LogStream,
+        lines: Option<usize>,
+    ) -> RpcResult<Vec<String>>;
+
+    /// Adds a program from a spec with the keys of a program file.
+    #[method(name = "process.add")]
+    async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo>;
+
+    /// Stops a program and forgets it.
+    #[method(name = "process.remove")]
+    async fn process_remove(&self, name: String) -> RpcResult<bool>;
+
+    /// One notification per new line of a program's stream. A reader that
+    /// falls behind gets a line `[zist] N lines skipped` instead.
+    #[subscription(name = "process.follow" => "process.line", unsubscribe = "process.unfollow", item = String)]
+    async fn process_follow(&self, name: String, stream: LogStream) -> SubscriptionResult;
+
+    /// One notification per state change of any program.
+    #[subscription(name = "events.subscribe" => "events.event", unsubscribe = "events.unsubscribe", item = ProcessEvent)]
+    async fn events_subscribe(&self) -> SubscriptionResult;
+}
+
+/// What only the daemon around the supervisor can do: its own log, reading
+/// its config again, exiting. Embedders without a daemon can use [`NoDaemon`].
+pub trait DaemonControl: Send + Sync + 'static {
+    /// The last `lines` lines of the daemon's own log.
+    fn log(&self, lines: usize) -> Vec<String>;
+    /// Clears the daemon's in-memory log.
+    fn clear_log(&self);
+    /// Reads the config again (`None`: this daemon has no config file).
+    fn load_config(&self) -> Option<Result<Config, ConfigErrors>>;
+    /// Asks the daemon to detach or stop every program and exit, after the
+    /// answer to `daemon.shutdown` has gone out.
+    fn request_exit(&self, mode: ShutdownMode);
+}
+
+/// [`DaemonControl`] for a supervisor embedded without zistd: no own log, no
+/// config file; shutdown shuts the supervisor down.
+pub struct NoDaemon(pub Supervisor);
+
+impl DaemonControl for NoDaemon {
+    fn log(&self, _lines: usize) -> Vec<String> {
+        Vec::new()
+    }
+    fn clear_log(&self) {}
+    fn load_config(&self) -> Option<Result<Config, ConfigErrors>> {
+        None
+    }
+    fn request_exit(&self, mode: ShutdownMode) {
+        let supervisor = self.0.clone();
+        tokio::spawn(async move { supervisor.shutdown(mode).await });
+    }
+}
+
+/// The JSON-RPC error for a zist-core error, with SPEC §4's application code.
+pub fn rpc_error(e: zist_core::Error) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(e.rpc_code(), e.to_string(), None::<()>)
+}
+
+fn invalid(message: String) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(-32005, message, None::<()>)
+}
+
+/// The API served over a [`Supervisor`].
+pub struct ZistRpc {
+    supervisor: Supervisor,
+    daemon: Arc<dyn DaemonControl>,
+    started: Instant,
+}
+
+impl ZistRpc {
+    /// The API over `supervisor`, with `daemon` for the `daemon.*` methods.
+    pub fn new(supervisor: Supervisor, daemon: Arc<dyn DaemonControl>) -> Self {
+        Self {
+            supervisor,
+            daemon,
+            started: Instant::now(),
+        }
+    }
+
+    /// Refuses stats and logs of a program whose spec says `Web = false`.
+    fn check_web(&self, name: &str) -> RpcResult<()> {
+        let info = self.supervisor.info(name).map_err(rpc_error)?;
+        if info.web {
+            Ok(())
+        } else {
+            Err(ErrorObjectOwned::owned(
+                -32006,
+                format!("program `{name}` has Web = false: its stats and logs are not exposed"),
+                None::<()>,
+            ))
+        }
+    }
+}
+
+/// The methods, for mounting in your own jsonrpsee server.
+pub fn rpc_module(supervisor: Supervisor, daemon: Arc<dyn DaemonControl>) -> RpcModule<ZistRpc> {
+    ZistRpc::new(supervisor, daemon).into_rpc()
+}
+
+const DEFAULT_LINES: usize = 100;
+
+#[async_trait]
+impl ZistApiServer for ZistRpc {
+    async fn daemon_status(&self) -> RpcResult<DaemonStatus> {
+        Ok(DaemonStatus {
+            version: zist_core::VERSION.to_owned(),
+            pid: std::process::id(),
+            uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            programs: self.supervisor.list().len(),
+        })
+    }
+
+    async fn daemon_log(&self, lines: Option<usize>) -> RpcResult<Vec<String>> {
+        Ok(self.daemon.log(lines.unwrap_or(DEFAULT_LINES)))
+    }
+
+    async fn daemon_clear_log(&self) -> RpcResult<bool> {
+        self.daemon.clear_log();
+        Ok(true)
+    }
+
+    async fn daemon_reload(&self) -> RpcResult<ReloadReport> {
+        let config = match self.daemon.load_config() {
+            Some(Ok(config)) => config,
+            Some(Err(errors)) => {
+                return Err(invalid(format!(
+                    "config refused, nothing changed:\n{errors}"
+                )));
+            }
+            None => {
+                return Err(invalid(
+                    "this supervisor has no config file to reload".to_owned(),
+                ));
+            }
+        };
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        self.supervisor.reload(&config).await.map_err(rpc_error)
+    }
+
+    async fn daemon_shutdown(&self, mode: ShutdownMode) -> RpcResult<bool> {
+        self.daemon.request_exit(mode);
+        Ok(true)
+    }
+
+    async fn process_list(&self) -> RpcResult<Vec<ProcessInfo>> {
+        Ok(self.supervisor.list())
+    }
+
+    async fn process_info(&self, name: String) -> RpcResult<ProcessInfo> {
+        self.supervisor.info(&name).map_err(rpc_error)
+    }
+
+    async fn process_start(&self, name: String) -> RpcResult<ProcessInfo> {
+        self.supervisor.start(&name).await.map_err(rpc_error)
+    }
+
+    async fn process_stop(&self, name: String) -> RpcResult<ProcessInfo> {
+        self.supervisor.stop(&name).await.map_err(rpc_error)
+    }
+
+    async fn process_restart(&self, name: String) -> RpcResult<ProcessInfo> {
+        self.supervisor.restart(&name).await.map_err(rpc_error)
+    }
+
+    async fn process_detach(&self, name: String) -> RpcResult<ProcessInfo> {
+        self.supervisor.detach(&name).await.map_err(rpc_error)
+    }
+
+    async fn process_signal(&self, name: String, signal: String) -> RpcResult<ProcessInfo> {
+        let signal = zist_core::parse_signal(&signal).map_err(invalid)?;
+        self.supervisor
+            .signal(&name, signal)
+            .await
+            .map_err(rpc_error)
+    }
+
+    async fn process_start_all(&self) -> RpcResult<Vec<ProcessInfo>> {
+        Ok(self.supervisor.start_all().await)
+    }
+
+    async fn process_stop_all(&self) -> RpcResult<Vec<ProcessInfo>> {
+        Ok(self.supervisor.stop_all().await)
+    }
+
+    async fn process_restart_all(&self) -> RpcResult<Vec<ProcessInfo>> {
+        Ok(self.supervisor.restart_all().await)
+    }
+
+    async fn process_stats(&self, name: String) -> RpcResult<ProcessStats> {
+        self.check_web(&name)?;
+        self.supervisor.stats(&name).await.map_err(rpc_error)
+    }
+
+    async fn process_logs(
+        &self,
+        name: String,
+        stream: LogStream,
+        lines: Option<usize>,
+    ) -> RpcResult<Vec<String>> {
+        self.check_web(&name)?;
+        self.supervisor
+            .logs(&name, stream, lines.unwrap_or(DEFAULT_LINES))
+            .map_err(rpc_error)
+    }
+
+    async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo> {
+        let spec = spec_from_json(&spec, &self.supervisor.log_dir())?;
+        self.supervisor.register(spec).await.map_err(rpc_error)
+    }
+
+    async fn process_remove(&self, name: String) -> RpcResult<bool> {
+        self.supervisor.remove(&name).await.map_err(rpc_error)?;
+        Ok(true)
+    }
+
+    async fn process_follow(
+        &self,
+        pending: PendingSubscriptionSink,
+        name: String,
+        stream: LogStream,
+    ) -> SubscriptionResult {
+        if let Err(e) = self.check_web(&name) {
+            pending.reject(e).await;
+            return Ok(());
+        }
+        let lines = match self.supervisor.follow(&name, stream) {
+            Ok(lines) => lines,
+            Err(e) => {
+                pending.reject(rpc_error(e)).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        forward(
+            sink,
+            lines.map(|item| match item {
+                Feed::Item(line) => line,
+                Feed::Gap(n) => format!("[zist] {n} lines skipped"),
+            }),
+        )
+        .await
+    }
+
+    async fn events_subscribe(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
+        let mut events = self.supervisor.events();
+        let sink = pending.accept().await?;
+        // A gap in events is not representable as an event: skip it, the
+        // reader re-reads process.list when it needs the whole picture.
+        let events = async_stream_filter(&mut events);
+        forward(sink, events).await
+    }
+}
+
+/// The events of a stream, dropping gap markers.
+fn async_stream_filter(
+    events: &mut (impl tokio_stream::Stream<Item = Feed<ProcessEvent>> + Unpin),
+) -> impl tokio_stream::Stream<Item = ProcessEvent> + Unpin + '_ {
+    events.filter_map(|item| match item {
+        Feed::Item(event) => Some(event),
+        Feed::Gap(n) => {
+            tracing::debug!("an events subscriber missed {n} events");
+            None
+        }
+    })
+}
+
+/// Sends every item of `items` to `sink` until either ends.
+async fn forward<T: Serialize>(
+    sink: jsonrpsee::server::SubscriptionSink,
+    mut items: impl tokio_stream::Stream<Item = T> + Unpin,
+) -> SubscriptionResult {
+    loop {
+        tokio::select! {
+            _ = sink.closed() => return Ok(()),
+            item = items.next() => {
+                let Some(item) = item else { return Ok(()) };
+                let message: SubscriptionMessage = serde_json::value::to_raw_value(&item)?.into();
+                if sink.send(message).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A program spec from a JSON object with the keys of a program file (SPEC §2.2),
+/// checked by the same rules as a config file.
+pub fn spec_from_json(
+    spec: &serde_json::Value,
+    log_dir: &std::path::Path,
+) -> RpcResult<zist_core::ProgramSpec> {
+    if !spec.is_object() {
+        return Err(invalid(
+            "`spec` must be an object with the keys of a program file".to_owned(),
+        ));
+    }
+    let text = toml::to_string(spec)
+        .map_err(|e| invalid(format!("`spec` cannot be read as program keys: {e}")))?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let (spec, warnings) =
+        zist_core::config::parse_program(&cwd.join("<process.add>"), &text, log_dir)
+            .map_err(|errors| invalid(errors.to_string()))?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(spec)
+}
+
+/// Limits of the server zistd runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Largest request body, in bytes.
+    pub max_request_bytes: u32,
+    /// Most requests in one batch.
+    pub max_batch: u32,
+    /// Most connections at once.
+    pub max_connections: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1 << 20,
+            max_batch: 100,
+            max_connections: 1000,
+        }
+    }
+}
+
+/// Runs the JSON-RPC server on `addr` with bearer-token auth; returns its
+/// bound address and a handle that stops it.
+pub async fn serve(
+    addr: SocketAddr,
+    token: &str,
+    module: RpcModule<ZistRpc>,
+    options: ServeOptions,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let config = ServerConfig::builder()
+        .max_request_body_size(options.max_request_bytes)
+        .max_response_body_size(u32::MAX)
+        .max_connections(options.max_connections)
+        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch))
+        .build();
+    let server = Server::builder()
+        .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(BearerAuthLayer::new(
+            token,
+            options.max_request_bytes as usize,
+        )))
+        .build(addr)
+        .await?;
+    let bound = server.local_addr()?;
+    Ok((bound, server.start(module)))
+}
+
+/// How long a client may keep a request unfinished (used by zistd's own accept loops).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

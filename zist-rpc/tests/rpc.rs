@@ -1,0 +1,417 @@
+//! The JSON-RPC server: auth, SPEC §4 conformance, methods, errors, subscriptions.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
+use jsonrpsee::http_client::HttpClientBuilder;
+use jsonrpsee::rpc_params;
+use jsonrpsee::server::ServerHandle;
+use jsonrpsee::ws_client::WsClientBuilder;
+use serde_json::{Value, json};
+use zist_core::{
+    ProcessState, ProgramName, ProgramSpec, ShutdownMode, Supervisor, SupervisorOptions,
+};
+use zist_rpc::{NoDaemon, ServeOptions, ZistApiClient, rpc_module, serve};
+
+const TOKEN: &str = "test-token-123";
+
+/// A supervisor with a server in front of it, torn down (programs stopped,
+/// groups killed) when dropped.
+struct Rig {
+    addr: SocketAddr,
+    sup: Supervisor,
+    handle: ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(SupervisorOptions {
+            log_dir: dir.path().join("logs"),
+        });
+        let module = rpc_module(sup.clone(), Arc::new(NoDaemon(sup.clone())));
+        let (addr, handle) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            TOKEN,
+            module,
+            ServeOptions::default(),
+        )
+        .await
+        .unwrap();
+        Self {
+            addr,
+            sup,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    async fn add(&self, name: &str, script: &str, autostart: bool) {
+        let mut spec =
+            ProgramSpec::new(ProgramName::new(name).unwrap(), "/bin/sh").args(["-c", script]);
+        spec.autostart = autostart;
+        spec.start_secs = Duration::from_millis(50);
+        self.sup.register(spec).await.unwrap();
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn client(&self) -> jsonrpsee::http_client::HttpClient {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        HttpClientBuilder::default()
+            .set_headers(headers)
+            .request_timeout(Duration::from_secs(10))
+            .build(self.url())
+            .unwrap()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for info in self.sup.list() {
+            if let Some(pid) = info.pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = self.handle.stop();
+    }
+}
+
+/// A raw HTTP/1.1 POST: (status, body). Bounded in time.
+fn post(addr: SocketAddr, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    // Chunked bodies: keep only the JSON.
+    let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
+        (Some(a), Some(b)) if b >= a => body[a..=b].to_owned(),
+        _ => String::new(),
+    };
+    (status, body)
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_right_token_nothing_runs() {
+    let rig = Rig::new().await;
+    rig.add("victim", "sleep 300", false).await;
+    let stop = r#"{"jsonrpc":"2.0","method":"process.start","params":{"name":"victim"},"id":1}"#;
+    for token in [
+        None,
+        Some("wrong"),
+        Some("test-token-12"),
+        Some("test-token-1234"),
+    ] {
+        let (status, _) = tokio::task::spawn_blocking({
+            let addr = rig.addr;
+            move || post(addr, token, stop)
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 401, "token {token:?}");
+    }
+    assert_eq!(
+        rig.sup.info("victim").unwrap().state,
+        ProcessState::Stopped,
+        "a method ran without auth"
+    );
+    // The WebSocket handshake is refused the same way.
+    let err = WsClientBuilder::default()
+        .build(format!("ws://{}", rig.addr))
+        .await
+        .map(|_| ())
+        .expect_err("a WebSocket without a token must be refused");
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_follow_json_rpc_to_the_letter() {
+    let rig = Rig::new().await;
+    let addr = rig.addr;
+    let cases: Vec<(&str, Option<i64>)> = vec![
+        (r#"{"jsonrpc":"2.0","method":"daemon.status","id":7}"#, None),
+        (
+            r#"{"jsonrpc":"2.0","method":"daemon.status","id":"#,
+            Some(-32700),
+        ),
+        (r#"{"foo":"bar"}"#, Some(-32600)),
+        (r#"42"#, Some(-32600)),
+        (
+            r#"{"jsonrpc":"2.0","method":"no.such","id":1}"#,
+            Some(-32601),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"process.info","params":{"nom":"x"},"id":1}"#,
+            Some(-32602),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"process.info","params":{"name":"x"},"id":1}"#,
+            Some(-32001),
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, text) = tokio::task::spawn_blocking(move || post(addr, Some(TOKEN), body))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}: {text}");
+        let answer = json_of(&text);
+        assert_eq!(answer["jsonrpc"], "2.0", "{body}: {text}");
+        match code {
+            None => assert!(answer["result"]["pid"].is_u64(), "{body}: {text}"),
+            Some(code) => assert_eq!(answer["error"]["code"], code, "{body}: {text}"),
+        }
+    }
+    // A batch gets an array of answers.
+    let batch = r#"[{"jsonrpc":"2.0","method":"daemon.status","id":1},{"jsonrpc":"2.0","method":"process.list","id":2}]"#;
+    let (_, text) = tokio::task::spawn_blocking(move || post(addr, Some(TOKEN), batch))
+        .await
+        .unwrap();
+    let answers = json_of(&text);
+    assert_eq!(answers.as_array().map(Vec::len), Some(2), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_client_drives_every_process_method() {
+    let rig = Rig::new().await;
+    rig.add("svc", "echo hello; echo oops >&2; sleep 300", false)
+        .await;
+    let client = rig.client();
+    let status = client.daemon_status().await.unwrap();
+    assert_eq!(status.programs, 1);
+    let started = client.process_start("svc".into()).await.unwrap();
+    assert_eq!(started.state, ProcessState::Starting);
+    let pid = started.pid.unwrap();
+    // Starting a running program is -32002.
+    let err = client.process_start("svc".into()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("-32002") || format!("{err:?}").contains("32002"),
+        "{err:?}"
+    );
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = client
+            .process_logs("svc".into(), zist_core::LogStream::Stdout, Some(10))
+            .await
+            .unwrap();
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines, ["hello"]);
+    let stats = client.process_stats("svc".into()).await.unwrap();
+    assert!(stats.memory_bytes > 0);
+    let signalled = client
+        .process_signal("svc".into(), "CONT".into())
+        .await
+        .unwrap();
+    assert_eq!(signalled.pid, Some(pid));
+    let err = client
+        .process_signal("svc".into(), "NOPE".into())
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("32005"), "{err:?}");
+    let restarted = client.process_restart("svc".into()).await.unwrap();
+    assert_ne!(restarted.pid, Some(pid));
+    let stopped = client.process_stop("svc".into()).await.unwrap();
+    assert_eq!((stopped.state, stopped.pid), (ProcessState::Stopped, None));
+    // process.add with program-file keys, then remove.
+    let added = client
+        .process_add(
+            json!({"Name": "added", "Path": "/bin/sleep", "Args": "300", "Autostart": false}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (added.name.as_str(), added.state),
+        ("added", ProcessState::Stopped)
+    );
+    let err = client
+        .process_add(json!({"Name": "bad", "Pth": "/bin/true"}))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("nearest known key is `Path`"),
+        "{err:?}"
+    );
+    assert!(client.process_remove("added".into()).await.unwrap());
+    let all = client.process_start_all().await.unwrap();
+    assert!(all.iter().all(|i| i.state == ProcessState::Starting));
+    let all = client.process_stop_all().await.unwrap();
+    assert!(all.iter().all(|i| i.state == ProcessState::Stopped));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_stream_events_and_lines_over_websocket() {
+    let rig = Rig::new().await;
+    rig.add(
+        "talker",
+        "i=0; while true; do i=$((i+1)); echo \"line $i\"; sleep 0.02; done",
+        false,
+    )
+    .await;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let ws = WsClientBuilder::default()
+        .set_headers(headers)
+        .build(format!("ws://{}", rig.addr))
+        .await
+        .unwrap();
+    let mut events = ws
+        .subscribe::<zist_core::ProcessEvent, _>(
+            "events.subscribe",
+            rpc_params![],
+            "events.unsubscribe",
+        )
+        .await
+        .unwrap();
+    let info: zist_core::ProcessInfo = ws
+        .request("process.start", rpc_params!["talker"])
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.name.as_str(), first.to, first.pid),
+        ("talker", ProcessState::Starting, info.pid)
+    );
+    let mut follow = ws
+        .subscribe::<String, _>(
+            "process.follow",
+            rpc_params!["talker", "stdout"],
+            "process.unfollow",
+        )
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(5), follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(5), follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let n = |l: &str| l.trim_start_matches("line ").parse::<u64>().unwrap();
+    assert_eq!(n(&b), n(&a) + 1, "{a} then {b}");
+    rig.sup.shutdown(ShutdownMode::Stop).await;
+}
+
+/// A raw POST returning the status and the raw body (which may be empty).
+fn post_raw(addr: SocketAddr, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_get_no_body_and_bad_ids_are_invalid_requests() {
+    let rig = Rig::new().await;
+    rig.add("quiet", "sleep 300", false).await;
+    let addr = rig.addr;
+    let ask = |body: &'static str| tokio::task::spawn_blocking(move || post_raw(addr, body));
+    // A notification runs, and gets no body at all.
+    let (status, body) =
+        ask(r#"{"jsonrpc":"2.0","method":"process.start","params":{"name":"quiet"}}"#)
+            .await
+            .unwrap();
+    assert_eq!((status, body.as_str()), (204, ""));
+    assert_eq!(
+        rig.sup.info("quiet").unwrap().state,
+        ProcessState::Starting,
+        "the notification did not run"
+    );
+    let (status, body) = ask(r#"[{"jsonrpc":"2.0","method":"daemon.status"},{"jsonrpc":"2.0","method":"daemon.status"}]"#).await.unwrap();
+    assert_eq!((status, body.as_str()), (204, ""));
+    for (request, id) in [
+        (
+            r#"{"jsonrpc":"2.0","method":"daemon.status","id":{}}"#,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"daemon.status","params":3,"id":5}"#,
+            json!(5),
+        ),
+        (r#"[]"#, Value::Null),
+        (r#""hello""#, Value::Null),
+    ] {
+        let (status, body) = ask(request).await.unwrap();
+        let answer = json_of(&body);
+        assert_eq!(
+            (
+                status,
+                answer["error"]["code"].clone(),
+                answer["id"].clone()
+            ),
+            (200, json!(-32600), id),
+            "{request}"
+        );
+    }
+    // A body over the limit is refused without being read whole.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","method":"daemon.status","params":["{}"],"id":1}}"#,
+        "x".repeat(2 << 20)
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len());
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(big.as_bytes());
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response).into_owned();
+        (response.get(9..12).unwrap_or("000").parse::<u16>().unwrap(), response)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 413);
+}
