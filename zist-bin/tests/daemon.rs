@@ -1,0 +1,511 @@
+//! zistd and zistcl as users run them: real binaries, real configs, real processes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const TOKEN: &str = "daemon-test-token-9f2c";
+const ZISTD: &str = env!("CARGO_BIN_EXE_zistd");
+const ZISTCL: &str = env!("CARGO_BIN_EXE_zistcl");
+
+/// A temp folder with a config; runs zistd on it.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(programs: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Self { dir };
+        setup.write_config(programs);
+        setup
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.path("conf.toml")
+    }
+
+    fn write_config(&self, programs: &str) {
+        let text = format!(
+            "Token = \"{TOKEN}\"\nRPCPort = 0\nHTTPPort = 0\nLogDir = \"logs\"\n{programs}"
+        );
+        std::fs::write(self.conf(), text).unwrap();
+    }
+
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn start(&self) -> Zistd {
+        Zistd::start(&self.conf())
+    }
+}
+
+/// A running zistd in its own process group; on drop it gets SIGTERM (which
+/// stops every program), then SIGKILL if it has not exited in time, and every
+/// program pid seen is killed by its group.
+struct Zistd {
+    child: Child,
+    rpc: String,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<i32>,
+}
+
+impl Zistd {
+    fn start(conf: &Path) -> Self {
+        let mut child = Command::new(ZISTD)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut this = Self {
+            child,
+            rpc: String::new(),
+            lines,
+            seen: Vec::new(),
+        };
+        let ready = this.wait_line("READY ", Duration::from_secs(20));
+        let json: Value = serde_json::from_str(&ready["READY ".len()..]).unwrap();
+        assert_eq!(json["pid"].as_u64(), Some(u64::from(this.child.id())));
+        assert!(json["http"].is_null());
+        this.rpc = json["rpc"].as_str().unwrap().to_owned();
+        assert!(
+            this.rpc.starts_with("127.0.0.1:"),
+            "not on loopback: {ready}"
+        );
+        this
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("zistd printed no line starting with {prefix:?} within {limit:?}"),
+            }
+        }
+    }
+
+    fn cl(&mut self, args: &[&str]) -> Output {
+        let mut full = vec![self.rpc.as_str(), TOKEN];
+        full.extend_from_slice(args);
+        let out = zistcl(&full, &[]);
+        if let Ok(list) = serde_json::from_str::<Vec<Value>>(&out.stdout) {
+            self.seen.extend(
+                list.iter()
+                    .filter_map(|i| i["pid"].as_i64())
+                    .map(|p| p as i32),
+            );
+        }
+        out
+    }
+
+    fn list(&mut self) -> Vec<Value> {
+        let out = self.cl(&["--json", "all"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Zistd {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(pid, Signal::SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = self.child.wait();
+            }
+        }
+        for program in &self.seen {
+            let _ = killpg(Pid::from_raw(*program), Signal::SIGKILL);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs zistcl, bounded in time.
+fn zistcl(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(ZISTCL)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("zistcl {args:?} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+fn program(name: &str, path: &Path, extra: &str) -> String {
+    format!(
+        "\n[[Program]]\nName = \"{name}\"\nPath = \"{}\"\nStartSecs = \"100ms\"\n{extra}\n",
+        path.display()
+    )
+}
+
+#[test]
+fn a_bad_config_prints_every_problem_and_exits_1() {
+    let setup = Setup::new("[[Program]]\nName = \"a b\"\nPath = \"/bin/true\"\nRestrat = true\n");
+    std::fs::create_dir_all(setup.path("conf.d")).unwrap();
+    std::fs::write(
+        setup.path("conf.d/x.toml"),
+        "Name = \"x\"\nPath = \"/bin/true\"\nStopSignal = \"NOPE\"\n",
+    )
+    .unwrap();
+    let out = Command::new(ZISTD)
+        .arg("-c")
+        .arg(setup.conf())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("conf.toml:6:") && stderr.contains("program name"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("conf.toml:8:") && stderr.contains("`Restart`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("x.toml:3:") && stderr.contains("StopSignal"),
+        "{stderr}"
+    );
+    // `check` prints the same and exits 1; a good config passes.
+    let check = Command::new(ZISTD)
+        .args(["check", "-c"])
+        .arg(setup.conf())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let good = Setup::new("");
+    let check = Command::new(ZISTD)
+        .args(["check", "-c"])
+        .arg(good.conf())
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // No token: a start-up error that says what to do.
+    std::fs::write(good.conf(), "RPCPort = 0\n").unwrap();
+    let out = Command::new(ZISTD)
+        .arg("-c")
+        .arg(good.conf())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zistd generate"));
+}
+
+#[test]
+fn generate_and_install_make_a_working_config() {
+    let out = Command::new(ZISTD).arg("generate").output().unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 43, "32 bytes in URL-safe base64: {token}");
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    let other = Command::new(ZISTD).arg("generate").output().unwrap();
+    assert_ne!(String::from_utf8_lossy(&other.stdout).trim(), token);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("etc");
+    let out = Command::new(ZISTD)
+        .args(["install", "--prefix"])
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = prefix.join("conf.toml");
+    let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(prefix.join("conf.d").is_dir());
+    let check = Command::new(ZISTD)
+        .args(["check", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0));
+    // Installing over an existing config is refused.
+    let again = Command::new(ZISTD)
+        .args(["install", "--prefix"])
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+}
+
+#[test]
+fn zistcl_drives_a_real_zistd() {
+    let setup = Setup::new("");
+    let ticker = setup.script(
+        "ticker.sh",
+        "i=0; while true; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done",
+    );
+    setup.write_config(
+        &(program("ticker", &ticker, "")
+            + &program(
+                "idle",
+                Path::new("/bin/sleep"),
+                "Args = \"300\"\nAutostart = false",
+            )),
+    );
+    let mut zistd = setup.start();
+    let status = zistd.cl(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.stdout.contains("is alive") && status.stdout.contains("2 programs"),
+        "{status:?}"
+    );
+    let list = zistd.list();
+    assert_eq!(list.len(), 2);
+    let table = zistd.cl(&["all"]);
+    assert!(table.stdout.starts_with("NAME"), "{table:?}");
+    assert!(
+        table.stdout.contains("ticker") && table.stdout.contains("idle"),
+        "{table:?}"
+    );
+    let started = zistd.cl(&["--json", "idle", "start"]);
+    let info: Value = serde_json::from_str(&started.stdout).unwrap();
+    zistd.seen.push(info["pid"].as_i64().unwrap() as i32);
+    assert_eq!(info["state"], "starting");
+    // Exit codes: refused 1, usage 2, unauthorised 3.
+    assert_eq!(zistd.cl(&["idle", "start"]).code, 1);
+    let missing = zistd.cl(&["nope", "stop"]);
+    assert_eq!(missing.code, 1);
+    assert_eq!(missing.stderr.lines().count(), 1, "{missing:?}");
+    assert_eq!(zistd.cl(&["frobnicate"]).code, 2);
+    let rpc = zistd.rpc.clone();
+    let wrong = zistcl(&[&rpc, "wrong-token", "status"], &[]);
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(wrong.stderr.contains("token"), "{wrong:?}");
+    // TOKEN `-` comes from ZIST_TOKEN.
+    let env = zistcl(&[&rpc, "-", "status"], &[("ZIST_TOKEN", TOKEN)]);
+    assert_eq!(env.code, 0, "{env:?}");
+    // Logs and follow.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !zistd.cl(&["ticker", "stdout"]).stdout.contains("tick 3") {
+        assert!(Instant::now() < deadline, "no ticks in the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = zistd.cl(&["--json", "ticker", "stats"]);
+    let stats: Value = serde_json::from_str(&stats.stdout).unwrap();
+    assert!(stats["memory_bytes"].as_u64().unwrap() > 0);
+    let stopped = zistd.cl(&["--json", "all", "stop"]);
+    let stopped: Vec<Value> = serde_json::from_str(&stopped.stdout).unwrap();
+    assert!(
+        stopped.iter().all(|i| i["state"] == "stopped"),
+        "{stopped:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_every_program_and_exits_0() {
+    let setup = Setup::new("");
+    setup.write_config(&program(
+        "sleeper",
+        Path::new("/bin/sleep"),
+        "Args = \"300\"",
+    ));
+    let mut zistd = setup.start();
+    let pid = zistd.list()[0]["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid));
+    kill(Pid::from_raw(zistd.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!alive(pid), "a program outlived zistd's SIGTERM");
+}
+
+#[test]
+fn sighup_and_reload_apply_the_new_config() {
+    let setup = Setup::new("");
+    setup.write_config(&program("one", Path::new("/bin/sleep"), "Args = \"300\""));
+    let mut zistd = setup.start();
+    assert_eq!(zistd.list().len(), 1);
+    setup.write_config(
+        &(program("one", Path::new("/bin/sleep"), "Args = \"300\"")
+            + &program("two", Path::new("/bin/sleep"), "Args = \"301\"")),
+    );
+    kill(Pid::from_raw(zistd.child.id() as i32), Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while zistd.list().len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not add the new program"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `reload` reports the difference; a broken config changes nothing.
+    setup.write_config(&program("two", Path::new("/bin/sleep"), "Args = \"301\""));
+    let report = zistd.cl(&["--json", "reload"]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(report["removed"], serde_json::json!(["one"]));
+    assert_eq!(report["unchanged"], serde_json::json!(["two"]));
+    std::fs::write(
+        setup.conf(),
+        format!("Token = \"{TOKEN}\"\nRPCPort = 0\n[[Program]]\nNme = \"x\"\n"),
+    )
+    .unwrap();
+    let refused = zistd.cl(&["reload"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("nothing changed"), "{refused:?}");
+    assert_eq!(zistd.list().len(), 1);
+}
+
+#[test]
+fn kill_leaves_programs_running_and_kill_all_stops_them() {
+    let setup = Setup::new("");
+    let ticker = setup.script("ticker.sh", "while true; do echo tick; sleep 0.05; done");
+    setup.write_config(&program("ticker", &ticker, ""));
+    let mut zistd = setup.start();
+    let pid = zistd.list()[0]["pid"].as_i64().unwrap() as i32;
+    let out = zistd.cl(&["kill"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(alive(pid), "kill must leave the program running");
+    let log = setup.path("logs/ticker.out.log");
+    let before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log).unwrap().lines().count() < before + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the detached program stopped logging"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+
+    let mut zistd = setup.start();
+    let pid = zistd.list()[0]["pid"].as_i64().unwrap() as i32;
+    assert_eq!(zistd.cl(&["kill", "all"]).code, 0);
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!alive(pid), "kill all must stop the program");
+}
+
+#[test]
+fn the_daemon_log_is_readable_and_never_holds_the_token() {
+    let setup = Setup::new("");
+    setup.write_config(&program("p", Path::new("/bin/sleep"), "Args = \"300\""));
+    let mut zistd = setup.start();
+    let log = zistd.cl(&["log"]);
+    assert!(log.stdout.contains("started"), "{log:?}");
+    zistd.cl(&["frobnicate"]);
+    assert_eq!(zistd.cl(&["log", "clear"]).code, 0);
+    kill(Pid::from_raw(zistd.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    let file = std::fs::read_to_string(setup.path("logs/zistd.log")).unwrap();
+    assert!(
+        file.contains("started") && file.contains("shutting down"),
+        "{file}"
+    );
+    assert!(!file.contains(TOKEN), "the token reached the daemon log");
+}
+
+#[test]
+fn follow_prints_new_lines_live() {
+    let setup = Setup::new("");
+    let ticker = setup.script(
+        "ticker.sh",
+        "i=0; while true; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done",
+    );
+    setup.write_config(&program("ticker", &ticker, ""));
+    let zistd = setup.start();
+    let mut follower = Command::new(ZISTCL)
+        .args([zistd.rpc.as_str(), TOKEN, "ticker", "stdout", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let a = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a first followed line");
+    let b = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a second followed line");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let n = |l: &str| l.trim_start_matches("tick ").parse::<u64>().unwrap();
+    assert_eq!(n(&b), n(&a) + 1);
+}
