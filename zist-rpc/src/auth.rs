@@ -28,6 +28,7 @@ use tower::{Layer, Service};
 pub struct BearerAuthLayer {
     expected: Arc<[u8]>,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
 impl BearerAuthLayer {
@@ -36,7 +37,14 @@ impl BearerAuthLayer {
         Self {
             expected: format!("Bearer {token}").into_bytes().into(),
             max_body,
+            body_timeout: std::time::Duration::from_secs(10),
         }
+    }
+
+    /// How long a client may take to send a request body (default 10 s).
+    pub fn with_body_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 }
 
@@ -54,6 +62,7 @@ impl<S> Layer<S> for BearerAuthLayer {
             inner,
             expected: self.expected.clone(),
             max_body: self.max_body,
+            body_timeout: self.body_timeout,
         }
     }
 }
@@ -64,6 +73,7 @@ pub struct BearerAuth<S> {
     inner: S,
     expected: Arc<[u8]>,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
 fn respond(status: http::StatusCode, body: &'static str) -> HttpResponse {
@@ -231,11 +241,23 @@ where
             return Box::pin(async move { fut.await.map_err(Into::into) });
         }
         let max_body = self.max_body;
+        let body_timeout = self.body_timeout;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let bytes = match http_body_util::Limited::new(body, max_body).collect().await {
-                Ok(collected) => collected.to_bytes(),
+            let collected = tokio::time::timeout(
+                body_timeout,
+                http_body_util::Limited::new(body, max_body).collect(),
+            )
+            .await;
+            let bytes = match collected {
+                Ok(Ok(collected)) => collected.to_bytes(),
                 Err(_) => {
+                    return Ok(respond(
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"the request body came too slowly"},"id":null}"#,
+                    ));
+                }
+                Ok(Err(_)) => {
                     return Ok(respond(
                         http::StatusCode::PAYLOAD_TOO_LARGE,
                         r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"request too large"},"id":null}"#,

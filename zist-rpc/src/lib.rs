@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, RpcModule, Server, ServerConfig, ServerHandle,
-    SubscriptionMessage,
+    BatchRequestConfig, Methods, PendingSubscriptionSink, PingConfig, RpcModule, Server,
+    ServerConfig, ServerHandle, SubscriptionMessage, stop_channel,
 };
 use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
@@ -435,8 +435,13 @@ pub struct ServeOptions {
     pub max_request_bytes: u32,
     /// Most requests in one batch.
     pub max_batch: u32,
-    /// Most connections at once.
+    /// Most connections at once; more are closed at once.
     pub max_connections: u32,
+    /// How long a client may take to send a request's headers, and then its
+    /// body; a silent or trickling client is cut off after it.
+    pub request_timeout: Duration,
+    /// A WebSocket that answers no ping for this long is closed.
+    pub websocket_idle: Duration,
 }
 
 impl Default for ServeOptions {
@@ -445,35 +450,109 @@ impl Default for ServeOptions {
             max_request_bytes: 1 << 20,
             max_batch: 100,
             max_connections: 1000,
+            request_timeout: Duration::from_secs(10),
+            websocket_idle: Duration::from_secs(60),
         }
     }
 }
 
 /// Runs the JSON-RPC server on `addr` with bearer-token auth; returns its
 /// bound address and a handle that stops it.
+///
+/// The accept loop is zist's own, over jsonrpsee's service: connections over
+/// the limit are closed at once, a client gets `request_timeout` to send its
+/// headers and again its body, and WebSockets are pinged; so silent or slow
+/// clients never hold a place for long or lock others out.
 pub async fn serve(
     addr: SocketAddr,
     token: &str,
     module: RpcModule<ZistRpc>,
     options: ServeOptions,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     let config = ServerConfig::builder()
         .max_request_body_size(options.max_request_bytes)
         .max_response_body_size(u32::MAX)
         .max_connections(options.max_connections)
         .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch))
+        .enable_ws_ping(
+            PingConfig::new()
+                .ping_interval(options.websocket_idle / 3)
+                .inactive_limit(options.websocket_idle),
+        )
         .build();
-    let server = Server::builder()
+    let gate = BearerAuthLayer::new(token, options.max_request_bytes as usize)
+        .with_body_timeout(options.request_timeout);
+    let services = Server::builder()
         .set_config(config)
-        .set_http_middleware(tower::ServiceBuilder::new().layer(BearerAuthLayer::new(
-            token,
-            options.max_request_bytes as usize,
-        )))
-        .build(addr)
-        .await?;
-    let bound = server.local_addr()?;
-    Ok((bound, server.start(module)))
+        .set_http_middleware(tower::ServiceBuilder::new().layer(gate))
+        .to_service_builder();
+    let methods: Methods = module.into();
+    let (stop, handle) = stop_channel();
+    let places = Arc::new(tokio::sync::Semaphore::new(
+        options.max_connections as usize,
+    ));
+    tokio::spawn(async move {
+        loop {
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait rather than spin.
+                        tracing::warn!("cannot accept a JSON-RPC connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.clone().shutdown() => break,
+            };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                continue; // over the limit: the socket closes here
+            };
+            let service = services.clone().build(methods.clone(), stop.clone());
+            let stopped = stop.clone().shutdown();
+            let header_timeout = options.request_timeout;
+            let idle_limit = options.websocket_idle.max(options.request_timeout);
+            tokio::spawn(async move {
+                let _place = place;
+                let _ = socket.set_nodelay(true);
+                // A client that connects and says nothing is dropped.
+                if !matches!(
+                    tokio::time::timeout(header_timeout, socket.readable()).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+                // Nor may an open connection stay silent for long: an idle
+                // keep-alive is dropped, and a WebSocket stays because the
+                // pongs to the server's pings are reads.
+                let mut socket = tokio_io_timeout::TimeoutStream::new(socket);
+                socket.set_read_timeout(Some(idle_limit));
+                let socket = Box::pin(socket);
+                // HTTP/1.1 only (WebSocket is an upgrade of it): the header
+                // timeout then covers a connection from its first byte.
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(socket),
+                        hyper_util::service::TowerToHyperService::new(service),
+                    )
+                    .with_upgrades();
+                tokio::pin!(connection, stopped);
+                let result = match futures_util::future::select(connection, stopped).await {
+                    futures_util::future::Either::Left((result, _)) => result,
+                    futures_util::future::Either::Right((_, mut connection)) => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!("JSON-RPC connection ended: {e}");
+                }
+            });
+        }
+    });
+    Ok((bound, handle))
 }
-
-/// How long a client may keep a request unfinished (used by zistd's own accept loops).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

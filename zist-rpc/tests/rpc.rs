@@ -29,19 +29,18 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Self {
+        Self::with_options(ServeOptions::default()).await
+    }
+
+    async fn with_options(options: ServeOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new(SupervisorOptions {
             log_dir: dir.path().join("logs"),
         });
         let module = rpc_module(sup.clone(), Arc::new(NoDaemon(sup.clone())));
-        let (addr, handle) = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            TOKEN,
-            module,
-            ServeOptions::default(),
-        )
-        .await
-        .unwrap();
+        let (addr, handle) = serve("127.0.0.1:0".parse().unwrap(), TOKEN, module, options)
+            .await
+            .unwrap();
         Self {
             addr,
             sup,
@@ -414,4 +413,80 @@ async fn notifications_get_no_body_and_bad_ids_are_invalid_requests() {
     .await
     .unwrap();
     assert_eq!(status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_clients_never_lock_others_out() {
+    let rig = Rig::new().await;
+    let addr = rig.addr;
+    // 300 connections that say nothing, and 20 that trickle half a request.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut trickling = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le",
+        )
+        .await
+        .unwrap();
+        trickling.push(stream);
+    }
+    let client = rig.client();
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        let status = tokio::time::timeout(Duration::from_secs(5), client.daemon_status())
+            .await
+            .expect("a call timed out behind silent clients")
+            .unwrap();
+        assert_eq!(status.programs, 0);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    drop((idle, trickling));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_clients_are_cut_off() {
+    let rig = Rig::with_options(ServeOptions {
+        request_timeout: Duration::from_millis(500),
+        ..ServeOptions::default()
+    })
+    .await;
+    let addr = rig.addr;
+    let closed_within = |mut stream: tokio::net::TcpStream, limit: Duration| async move {
+        let mut buf = [0u8; 1024];
+        let t0 = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut stream, &mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+                Ok(Ok(_)) => continue, // an error response, then the close
+                Err(_) => return None,
+            }
+        }
+    };
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(silent, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a silent client kept its connection"
+    );
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\""
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut slow, head.as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        closed_within(slow, Duration::from_secs(5)).await.is_some(),
+        "a trickling body kept its connection"
+    );
+    // Others are served all along.
+    assert_eq!(rig.client().daemon_status().await.unwrap().programs, 0);
 }
