@@ -37,7 +37,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 pub(crate) struct Snapshot {
     pub state: ProcessState,
     pub pid: Option<i32>,
-    pub started_at: Option<SystemTime>,
+    /// When the process started, already in RFC 3339 (formatted once per spawn).
+    pub started_at: Option<Arc<str>>,
     pub started: Option<Instant>,
     pub restarts: u32,
     pub exit: Option<ExitKind>,
@@ -120,6 +121,8 @@ fn write(snapshot: &RwLock<Snapshot>) -> RwLockWriteGuard<'_, Snapshot> {
 /// The registry's handle on a program.
 pub(crate) struct Program {
     pub spec: Arc<ProgramSpec>,
+    /// The executable as shown in info, formatted once.
+    path: Arc<str>,
     /// The live process, for bulk stops (see [`spawn::Lease`]).
     pub lease: Arc<spawn::Lease>,
     mailbox: Arc<Mailbox>,
@@ -179,6 +182,7 @@ impl Program {
         };
         tokio::spawn(actor.run());
         Self {
+            path: spec.path.display().to_string().into(),
             spec,
             lease,
             mailbox,
@@ -227,10 +231,10 @@ impl Program {
             name: spec.name.to_string(),
             state: snap.state,
             pid: snap.pid,
-            path: spec.path.display().to_string(),
+            path: self.path.to_string(),
             args: spec.args.clone(),
             restarts: snap.restarts,
-            started_at: snap.started_at.map(rfc3339),
+            started_at: snap.started_at.as_deref().map(str::to_owned),
             uptime_secs: match snap.started {
                 Some(t) if running => secs(t.elapsed()),
                 _ => 0.0,
@@ -526,7 +530,7 @@ impl Actor {
                 self.set(ProcessState::Starting, |s| {
                     s.pid = Some(pid);
                     s.started = Some(now);
-                    s.started_at = Some(SystemTime::now());
+                    s.started_at = Some(rfc3339(SystemTime::now()).into());
                     s.exit = None;
                     s.error = None;
                 });

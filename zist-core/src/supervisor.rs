@@ -209,6 +209,16 @@ impl Supervisor {
         Ok(self.get(name)?.info())
     }
 
+    /// How many programs there are (without building their infos).
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether there is no program.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     /// Every program's info, by name.
     pub fn list(&self) -> Vec<ProcessInfo> {
         self.read().values().map(|p| p.info()).collect()

@@ -226,7 +226,7 @@ impl ZistApiServer for ZistRpc {
             version: zist_core::VERSION.to_owned(),
             pid: std::process::id(),
             uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-            programs: self.supervisor.list().len(),
+            programs: self.supervisor.len(),
         })
     }
 
