@@ -509,3 +509,66 @@ fn follow_prints_new_lines_live() {
     let n = |l: &str| l.trim_start_matches("tick ").parse::<u64>().unwrap();
     assert_eq!(n(&b), n(&a) + 1);
 }
+
+#[test]
+fn https_serves_with_the_configured_certificate_and_refuses_untrusted_ones() {
+    let setup = Setup::new("");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    std::fs::write(setup.path("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(setup.path("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let tls = "Protocol = \"https\"\nCertFile = \"cert.pem\"\nKeyFile = \"key.pem\"\n";
+    setup.write_config(&format!(
+        "{tls}{}",
+        program("p", Path::new("/bin/sleep"), "Args = \"300\"")
+    ));
+    let mut zistd = setup.start();
+    let url = format!("https://{}", zistd.rpc);
+    let cacert = setup.path("cert.pem");
+    let cacert = cacert.to_str().unwrap();
+    let ok = zistcl(&["--cacert", cacert, &url, TOKEN, "--json", "all"], &[]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let list: Vec<Value> = serde_json::from_str(&ok.stdout).unwrap();
+    zistd.seen.extend(
+        list.iter()
+            .filter_map(|i| i["pid"].as_i64())
+            .map(|p| p as i32),
+    );
+    assert_eq!(list.len(), 1);
+    // Not trusted: exit 3, no silent downgrade.
+    let untrusted = zistcl(&[&url, TOKEN, "status"], &[]);
+    assert_eq!(untrusted.code, 3, "{untrusted:?}");
+    // Following works over wss with the same trust.
+    let mut follower = Command::new(ZISTCL)
+        .args(["--cacert", cacert, &url, TOKEN, "p", "stdout", "-f"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "follow over wss ended at once"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let plain = zistcl(&[&zistd.rpc.clone(), TOKEN, "status"], &[]);
+    assert_eq!(
+        plain.code, 3,
+        "plain http against https must fail: {plain:?}"
+    );
+    drop(zistd);
+
+    // A missing certificate is a start-up error, never a fallback to http.
+    std::fs::remove_file(setup.path("cert.pem")).unwrap();
+    let out = Command::new(ZISTD)
+        .arg("-c")
+        .arg(setup.conf())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cert.pem"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("READY"));
+}

@@ -442,6 +442,8 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// A WebSocket that answers no ping for this long is closed.
     pub websocket_idle: Duration,
+    /// Serve HTTPS and WSS with this TLS config (see [`tls_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeOptions {
@@ -452,6 +454,7 @@ impl Default for ServeOptions {
             max_connections: 1000,
             request_timeout: Duration::from_secs(10),
             websocket_idle: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -489,6 +492,7 @@ pub async fn serve(
         .set_http_middleware(tower::ServiceBuilder::new().layer(gate))
         .to_service_builder();
     let methods: Methods = module.into();
+    let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let (stop, handle) = stop_channel();
     let places = Arc::new(tokio::sync::Semaphore::new(
         options.max_connections as usize,
@@ -514,6 +518,7 @@ pub async fn serve(
             let stopped = stop.clone().shutdown();
             let header_timeout = options.request_timeout;
             let idle_limit = options.websocket_idle.max(options.request_timeout);
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _place = place;
                 let _ = socket.set_nodelay(true);
@@ -524,35 +529,102 @@ pub async fn serve(
                 ) {
                     return;
                 }
-                // Nor may an open connection stay silent for long: an idle
-                // keep-alive is dropped, and a WebSocket stays because the
-                // pongs to the server's pings are reads.
-                let mut socket = tokio_io_timeout::TimeoutStream::new(socket);
-                socket.set_read_timeout(Some(idle_limit));
-                let socket = Box::pin(socket);
-                // HTTP/1.1 only (WebSocket is an upgrade of it): the header
-                // timeout then covers a connection from its first byte.
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(
-                        hyper_util::rt::TokioIo::new(socket),
-                        hyper_util::service::TowerToHyperService::new(service),
-                    )
-                    .with_upgrades();
-                tokio::pin!(connection, stopped);
-                let result = match futures_util::future::select(connection, stopped).await {
-                    futures_util::future::Either::Left((result, _)) => result,
-                    futures_util::future::Either::Right((_, mut connection)) => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
+                match tls {
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(header_timeout, acceptor.accept(socket)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                serve_connection(
+                                    stream,
+                                    service,
+                                    stopped,
+                                    header_timeout,
+                                    idle_limit,
+                                )
+                                .await
+                            }
+                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
                     }
-                };
-                if let Err(e) = result {
-                    tracing::debug!("JSON-RPC connection ended: {e}");
+                    None => {
+                        serve_connection(socket, service, stopped, header_timeout, idle_limit).await
+                    }
                 }
             });
         }
     });
     Ok((bound, handle))
+}
+
+/// Serves one connection (plain or TLS) until it ends or the server stops.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    stopped: impl std::future::Future<Output = ()>,
+    header_timeout: Duration,
+    idle_limit: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = jsonrpsee::server::HttpResponse,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<jsonrpsee::core::BoxError>,
+{
+    // Nor may an open connection stay silent for long: an idle keep-alive
+    // is dropped, and a WebSocket stays because the pongs to the server's
+    // pings are reads.
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_read_timeout(Some(idle_limit));
+    // HTTP/1.1 only (WebSocket is an upgrade of it): the header timeout then
+    // covers a connection from its first byte.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(Box::pin(io)),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .with_upgrades();
+    tokio::pin!(connection, stopped);
+    let result = match futures_util::future::select(connection, stopped).await {
+        futures_util::future::Either::Left((result, _)) => result,
+        futures_util::future::Either::Right((_, mut connection)) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("JSON-RPC connection ended: {e}");
+    }
+}
+
+/// A TLS config from PEM files; the error says which file and what is wrong.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    Ok(Arc::new(config))
 }

@@ -86,6 +86,7 @@ fn main() -> ExitCode {
 struct Target {
     address: String,
     token: String,
+    https: bool,
 }
 
 fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
@@ -106,7 +107,15 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
             other => other.to_owned(),
         };
         let address = format!("{host}:{}", config.daemon.rpc_port);
-        return Ok((Target { address, token }, cli.words.clone()));
+        let https = config.daemon.protocol == zist_core::Protocol::Https;
+        return Ok((
+            Target {
+                address,
+                token,
+                https,
+            },
+            cli.words.clone(),
+        ));
     }
     let [address, token, command @ ..] = cli.words.as_slice() else {
         return Err(Failure::Usage(
@@ -120,16 +129,52 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
     } else {
         token.clone()
     };
-    if address.starts_with("https://") {
-        return Err(Failure::Connect(
-            "https is not available in this build yet; connect over http".to_owned(),
-        ));
-    }
+    let https = address.starts_with("https://");
     let address = address
+        .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    Ok((Target { address, token }, command.to_vec()))
+    Ok((
+        Target {
+            address,
+            token,
+            https,
+        },
+        command.to_vec(),
+    ))
+}
+
+/// With `--cacert`, a TLS client trusting that certificate; otherwise the
+/// system's roots (jsonrpsee's default). An untrusted certificate fails the
+/// connection (exit 3), never a downgrade.
+fn client_tls(cli: &Cli, target: &Target) -> Result<Option<rustls::ClientConfig>, Failure> {
+    let Some(path) = &cli.cacert else {
+        return Ok(None);
+    };
+    if !target.https {
+        return Err(Failure::Usage(
+            "--cacert goes with https://HOST:PORT".to_owned(),
+        ));
+    }
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Failure::Usage(format!("cannot read --cacert {}: {e}", path.display())))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| Failure::Usage(format!("--cacert {}: {e}", path.display())))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Failure::Usage(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(config))
 }
 
 fn headers(token: &str) -> Result<http::HeaderMap, Failure> {
@@ -162,10 +207,15 @@ fn failure(address: &str, error: ClientError) -> Failure {
 
 async fn run(cli: Cli) -> Outcome {
     let (target, command) = target(&cli)?;
-    let client = HttpClientBuilder::default()
+    let mut builder = HttpClientBuilder::default()
         .set_headers(headers(&target.token)?)
-        .request_timeout(Duration::from_secs(120))
-        .build(format!("http://{}", target.address))
+        .request_timeout(Duration::from_secs(120));
+    if let Some(tls) = client_tls(&cli, &target)? {
+        builder = builder.with_custom_cert_store(tls);
+    }
+    let scheme = if target.https { "https" } else { "http" };
+    let client = builder
+        .build(format!("{scheme}://{}", target.address))
         .map_err(|e| Failure::Usage(format!("bad address {}: {e}", target.address)))?;
     let words: Vec<&str> = command.iter().map(String::as_str).collect();
     let json = cli.json;
@@ -238,7 +288,7 @@ async fn run(cli: Cli) -> Outcome {
         }
         [name, stream @ ("stdout" | "stderr"), "-f"] => {
             let stream: LogStream = stream.parse().map_err(Failure::Usage)?;
-            follow(&target, name, stream).await?;
+            follow(&cli, &target, name, stream).await?;
         }
         [name, stream @ ("stdout" | "stderr")] => {
             let stream: LogStream = stream.parse().map_err(Failure::Usage)?;
@@ -343,10 +393,14 @@ fn table(list: &[ProcessInfo]) {
 }
 
 /// Prints a program's new lines until zistd or the program goes away, or Ctrl-C.
-async fn follow(target: &Target, name: &str, stream: LogStream) -> Outcome {
-    let ws = WsClientBuilder::default()
-        .set_headers(headers(&target.token)?)
-        .build(format!("ws://{}", target.address))
+async fn follow(cli: &Cli, target: &Target, name: &str, stream: LogStream) -> Outcome {
+    let scheme = if target.https { "wss" } else { "ws" };
+    let mut builder = WsClientBuilder::default().set_headers(headers(&target.token)?);
+    if let Some(tls) = client_tls(cli, target)? {
+        builder = builder.with_custom_cert_store(tls);
+    }
+    let ws = builder
+        .build(format!("{scheme}://{}", target.address))
         .await
         .map_err(|e| failure(&target.address, e))?;
     let mut lines = ws

@@ -264,12 +264,30 @@ fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if config.daemon.protocol == Protocol::Https {
-        let _ = (&cli.certfile, &cli.keyfile);
-        return fail(
-            "Protocol = \"https\" is not available in this build yet; use \"http\" behind a TLS proxy (zistd never falls back to plain HTTP on its own)",
-        );
-    }
+    // https: a missing or bad certificate is a start-up error, never a
+    // fallback to plain HTTP.
+    let tls = match config.daemon.protocol {
+        Protocol::Http => None,
+        Protocol::Https => {
+            let cert = cli
+                .certfile
+                .clone()
+                .or_else(|| config.daemon.cert_file.clone());
+            let key = cli
+                .keyfile
+                .clone()
+                .or_else(|| config.daemon.key_file.clone());
+            let (Some(cert), Some(key)) = (cert, key) else {
+                return fail(
+                    "Protocol = \"https\" needs CertFile and KeyFile in the config (or --certfile and --keyfile)",
+                );
+            };
+            match zist_rpc::tls_config(&cert, &key) {
+                Ok(tls) => Some(tls),
+                Err(e) => return fail(&e),
+            }
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -277,10 +295,14 @@ fn run(cli: Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve_daemon(cli.config, config))
+    runtime.block_on(serve_daemon(cli.config, config, tls))
 }
 
-async fn serve_daemon(config_path: PathBuf, config: Config) -> ExitCode {
+async fn serve_daemon(
+    config_path: PathBuf,
+    config: Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> ExitCode {
     let log = DaemonLog::new(&config.daemon.daemon_log);
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
@@ -311,7 +333,11 @@ async fn serve_daemon(config_path: PathBuf, config: Config) -> ExitCode {
     let token = config.daemon.token.clone().unwrap_or_default();
     let module = rpc_module(supervisor.clone(), daemon);
     let rpc_addr = SocketAddr::new(bind, config.daemon.rpc_port);
-    let (rpc_bound, server) = match serve(rpc_addr, &token, module, ServeOptions::default()).await {
+    let options = ServeOptions {
+        tls,
+        ..ServeOptions::default()
+    };
+    let (rpc_bound, server) = match serve(rpc_addr, &token, module, options).await {
         Ok(s) => s,
         Err(e) => {
             supervisor.shutdown(ShutdownMode::Stop).await;
