@@ -572,3 +572,21 @@ fn https_serves_with_the_configured_certificate_and_refuses_untrusted_ones() {
     assert!(stderr.contains("cert.pem"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("READY"));
 }
+
+#[test]
+fn zistcl_l_reads_port_and_token_from_the_local_config() {
+    let setup = Setup::new("");
+    // -l needs the real port in the config: take a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!("Token = \"{TOKEN}\"\nRPCPort = {port}\nHTTPPort = 0\nLogDir = \"logs\"\n");
+    std::fs::write(setup.conf(), text).unwrap();
+    let _zistd = setup.start();
+    let conf = setup.conf();
+    let out = zistcl(&["-l", "-c", conf.to_str().unwrap(), "status"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("is alive"), "{out:?}");
+}

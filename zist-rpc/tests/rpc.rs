@@ -490,3 +490,82 @@ async fn silent_and_trickling_clients_are_cut_off() {
     // Others are served all along.
     assert_eq!(rig.client().daemon_status().await.unwrap().programs, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_application_error_code_is_reachable() {
+    let rig = Rig::new().await;
+    rig.add("idle", "sleep 300", false).await;
+    let mut hidden =
+        ProgramSpec::new(ProgramName::new("hidden").unwrap(), "/bin/sleep").args(["300"]);
+    hidden.web = false;
+    hidden.autostart = false;
+    rig.sup.register(hidden).await.unwrap();
+    let mut broken = ProgramSpec::new(
+        ProgramName::new("broken").unwrap(),
+        "/nonexistent/zist-test",
+    );
+    broken.autostart = false;
+    rig.sup.register(broken).await.unwrap();
+    let client = rig.client();
+    let code = |e: jsonrpsee::core::client::Error| match e {
+        jsonrpsee::core::client::Error::Call(obj) => obj.code(),
+        other => panic!("not a call error: {other}"),
+    };
+    assert_eq!(
+        code(client.process_info("nope".into()).await.unwrap_err()),
+        -32001
+    );
+    assert_eq!(
+        code(client.process_detach("idle".into()).await.unwrap_err()),
+        -32003
+    );
+    assert_eq!(
+        code(client.process_start("broken".into()).await.unwrap_err()),
+        -32004
+    );
+    assert_eq!(
+        code(client.process_add(json!({"Name": "x"})).await.unwrap_err()),
+        -32005
+    );
+    assert_eq!(
+        code(client.process_stats("hidden".into()).await.unwrap_err()),
+        -32006
+    );
+    assert_eq!(
+        code(
+            client
+                .process_logs("hidden".into(), zist_core::LogStream::Stdout, None)
+                .await
+                .unwrap_err()
+        ),
+        -32006
+    );
+    // Without a daemon around it there is no config to reload: -32005, nothing changes.
+    assert_eq!(code(client.daemon_reload().await.unwrap_err()), -32005);
+    assert!(client.daemon_log(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_limit_is_refused_whole() {
+    let rig = Rig::with_options(ServeOptions {
+        max_batch: 3,
+        ..ServeOptions::default()
+    })
+    .await;
+    let addr = rig.addr;
+    let call = r#"{"jsonrpc":"2.0","method":"daemon.status","id":1}"#;
+    let small = format!("[{}]", [call; 3].join(","));
+    let big = format!("[{}]", [call; 4].join(","));
+    let (_, text) = tokio::task::spawn_blocking(move || post(addr, Some(TOKEN), &small))
+        .await
+        .unwrap();
+    assert_eq!(json_of(&text).as_array().map(Vec::len), Some(3));
+    let (_, text) = tokio::task::spawn_blocking(move || post(addr, Some(TOKEN), &big))
+        .await
+        .unwrap();
+    let answer = json_of(&text);
+    assert!(
+        answer["error"]["code"].as_i64().is_some(),
+        "an over-limit batch must be an error: {text}"
+    );
+}
