@@ -255,18 +255,13 @@ async fn restart_latency(dir: &Path, rounds: usize, rows: &mut Vec<Row>) {
             }
         }
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pct = |v: &mut Vec<Duration>, p: usize| {
-        v.sort();
-        ms(v[(v.len() * p / 100).min(v.len() - 1)])
-    };
     rows.push(Row {
         what: format!("restart after kill -9, RestartDelay 0s ({rounds} kills)"),
         value: format!(
             "p50 {:.2} ms, p95 {:.2} ms (exit noticed after p50 {:.2} ms, the rest is spawning)",
-            pct(&mut lat, 50),
-            pct(&mut lat, 95),
-            pct(&mut noticed, 50)
+            zist_benches::percentile_ms(&mut lat, 50),
+            zist_benches::percentile_ms(&mut lat, 95),
+            zist_benches::percentile_ms(&mut noticed, 50)
         ),
         target: "median ≤ 2 ms",
     });
@@ -391,12 +386,7 @@ fn main() {
         return;
     }
     let scenario = args.first().cloned().unwrap_or_else(|| "all".to_owned());
-    let programs: usize = args
-        .iter()
-        .position(|a| a == "--programs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let programs = zist_benches::programs_flag(&args, 1000);
     let dir = PathBuf::from(std::env::var("ZIST_BENCH_DIR").unwrap_or_else(|_| {
         std::env::temp_dir()
             .join(format!("zist-core-load-{}", std::process::id()))

@@ -59,19 +59,9 @@ fn usage(pid: u32) -> (f64, u64) {
     (ticks as f64 / hz, rss)
 }
 
-fn percentile(samples: &mut [Duration], p: usize) -> f64 {
-    samples.sort();
-    samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1000.0
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let programs: usize = args
-        .iter()
-        .position(|a| a == "--programs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let programs = zist_benches::programs_flag(&args, 1000);
     let zistd = sibling("zistd");
     let zistcl = sibling("zistcl");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -160,8 +150,8 @@ fn main() {
             ),
             format!(
                 "p50 {:.2} ms, p95 {:.2} ms",
-                percentile(&mut lat, 50),
-                percentile(&mut lat, 95)
+                zist_benches::percentile_ms(&mut lat, 50),
+                zist_benches::percentile_ms(&mut lat, 95)
             ),
             "p50 ≤ 5 ms",
         ));
@@ -175,8 +165,8 @@ fn main() {
             format!("process.list with {programs} programs, raw HTTP keep-alive, 200 calls"),
             format!(
                 "p50 {:.2} ms, p95 {:.2} ms",
-                percentile(&mut raw, 50),
-                percentile(&mut raw, 95)
+                zist_benches::percentile_ms(&mut raw, 50),
+                zist_benches::percentile_ms(&mut raw, 95)
             ),
             "p50 ≤ 5 ms",
         ));
@@ -217,7 +207,7 @@ fn main() {
     }
     rows.push((
         format!("zistcl all with {programs} programs, wall (10 runs)"),
-        format!("p50 {:.1} ms", percentile(&mut walls, 50)),
+        format!("p50 {:.1} ms", zist_benches::percentile_ms(&mut walls, 50)),
         "≤ 50 ms",
     ));
     let t = Instant::now();
