@@ -344,13 +344,39 @@ async fn serve_daemon(
             return fail(&format!("cannot listen for JSON-RPC on {rpc_addr}: {e}"));
         }
     };
-    tracing::info!(rpc = %rpc_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
+    // The HTTP API (SPEC §5) when Web = true; over https it waits for its
+    // TLS loop rather than serve plain HTTP.
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_bound = match (config.daemon.web, config.daemon.protocol) {
+        (false, _) => None,
+        (true, Protocol::Https) => {
+            tracing::warn!("the HTTP API is not served over https yet; JSON-RPC is");
+            None
+        }
+        (true, Protocol::Http) => {
+            let http_addr = SocketAddr::new(bind, config.daemon.http_port);
+            let stopped = async {
+                let _ = http_stopped.await;
+            };
+            match zist_http::serve(http_addr, &token, supervisor.clone(), stopped).await {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    supervisor.shutdown(ShutdownMode::Stop).await;
+                    return fail(&format!("cannot listen for HTTP on {http_addr}: {e}"));
+                }
+            }
+        }
+    };
+    tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
     {
         let mut out = std::io::stdout().lock();
-        // The keys in SPEC §6.1's order; `http` stays null until the HTTP API is served.
+        // The keys in SPEC §6.1's order; `http` is null without the HTTP API.
+        let http = http_bound.map_or(serde_json::Value::Null, |a| {
+            serde_json::Value::String(a.to_string())
+        });
         let _ = writeln!(
             out,
-            "READY {{\"pid\": {}, \"rpc\": {}, \"http\": null}}",
+            "READY {{\"pid\": {}, \"rpc\": {}, \"http\": {http}}}",
             std::process::id(),
             serde_json::Value::String(rpc_bound.to_string())
         );
@@ -388,6 +414,7 @@ async fn serve_daemon(
     // Stop taking connections; answers already under way (daemon.shutdown's
     // own `true`) still go out.
     let _ = server.stop();
+    let _ = http_stop.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server.stopped()).await;
     tracing::info!("zistd exits");
     ExitCode::SUCCESS

@@ -1,0 +1,3 @@
+//! zist-http against a real server on 127.0.0.1 with real processes.
+
+mod http_api;
