@@ -19,7 +19,7 @@ pub use nix::sys::signal::Signal;
 pub use spawn::check_executable;
 pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, parse_signal};
 pub use state::ProcessState;
-pub use supervisor::{EVENT_BUFFER, Supervisor, SupervisorOptions};
+pub use supervisor::{EVENT_BUFFER, ProcessAction, Supervisor, SupervisorOptions};
 pub use wire::{Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode};
 
 /// The version of zist-core.

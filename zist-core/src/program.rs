@@ -54,7 +54,7 @@ pub(crate) enum Control {
     Restart(Reply),
     Detach(Reply),
     Signal(Signal, Reply),
-    Shutdown(ShutdownMode, oneshot::Sender<()>),
+    Shutdown(ShutdownMode, Reply),
 }
 
 /// An actor's inbox. Controls are rare, so it is a locked queue and a
@@ -213,9 +213,8 @@ impl Program {
 
     /// Tells the actor to stop or detach its process and end; resolves when it has.
     pub(crate) async fn shut_down(&self, mode: ShutdownMode) {
-        let (tx, rx) = oneshot::channel();
-        if self.mailbox.post(Control::Shutdown(mode, tx)).is_ok() {
-            let _ = rx.await;
+        if let Ok(done) = self.send(|reply| Control::Shutdown(mode, reply)).await {
+            let _ = done.await;
         }
     }
 
@@ -366,7 +365,7 @@ impl Actor {
                         }
                     }
                     self.mailbox.close();
-                    let _ = done.send(());
+                    let _ = done.send(Ok(()));
                     return;
                 }
                 Wake::Control(control) => self.handle(control).await,

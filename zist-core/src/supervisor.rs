@@ -9,7 +9,6 @@ use std::time::Instant;
 use futures_core::Stream;
 use nix::sys::signal::Signal;
 use tokio::sync::broadcast;
-use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -22,6 +21,34 @@ use crate::spec::{LogStream, ProgramSpec};
 use crate::state::ProcessState;
 use crate::stats::Sampler;
 use crate::wire::{Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode};
+
+/// An action on one program, as frontends name it (`"start"`, `"stop"`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessAction {
+    /// [`Supervisor::start`].
+    Start,
+    /// [`Supervisor::stop`].
+    Stop,
+    /// [`Supervisor::restart`].
+    Restart,
+    /// [`Supervisor::detach`].
+    Detach,
+}
+
+impl std::str::FromStr for ProcessAction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "start" => Ok(Self::Start),
+            "stop" => Ok(Self::Stop),
+            "restart" => Ok(Self::Restart),
+            "detach" => Ok(Self::Detach),
+            other => Err(format!(
+                "no action `{other}`; use start, stop, restart or detach"
+            )),
+        }
+    }
+}
 
 /// State changes buffered for each events subscriber before it sees a gap.
 pub const EVENT_BUFFER: usize = 1024;
@@ -97,7 +124,7 @@ impl Supervisor {
                 starting.push(program);
             }
         }
-        join_each(starting, |p| async move { p.ask(Control::Start).await }).await;
+        send_all(&starting, Control::Start).await;
         supervisor
     }
 
@@ -233,16 +260,18 @@ impl Supervisor {
     /// so all of them act at once.
     async fn all(&self, make: fn(crate::program::Reply) -> Control) -> Vec<ProcessInfo> {
         let programs: Vec<_> = self.read().values().cloned().collect();
-        let mut pending = Vec::with_capacity(programs.len());
-        for program in &programs {
-            if let Ok(applied) = program.send(make).await {
-                pending.push(applied);
-            }
-        }
-        for applied in pending {
-            let _ = applied.await;
-        }
+        send_all(&programs, make).await;
         self.list()
+    }
+
+    /// Applies `action` to program `name`; answers like the matching method.
+    pub async fn apply(&self, name: &str, action: ProcessAction) -> Result<ProcessInfo> {
+        match action {
+            ProcessAction::Start => self.start(name).await,
+            ProcessAction::Stop => self.stop(name).await,
+            ProcessAction::Restart => self.restart(name).await,
+            ProcessAction::Detach => self.detach(name).await,
+        }
     }
 
     /// Starts every program that is not running; returns when each has been spawned.
@@ -369,8 +398,8 @@ impl Supervisor {
                 to_start.push(((*spec).clone(), spec.autostart));
             }
         }
-        join_each(to_stop.clone(), |p| async move {
-            p.shut_down(ShutdownMode::Stop).await;
+        send_all(&to_stop, |reply| {
+            Control::Shutdown(ShutdownMode::Stop, reply)
         })
         .await;
         {
@@ -386,7 +415,7 @@ impl Supervisor {
                 starting.push(program);
             }
         }
-        join_each(starting, |p| async move { p.ask(Control::Start).await }).await;
+        send_all(&starting, Control::Start).await;
         Ok(report)
     }
 
@@ -398,21 +427,21 @@ impl Supervisor {
             self.signal_stop_to_all();
         }
         let programs: Vec<_> = self.read().values().cloned().collect();
-        join_each(programs, move |p| async move { p.shut_down(mode).await }).await;
+        send_all(&programs, |reply| Control::Shutdown(mode, reply)).await;
         self.write().clear();
     }
 }
 
-/// Runs `f` on every item concurrently and waits for all of them.
-async fn join_each<T, F, Fut>(items: Vec<T>, f: F)
-where
-    F: Fn(T) -> Fut,
-    Fut: std::future::Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    let mut set = JoinSet::new();
-    for item in items {
-        set.spawn(f(item));
+/// Sends a control to every program first, then waits for every answer, so
+/// all of them act at once.
+async fn send_all(programs: &[Arc<Program>], make: impl Fn(crate::program::Reply) -> Control) {
+    let mut pending = Vec::with_capacity(programs.len());
+    for program in programs {
+        if let Ok(applied) = program.send(&make).await {
+            pending.push(applied);
+        }
     }
-    while set.join_next().await.is_some() {}
+    for applied in pending {
+        let _ = applied.await;
+    }
 }

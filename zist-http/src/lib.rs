@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
-use zist_core::{Error, LogStream, ProcessInfo, Supervisor};
+use zist_core::{Error, LogStream, ProcessAction, ProcessInfo, Supervisor};
 
 /// The seed's list entry (SPEC §5.1), kept as the seed had it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -178,21 +178,15 @@ pub fn routes(
                 if !state.bearer_ok(auth.as_deref()) {
                     return unauthorized();
                 }
-                let sup = &state.supervisor;
-                let result = match action.as_str() {
-                    "start" => sup.start(&name).await,
-                    "stop" => sup.stop(&name).await,
-                    "restart" => sup.restart(&name).await,
-                    "detach" => sup.detach(&name).await,
-                    other => {
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            "not_found",
-                            format!("no action `{other}`; use start, stop, restart or detach"),
-                        );
-                    }
+                let action: ProcessAction = match action.parse() {
+                    Ok(action) => action,
+                    Err(e) => return error(StatusCode::NOT_FOUND, "not_found", e),
                 };
-                result.map_or_else(from_core, |i| ok(&i))
+                state
+                    .supervisor
+                    .apply(&name, action)
+                    .await
+                    .map_or_else(from_core, |i| ok(&i))
             },
         );
     let stats = v1
@@ -296,7 +290,7 @@ pub fn routes(
                 };
                 let name = info.name.clone();
                 let sup = &state.supervisor;
-                let done = match action.as_str() {
+                let act = match action.as_str() {
                     "stats" | "stdout" | "stderr" if !info.web => return forbidden(&name),
                     "stats" => {
                         return match sup.stats(&name).await {
@@ -313,19 +307,22 @@ pub fn routes(
                             .logs(&name, stream, 100)
                             .map_or_else(from_core, |l| ok(&l));
                     }
-                    "kill" => sup.stop(&name).await,
-                    "start" => sup.start(&name).await,
-                    "restart" => sup.restart(&name).await,
-                    "detach" => sup.detach(&name).await,
-                    other => {
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            "not_found",
-                            format!("no seed route `{other}`"),
-                        );
-                    }
+                    // The seed's `kill` is a stop.
+                    "kill" => ProcessAction::Stop,
+                    other => match other.parse() {
+                        Ok(action) => action,
+                        Err(_) => {
+                            return error(
+                                StatusCode::NOT_FOUND,
+                                "not_found",
+                                format!("no seed route `{other}`"),
+                            );
+                        }
+                    },
                 };
-                done.map_or_else(from_core, |i| ok(&SeedProcess::from(&i)))
+                sup.apply(&name, act)
+                    .await
+                    .map_or_else(from_core, |i| ok(&SeedProcess::from(&i)))
             },
         );
 
