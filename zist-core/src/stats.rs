@@ -66,6 +66,22 @@ impl Sampler {
         }
     }
 
+    /// Measures many sessions with one scan (and one first window for all
+    /// that have no earlier sample). Blocking: call it off the async workers.
+    pub(crate) fn measure_many(&self, pids: &[i32]) -> Vec<ProcessStats> {
+        let mut out: Vec<Option<ProcessStats>> =
+            pids.iter().map(|&pid| self.try_measure(pid)).collect();
+        if out.iter().any(Option::is_none) {
+            std::thread::sleep(FIRST_WINDOW);
+            for (slot, &pid) in out.iter_mut().zip(pids) {
+                if slot.is_none() {
+                    *slot = Some(self.try_measure(pid).unwrap_or_default());
+                }
+            }
+        }
+        out.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<SamplerState>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

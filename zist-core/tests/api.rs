@@ -26,9 +26,19 @@ async fn stats_are_meaningful_on_the_first_call_and_cover_the_tree() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = sup.stats("busy").await.unwrap();
     assert!(again.cpu_percent > 20.0, "second call: {again:?}");
+    // All programs in one scan: the new one gets its first window too.
+    sup.run(dir.sh("calm", "sleep 300")).await;
+    let all = sup.stats_all().await;
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["busy", "calm"]);
+    assert!(all[0].1.cpu_percent > 20.0, "{all:?}");
+    assert!(all[0].1.memory_bytes > 40_000_000, "{all:?}");
+    assert!(all[1].1.cpu_percent < 20.0, "{all:?}");
+    assert!(all[1].1.memory_bytes > 0, "{all:?}");
     sup.stop("busy").await.unwrap();
     let idle = sup.stats("busy").await.unwrap();
     assert_eq!((idle.cpu_percent, idle.memory_bytes), (0.0, 0));
+    assert_eq!(sup.stats_all().await[0].1.memory_bytes, 0);
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ use zist_core::{
 };
 
 mod auth;
+pub mod net;
 
 pub use auth::BearerAuthLayer;
 
@@ -492,116 +493,25 @@ pub async fn serve(
         .set_http_middleware(tower::ServiceBuilder::new().layer(gate))
         .to_service_builder();
     let methods: Methods = module.into();
-    let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let (stop, handle) = stop_channel();
-    let places = Arc::new(tokio::sync::Semaphore::new(
-        options.max_connections as usize,
-    ));
-    tokio::spawn(async move {
-        loop {
-            let socket = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => socket,
-                    Err(e) => {
-                        // Out of descriptors, most likely: wait rather than spin.
-                        tracing::warn!("cannot accept a JSON-RPC connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stop.clone().shutdown() => break,
-            };
-            let Ok(place) = places.clone().try_acquire_owned() else {
-                continue; // over the limit: the socket closes here
-            };
-            let service = services.clone().build(methods.clone(), stop.clone());
-            let stopped = stop.clone().shutdown();
-            let header_timeout = options.request_timeout;
-            let idle_limit = options.websocket_idle.max(options.request_timeout);
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _place = place;
-                let _ = socket.set_nodelay(true);
-                // A client that connects and says nothing is dropped.
-                if !matches!(
-                    tokio::time::timeout(header_timeout, socket.readable()).await,
-                    Ok(Ok(()))
-                ) {
-                    return;
-                }
-                match tls {
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(header_timeout, acceptor.accept(socket)).await;
-                        match handshake {
-                            Ok(Ok(stream)) => {
-                                serve_connection(
-                                    stream,
-                                    service,
-                                    stopped,
-                                    header_timeout,
-                                    idle_limit,
-                                )
-                                .await
-                            }
-                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                            Err(_) => tracing::debug!("TLS handshake timed out"),
-                        }
-                    }
-                    None => {
-                        serve_connection(socket, service, stopped, header_timeout, idle_limit).await
-                    }
-                }
-            });
-        }
+    let limits = net::Limits {
+        max_connections: options.max_connections as usize,
+        request_timeout: options.request_timeout,
+        // Nor may an open connection stay silent for long: an idle
+        // keep-alive is dropped, and a WebSocket stays because the pongs to
+        // the server's pings are reads.
+        read_idle: Some(options.websocket_idle.max(options.request_timeout)),
+        write_stall: None,
+        tls: options.tls.clone(),
+    };
+    let make_service = {
+        let stop = stop.clone();
+        move || services.clone().build(methods.clone(), stop.clone())
+    };
+    net::accept_loop(listener, limits, make_service, move || {
+        stop.clone().shutdown()
     });
     Ok((bound, handle))
-}
-
-/// Serves one connection (plain or TLS) until it ends or the server stops.
-async fn serve_connection<I, S>(
-    io: I,
-    service: S,
-    stopped: impl std::future::Future<Output = ()>,
-    header_timeout: Duration,
-    idle_limit: Duration,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = jsonrpsee::server::HttpResponse,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<jsonrpsee::core::BoxError>,
-{
-    // Nor may an open connection stay silent for long: an idle keep-alive
-    // is dropped, and a WebSocket stays because the pongs to the server's
-    // pings are reads.
-    let mut io = tokio_io_timeout::TimeoutStream::new(io);
-    io.set_read_timeout(Some(idle_limit));
-    // HTTP/1.1 only (WebSocket is an upgrade of it): the header timeout then
-    // covers a connection from its first byte.
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(
-            hyper_util::rt::TokioIo::new(Box::pin(io)),
-            hyper_util::service::TowerToHyperService::new(service),
-        )
-        .with_upgrades();
-    tokio::pin!(connection, stopped);
-    let result = match futures_util::future::select(connection, stopped).await {
-        futures_util::future::Either::Left((result, _)) => result,
-        futures_util::future::Either::Right((_, mut connection)) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!("JSON-RPC connection ended: {e}");
-    }
 }
 
 /// A TLS config from PEM files; the error says which file and what is wrong.

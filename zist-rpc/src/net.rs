@@ -1,0 +1,156 @@
+//! The accept loop zistd's servers share: connection cap, timeouts for
+//! silent, trickling and stalled clients, and TLS, around any hyper service.
+//!
+//! JSON-RPC ([`crate::serve`]) and the HTTP API (zist-http) both run on it,
+//! so a limit learned on one protects the other.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+/// How a server treats its connections.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most connections at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// How long a client may stay silent after connecting, take for the TLS
+    /// handshake, and take to send a request's headers (also the limit for
+    /// an idle keep-alive connection to send its next request).
+    pub request_timeout: Duration,
+    /// A connection whose reads wait longer than this is closed; `None`
+    /// leaves reads unbounded (server-sent streams read nothing for hours).
+    pub read_idle: Option<Duration>,
+    /// A connection whose writes wait longer than this is closed: a client
+    /// that stops reading a stream is dropped, never buffered for.
+    pub write_stall: Option<Duration>,
+    /// Serve TLS with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Accepts connections on `listener` until `stopped()` resolves, serving
+/// each with the service `make_service()` builds for it (HTTP/1.1 with
+/// upgrades, so WebSockets work). A connection open at the stop finishes its
+/// request and closes.
+pub fn accept_loop<M, S, B, F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    make_service: M,
+    stopped: F,
+) where
+    M: Fn() -> S + Send + 'static,
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let places = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        let stop = stopped();
+        tokio::pin!(stop);
+        loop {
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait rather than spin.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stop => break,
+            };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                continue; // over the limit: the socket closes here
+            };
+            let service = make_service();
+            let stopped = stopped();
+            let limits = limits.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _place = place;
+                let _ = socket.set_nodelay(true);
+                // A client that connects and says nothing is dropped.
+                if !matches!(
+                    tokio::time::timeout(limits.request_timeout, socket.readable()).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+                match tls {
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(limits.request_timeout, acceptor.accept(socket))
+                                .await;
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, service, stopped, &limits).await
+                            }
+                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                    None => serve_connection(socket, service, stopped, &limits).await,
+                }
+            });
+        }
+    });
+}
+
+/// Serves one connection (plain or TLS) until it ends or the server stops.
+async fn serve_connection<I, S, B>(
+    io: I,
+    service: S,
+    stopped: impl Future<Output = ()>,
+    limits: &Limits,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_read_timeout(limits.read_idle);
+    io.set_write_timeout(limits.write_stall);
+    // HTTP/1.1 only (WebSocket is an upgrade of it): the header timeout then
+    // covers a connection from its first byte, and every idle keep-alive.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(Box::pin(io)),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .with_upgrades();
+    tokio::pin!(connection, stopped);
+    let result = match futures_util::future::select(connection, stopped).await {
+        futures_util::future::Either::Left((result, _)) => result,
+        futures_util::future::Either::Right((_, mut connection)) => {
+            connection.as_mut().graceful_shutdown();
+            // A stream (SSE, WebSocket) never ends on its own: bounded.
+            match tokio::time::timeout(limits.request_timeout, connection).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
