@@ -1,14 +1,18 @@
-//! zist's HTTP API over zist-core (SPEC §5): the seed's routes and API v1's JSON routes.
+//! zist's HTTP face over zist-core (SPEC §5): the seed's routes, API v1 with
+//! Server-Sent Events, `/metrics` and the web dashboard.
 //!
-//! Every handler parses its input, calls one [`Supervisor`] method and maps
-//! the result or error. Tokens are compared in constant time and never
-//! logged (no request path is logged: the seed routes carry the token in it).
+//! Every handler parses its input, calls [`Supervisor`] methods and maps the
+//! result or error. Tokens are compared in constant time and never logged
+//! (no request path is logged: the seed routes carry the token in it).
 //!
-//! Not here yet: Server-Sent Events (log follow, events), `/metrics` and the
-//! dashboard.
+//! - [`routes`] is a warp filter for mounting in your own server;
+//! - [`serve`] runs the server zistd runs, on zist-rpc's accept loop
+//!   ([`zist_rpc::net`]): connection cap, header timeout, TLS, and a write
+//!   timeout that drops a client which stops reading a stream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
@@ -16,37 +20,40 @@ use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
-use zist_core::{Error, LogStream, ProcessAction, ProcessInfo, Supervisor};
+use zist_core::{Error, ProcessInfo, Supervisor};
 
-/// The seed's list entry (SPEC §5.1), kept as the seed had it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SeedProcess {
-    /// Whether a process runs (starting, running, stopping or detached).
-    pub isalive: bool,
-    /// The program's name.
-    pub name: String,
-    /// Restarts zist made on its own.
-    pub numrestarts: u32,
-    /// The executable.
-    pub path: String,
-    /// The current pid, 0 when none.
-    pub pid: i32,
-    /// Seconds the current process has been up.
-    pub timealive: u64,
-    /// When it started, RFC 3339, or "" if never.
-    pub timestarted: String,
+mod api;
+mod dashboard;
+mod metrics;
+mod seed;
+
+pub use seed::SeedProcess;
+
+/// How [`serve`] runs.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Most connections at once; more are closed at once.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and an idle
+    /// keep-alive connection to send its next request).
+    pub request_timeout: Duration,
+    /// A client whose socket accepts no bytes for this long (it stopped
+    /// reading a stream) is dropped.
+    pub write_stall: Duration,
+    /// How often an event stream with nothing to say sends a comment line.
+    pub heartbeat: Duration,
+    /// Serve HTTPS with this config (see `zist_rpc::tls_config`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-impl From<&ProcessInfo> for SeedProcess {
-    fn from(info: &ProcessInfo) -> Self {
+impl Default for HttpOptions {
+    fn default() -> Self {
         Self {
-            isalive: info.pid.is_some(),
-            name: info.name.clone(),
-            numrestarts: info.restarts,
-            path: info.path.clone(),
-            pid: info.pid.unwrap_or(0),
-            timealive: info.uptime_secs as u64,
-            timestarted: info.started_at.clone().unwrap_or_default(),
+            max_connections: 1000,
+            request_timeout: Duration::from_secs(10),
+            write_stall: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -77,6 +84,10 @@ fn ok<T: Serialize>(value: &T) -> Response {
     warp::reply::json(value).into_response()
 }
 
+fn not_found(what: impl Into<String>) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", what)
+}
+
 fn forbidden(name: &str) -> Response {
     error(
         StatusCode::FORBIDDEN,
@@ -98,6 +109,7 @@ fn unauthorized() -> Response {
 struct State {
     supervisor: Supervisor,
     token: Arc<[u8]>,
+    heartbeat: Duration,
 }
 
 impl State {
@@ -122,236 +134,96 @@ impl State {
             .into_iter()
             .find(|i| i.pid == Some(pid))
     }
+
+    /// The answer when the HTTP API may not show this program's stats and
+    /// logs (unknown: 404, Web = false: 403); `None` when it may.
+    fn hidden(&self, name: &str) -> Option<Response> {
+        match self.supervisor.info(name) {
+            Err(e) => Some(from_core(e)),
+            Ok(info) if !info.web => Some(forbidden(name)),
+            Ok(_) => None,
+        }
+    }
 }
 
-/// The routes of SPEC §5 implemented so far, for mounting in your own warp server.
+/// A filter that gives the shared state to a handler.
+fn with(
+    state: &State,
+) -> impl Filter<Extract = (State,), Error = std::convert::Infallible> + Clone + use<> {
+    let state = state.clone();
+    warp::any().map(move || state.clone())
+}
+
+/// A filter that passes the shared state on when the request carries the
+/// bearer token, and `None` otherwise (the handler answers [`unauthorized`]).
+fn authorized(
+    state: &State,
+) -> impl Filter<Extract = (Option<State>,), Error = warp::Rejection> + Clone + use<> {
+    with(state)
+        .and(warp::header::optional::<String>("authorization"))
+        .map(|state: State, auth: Option<String>| state.bearer_ok(auth.as_deref()).then_some(state))
+}
+
+/// Every route of SPEC §5, for mounting in your own warp server. Whatever
+/// none of them takes is rejected (warp's 404), so yours can follow.
 pub fn routes(
     supervisor: Supervisor,
     token: &str,
+    options: &HttpOptions,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
     let state = State {
         supervisor,
         token: token.as_bytes().into(),
+        heartbeat: options.heartbeat,
     };
-    let with = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
-    let bearer = warp::header::optional::<String>("authorization");
-    let lines = warp::query::<std::collections::HashMap<String, String>>();
-
-    let v1 = warp::path!("api" / "v1" / "processes" / ..);
-    let list = v1
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(with.clone())
-        .and(bearer)
-        .then(|state: State, auth: Option<String>| async move {
-            if !state.bearer_ok(auth.as_deref()) {
-                return unauthorized();
-            }
-            ok(&state.supervisor.list())
-        });
-    let info = v1
-        .and(warp::path!(String))
-        .and(warp::get())
-        .and(with.clone())
-        .and(bearer)
-        .then(
-            |name: String, state: State, auth: Option<String>| async move {
-                if !state.bearer_ok(auth.as_deref()) {
-                    return unauthorized();
-                }
-                state
-                    .supervisor
-                    .info(&name)
-                    .map_or_else(from_core, |i| ok(&i))
-            },
-        );
-    let action = v1
-        .and(warp::path!(String / String))
-        .and(warp::post())
-        .and(with.clone())
-        .and(bearer)
-        .then(
-            |name: String, action: String, state: State, auth: Option<String>| async move {
-                if !state.bearer_ok(auth.as_deref()) {
-                    return unauthorized();
-                }
-                let action: ProcessAction = match action.parse() {
-                    Ok(action) => action,
-                    Err(e) => return error(StatusCode::NOT_FOUND, "not_found", e),
-                };
-                state
-                    .supervisor
-                    .apply(&name, action)
-                    .await
-                    .map_or_else(from_core, |i| ok(&i))
-            },
-        );
-    let stats = v1
-        .and(warp::path!(String / "stats"))
-        .and(warp::get())
-        .and(with.clone())
-        .and(bearer)
-        .then(
-            |name: String, state: State, auth: Option<String>| async move {
-                if !state.bearer_ok(auth.as_deref()) {
-                    return unauthorized();
-                }
-                match state.supervisor.info(&name) {
-                    Err(e) => from_core(e),
-                    Ok(info) if !info.web => forbidden(&name),
-                    Ok(_) => state
-                        .supervisor
-                        .stats(&name)
-                        .await
-                        .map_or_else(from_core, |s| ok(&s)),
-                }
-            },
-        );
-    let logs = v1
-        .and(warp::path!(String / "logs" / String))
-        .and(warp::get())
-        .and(lines)
-        .and(with.clone())
-        .and(bearer)
-        .then(
-            |name: String,
-             stream: String,
-             query: std::collections::HashMap<String, String>,
-             state: State,
-             auth: Option<String>| async move {
-                if !state.bearer_ok(auth.as_deref()) {
-                    return unauthorized();
-                }
-                let stream: LogStream = match stream.parse() {
-                    Ok(s) => s,
-                    Err(e) => return error(StatusCode::NOT_FOUND, "not_found", e),
-                };
-                let lines = match query.get("lines").map(|n| n.parse::<usize>()) {
-                    None => 100,
-                    Some(Ok(n)) => n,
-                    Some(Err(_)) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "invalid",
-                            "`lines` must be a whole number",
-                        );
-                    }
-                };
-                if query.contains_key("follow") {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid",
-                        "follow=true (Server-Sent Events) is not available yet",
-                    );
-                }
-                match state.supervisor.info(&name) {
-                    Err(e) => from_core(e),
-                    Ok(info) if !info.web => forbidden(&name),
-                    Ok(_) => state
-                        .supervisor
-                        .logs(&name, stream, lines)
-                        .map_or_else(from_core, |l| ok(&l)),
-                }
-            },
-        );
-
-    let get_or_post = warp::get().or(warp::post()).unify();
-    let seed_list = warp::path!(String).and(get_or_post).and(with.clone()).then(
-        |token: String, state: State| async move {
-            if !state.token_is(token.as_bytes()) {
-                return unauthorized();
-            }
-            let list: Vec<SeedProcess> = state
-                .supervisor
-                .list()
-                .iter()
-                .map(SeedProcess::from)
-                .collect();
-            ok(&list)
-        },
-    );
-    let seed_action = warp::path!(String / String / String)
-        .and(get_or_post)
-        .and(with)
-        .then(
-            |token: String, key: String, action: String, state: State| async move {
-                if !state.token_is(token.as_bytes()) {
-                    return unauthorized();
-                }
-                let Some(info) = state.find(&key) else {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("no program with name or pid `{key}`"),
-                    );
-                };
-                let name = info.name.clone();
-                let sup = &state.supervisor;
-                let act = match action.as_str() {
-                    "stats" | "stdout" | "stderr" if !info.web => return forbidden(&name),
-                    "stats" => {
-                        return match sup.stats(&name).await {
-                            Ok(s) => ok(&json!({
-                                "cpu": format!("{:.1}", s.cpu_percent),
-                                "mem": format!("{:.1}", s.memory_percent),
-                            })),
-                            Err(e) => from_core(e),
-                        };
-                    }
-                    "stdout" | "stderr" => {
-                        let stream: LogStream = action.parse().unwrap_or(LogStream::Stdout);
-                        return sup
-                            .logs(&name, stream, 100)
-                            .map_or_else(from_core, |l| ok(&l));
-                    }
-                    // The seed's `kill` is a stop.
-                    "kill" => ProcessAction::Stop,
-                    other => match other.parse() {
-                        Ok(action) => action,
-                        Err(_) => {
-                            return error(
-                                StatusCode::NOT_FOUND,
-                                "not_found",
-                                format!("no seed route `{other}`"),
-                            );
-                        }
-                    },
-                };
-                sup.apply(&name, act)
-                    .await
-                    .map_or_else(from_core, |i| ok(&SeedProcess::from(&i)))
-            },
-        );
-
-    list.or(info)
+    dashboard::routes()
+        .or(api::routes(&state))
         .unify()
-        .or(action)
+        .or(metrics::routes(&state))
         .unify()
-        .or(stats)
-        .unify()
-        .or(logs)
-        .unify()
-        .or(seed_list)
-        .unify()
-        .or(seed_action)
+        .or(seed::routes(&state))
         .unify()
 }
 
-/// Serves [`routes`] on `addr`; returns the bound address. Stops when `stopped` resolves.
+/// Serves [`routes`] on `addr` (any other path is a JSON 404); returns the
+/// bound address. Stops accepting when `stopped` resolves; open connections
+/// finish their request.
 pub async fn serve(
     addr: SocketAddr,
     token: &str,
     supervisor: Supervisor,
+    options: HttpOptions,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let not_found = warp::any().map(|| error(StatusCode::NOT_FOUND, "not_found", "no such route"));
-    // Whatever no route takes is a JSON 404.
-    let app = routes(supervisor, token).or(not_found).unify();
-    tokio::spawn(warp::serve(app).incoming(listener).graceful(stopped).run());
+    let no_route = warp::any().map(|| not_found("no such route"));
+    let app = routes(supervisor, token, &options).or(no_route).unify();
+    let service = warp::service(app);
+    let (stop, stop_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stopped.await;
+        let _ = stop.send(true);
+    });
+    let limits = zist_rpc::net::Limits {
+        max_connections: options.max_connections,
+        request_timeout: options.request_timeout,
+        // Event streams read nothing for hours; idle keep-alives end by
+        // the header timeout instead.
+        read_idle: None,
+        write_stall: Some(options.write_stall),
+        tls: options.tls,
+    };
+    zist_rpc::net::accept_loop(
+        listener,
+        limits,
+        move || service.clone(),
+        move || {
+            let mut seen = stop_seen.clone();
+            async move {
+                let _ = seen.wait_for(|stopped| *stopped).await;
+            }
+        },
+    );
     Ok(bound)
 }

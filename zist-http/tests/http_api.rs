@@ -1,85 +1,11 @@
 //! The seed routes and API v1: auth, lookups by name and pid, Web = false, errors.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use zist_core::{ProcessState, ProgramName, ProgramSpec, Supervisor, SupervisorOptions};
+use zist_core::ProcessState;
 
-const TOKEN: &str = "http-test-token";
-
-struct Rig {
-    addr: SocketAddr,
-    sup: Supervisor,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sup = Supervisor::new(SupervisorOptions {
-            log_dir: dir.path().join("logs"),
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let addr = zist_http::serve("127.0.0.1:0".parse().unwrap(), TOKEN, sup.clone(), async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-        Self {
-            addr,
-            sup,
-            _stop: stop,
-            _dir: dir,
-        }
-    }
-
-    async fn add(&self, name: &str, script: &str, web: bool) {
-        let mut spec =
-            ProgramSpec::new(ProgramName::new(name).unwrap(), "/bin/sh").args(["-c", script]);
-        spec.web = web;
-        spec.start_secs = Duration::from_millis(50);
-        self.sup.register(spec).await.unwrap();
-    }
-
-    /// (status, JSON body) of a request, bounded in time.
-    async fn call(&self, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
-        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
-        let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        tokio::task::spawn_blocking(move || {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).unwrap();
-            let text = String::from_utf8_lossy(&response).into_owned();
-            let status = text[9..12].parse().unwrap();
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
-                (Some(a), Some(b)) if b >= a => &body[a..=b],
-                _ => "null",
-            };
-            (status, serde_json::from_str(body).unwrap_or(Value::Null))
-        })
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for info in self.sup.list() {
-            if let Some(pid) = info.pid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
+use crate::support::{Rig, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_routes_work_as_the_seed_had_them() {

@@ -1,3 +1,5 @@
 //! zist-http against a real server on 127.0.0.1 with real processes.
 
 mod http_api;
+mod streams;
+mod support;

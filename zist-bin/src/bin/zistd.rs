@@ -333,6 +333,7 @@ async fn serve_daemon(
     let token = config.daemon.token.clone().unwrap_or_default();
     let module = rpc_module(supervisor.clone(), daemon);
     let rpc_addr = SocketAddr::new(bind, config.daemon.rpc_port);
+    let http_tls = tls.clone();
     let options = ServeOptions {
         tls,
         ..ServeOptions::default()
@@ -344,28 +345,26 @@ async fn serve_daemon(
             return fail(&format!("cannot listen for JSON-RPC on {rpc_addr}: {e}"));
         }
     };
-    // The HTTP API (SPEC §5) when Web = true; over https it waits for its
-    // TLS loop rather than serve plain HTTP.
+    // The HTTP API (SPEC §5) when Web = true, over the same protocol.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_bound = match (config.daemon.web, config.daemon.protocol) {
-        (false, _) => None,
-        (true, Protocol::Https) => {
-            tracing::warn!("the HTTP API is not served over https yet; JSON-RPC is");
-            None
-        }
-        (true, Protocol::Http) => {
-            let http_addr = SocketAddr::new(bind, config.daemon.http_port);
-            let stopped = async {
-                let _ = http_stopped.await;
-            };
-            match zist_http::serve(http_addr, &token, supervisor.clone(), stopped).await {
-                Ok(bound) => Some(bound),
-                Err(e) => {
-                    supervisor.shutdown(ShutdownMode::Stop).await;
-                    return fail(&format!("cannot listen for HTTP on {http_addr}: {e}"));
-                }
+    let http_bound = if config.daemon.web {
+        let http_addr = SocketAddr::new(bind, config.daemon.http_port);
+        let stopped = async {
+            let _ = http_stopped.await;
+        };
+        let options = zist_http::HttpOptions {
+            tls: http_tls,
+            ..zist_http::HttpOptions::default()
+        };
+        match zist_http::serve(http_addr, &token, supervisor.clone(), options, stopped).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                supervisor.shutdown(ShutdownMode::Stop).await;
+                return fail(&format!("cannot listen for HTTP on {http_addr}: {e}"));
             }
         }
+    } else {
+        None
     };
     tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
     {

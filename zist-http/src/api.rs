@@ -1,0 +1,247 @@
+//! API v1 (SPEC §5.2): JSON routes with a bearer token, and Server-Sent
+//! Events for log follow and state changes.
+//!
+//! Streams never buffer per client: a follower reads zist-core's shared ring
+//! (a slow one gets a `gap` event with the number of skipped items, the
+//! program never waits), and a client that stops reading altogether is
+//! dropped by the server's write timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+
+use futures_util::{Stream, StreamExt};
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::sse::Event;
+use warp::{Filter, Rejection, Reply};
+use zist_core::{Feed, LogStream, ProcessAction};
+
+use crate::{State, authorized, error, from_core, not_found, ok, unauthorized};
+
+type Query = HashMap<String, String>;
+
+/// Every API v1 route.
+pub(crate) fn routes(
+    state: &State,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
+    let v1 = warp::path!("api" / "v1" / ..);
+    let processes = v1.and(warp::path("processes"));
+    let list = processes
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(authorized(state))
+        .then(|state: Option<State>| async move {
+            match state {
+                Some(state) => ok(&state.supervisor.list()),
+                None => unauthorized(),
+            }
+        });
+    let info = processes
+        .and(warp::path!(String))
+        .and(warp::get())
+        .and(authorized(state))
+        .then(|name: String, state: Option<State>| async move {
+            match state {
+                Some(state) => state
+                    .supervisor
+                    .info(&name)
+                    .map_or_else(from_core, |i| ok(&i)),
+                None => unauthorized(),
+            }
+        });
+    let action = processes
+        .and(warp::path!(String / String))
+        .and(warp::post())
+        .and(authorized(state))
+        .then(
+            |name: String, action: String, state: Option<State>| async move {
+                let state = match state {
+                    Some(state) => state,
+                    None => return unauthorized(),
+                };
+                let action: ProcessAction = match action.parse() {
+                    Ok(action) => action,
+                    Err(e) => return not_found(e),
+                };
+                state
+                    .supervisor
+                    .apply(&name, action)
+                    .await
+                    .map_or_else(from_core, |i| ok(&i))
+            },
+        );
+    let stats = processes
+        .and(warp::path!(String / "stats"))
+        .and(warp::get())
+        .and(authorized(state))
+        .then(|name: String, state: Option<State>| async move {
+            let state = match state {
+                Some(state) => state,
+                None => return unauthorized(),
+            };
+            if let Some(denied) = state.hidden(&name) {
+                return denied;
+            }
+            state
+                .supervisor
+                .stats(&name)
+                .await
+                .map_or_else(from_core, |s| ok(&s))
+        });
+    let logs = processes
+        .and(warp::path!(String / "logs" / String))
+        .and(warp::get())
+        .and(warp::query::<Query>())
+        .and(authorized(state))
+        .then(
+            |name: String, stream: String, query: Query, state: Option<State>| async move {
+                match state {
+                    Some(state) => logs(&state, &name, &stream, &query),
+                    None => unauthorized(),
+                }
+            },
+        );
+    let all_stats = v1
+        .and(warp::path!("stats"))
+        .and(warp::get())
+        .and(authorized(state))
+        .then(|state: Option<State>| async move {
+            match state {
+                Some(state) => all_stats(&state).await,
+                None => unauthorized(),
+            }
+        });
+    let events = v1
+        .and(warp::path!("events"))
+        .and(warp::get())
+        .and(authorized(state))
+        .map(|state: Option<State>| match state {
+            Some(state) => events(&state),
+            None => unauthorized(),
+        });
+    list.or(info)
+        .unify()
+        .or(action)
+        .unify()
+        .or(stats)
+        .unify()
+        .or(logs)
+        .unify()
+        .or(all_stats)
+        .unify()
+        .or(events)
+        .unify()
+}
+
+/// `logs/{stream}?lines=N` (JSON) or `?follow=true[&lines=N]` (SSE: the last
+/// N lines, 0 unless given, then every new one).
+fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
+    let stream: LogStream = match stream.parse() {
+        Ok(s) => s,
+        Err(e) => return not_found(e),
+    };
+    let follow = match query.get("follow").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("`follow` must be true or false, not `{other}`"),
+            );
+        }
+    };
+    let lines = match query.get("lines").map(|n| n.parse::<usize>()) {
+        None if follow => 0,
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "`lines` must be a whole number",
+            );
+        }
+    };
+    if let Some(denied) = state.hidden(name) {
+        return denied;
+    }
+    let sup = &state.supervisor;
+    if !follow {
+        return sup
+            .logs(name, stream, lines)
+            .map_or_else(from_core, |l| ok(&l));
+    }
+    // Subscribe before taking the tail: a line written in between may come
+    // twice, but none is missed.
+    let feed = match sup.follow(name, stream) {
+        Ok(feed) => feed,
+        Err(e) => return from_core(e),
+    };
+    let backlog = if lines > 0 {
+        sup.logs(name, stream, lines).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let backlog = futures_util::stream::iter(backlog.into_iter().map(Feed::Item));
+    sse(
+        state,
+        backlog.chain(feed).map(|item| match item {
+            Feed::Item(line) => Event::default().data(json_string(&line)),
+            Feed::Gap(n) => gap(n),
+        }),
+    )
+}
+
+/// Every state change, as `data: <event JSON>`.
+fn events(state: &State) -> Response {
+    let feed = state.supervisor.events().map(|item| match item {
+        Feed::Item(event) => {
+            Event::default().data(serde_json::to_string(&event).unwrap_or_default())
+        }
+        Feed::Gap(n) => gap(n),
+    });
+    sse(state, feed)
+}
+
+/// `GET /api/v1/stats`: CPU and memory of every program with Web = true,
+/// by name, from one scan (what the dashboard polls).
+async fn all_stats(state: &State) -> Response {
+    let shown: std::collections::HashSet<String> = state
+        .supervisor
+        .list()
+        .into_iter()
+        .filter(|i| i.web)
+        .map(|i| i.name)
+        .collect();
+    let stats: BTreeMap<String, zist_core::ProcessStats> = state
+        .supervisor
+        .stats_all()
+        .await
+        .into_iter()
+        .filter(|(name, _)| shown.contains(name))
+        .collect();
+    ok(&stats)
+}
+
+/// `event: gap` with the number of items the client missed.
+fn gap(n: u64) -> Event {
+    Event::default()
+        .event("gap")
+        .data(json!({ "skipped": n }).to_string())
+}
+
+/// A JSON string: a log line with `\r` or control bytes stays one SSE line.
+fn json_string(line: &str) -> String {
+    serde_json::to_string(line).unwrap_or_default()
+}
+
+fn sse(state: &State, events: impl Stream<Item = Event> + Send + 'static) -> Response {
+    let events = events.map(Ok::<_, Infallible>);
+    let events = warp::sse::keep_alive()
+        .interval(state.heartbeat)
+        .stream(events);
+    let events = futures_util::TryStreamExt::into_stream(events);
+    warp::sse::reply(sync_wrapper::SyncStream::new(events)).into_response()
+}

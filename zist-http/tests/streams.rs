@@ -1,0 +1,246 @@
+//! Server-Sent Events (log follow, state changes) and /metrics.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use zist_core::LogStream;
+use zist_http::HttpOptions;
+
+use crate::support::{Rig, Said, TOKEN};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn number(data: &str) -> u64 {
+    let line: String = serde_json::from_str(data).unwrap();
+    line.trim_start_matches("line ").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_follow_sends_the_tail_then_every_new_line_with_heartbeats() {
+    let rig = Rig::with(HttpOptions {
+        heartbeat: Duration::from_millis(200),
+        ..HttpOptions::default()
+    })
+    .await;
+    rig.add(
+        "counter",
+        "i=0; while :; do i=$((i+1)); echo \"line $i\"; sleep 0.02; done",
+        true,
+    )
+    .await;
+    rig.add("quiet", "sleep 300", true).await;
+    rig.add("hidden", "sleep 300", false).await;
+    // Wait until the tail holds 5 lines.
+    let deadline = Instant::now() + LIMIT;
+    while rig.sup.logs("counter", LogStream::Stdout, 5).unwrap().len() < 5 {
+        assert!(Instant::now() < deadline, "the counter wrote nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (head, mut sse) = rig
+        .sse("/api/v1/processes/counter/logs/stdout?follow=true&lines=3")
+        .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    // Three old lines, then new ones: consecutive, none missed (the line
+    // written while subscribing may come twice).
+    let mut previous = None;
+    for _ in 0..40 {
+        let (name, data) = sse.event(LIMIT).await.expect("the stream ended");
+        assert_eq!(name, "message");
+        let n = number(&data);
+        if let Some(p) = previous {
+            assert!(n == p + 1 || n == p, "after line {p} came line {n}");
+        }
+        previous = Some(n);
+    }
+
+    // A program that says nothing still gets heartbeats.
+    let (_, mut quiet) = rig
+        .sse("/api/v1/processes/quiet/logs/stderr?follow=true")
+        .await;
+    assert_eq!(quiet.next(LIMIT).await, Some(Said::Comment));
+    assert_eq!(quiet.next(LIMIT).await, Some(Said::Comment));
+
+    // The errors of the JSON routes hold for streams too.
+    let hidden = rig
+        .raw(
+            "GET",
+            "/api/v1/processes/hidden/logs/stdout?follow=true",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(hidden.0, 403);
+    let unknown = rig
+        .raw(
+            "GET",
+            "/api/v1/processes/nope/logs/stdout?follow=true",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(unknown.0, 404);
+    let anonymous = rig
+        .raw(
+            "GET",
+            "/api/v1/processes/counter/logs/stdout?follow=true",
+            None,
+        )
+        .await;
+    assert_eq!(anonymous.0, 401);
+    let bad = rig
+        .raw(
+            "GET",
+            "/api/v1/processes/counter/logs/stdout?follow=maybe",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(bad.0, 400, "{}", bad.2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_state_changes_as_they_happen() {
+    let rig = Rig::new().await;
+    rig.add("svc", "sleep 300", true).await;
+    assert_eq!(rig.raw("GET", "/api/v1/events", None).await.0, 401);
+    let (head, mut sse) = rig.sse("/api/v1/events").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, _) = rig
+        .call("POST", "/api/v1/processes/svc/stop", Some(TOKEN))
+        .await;
+    assert_eq!(status, 200);
+    let mut seen = Vec::new();
+    while !seen.contains(&"stopped".to_owned()) {
+        let (name, data) = sse.event(LIMIT).await.expect("the stream ended");
+        assert_eq!(name, "message");
+        let event: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(event["name"], "svc", "{event}");
+        assert!(event["at"].is_string(), "{event}");
+        seen.push(event["to"].as_str().unwrap().to_owned());
+    }
+    assert!(seen.contains(&"stopping".to_owned()), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
+    let rig = Rig::with(HttpOptions {
+        write_stall: Duration::from_millis(500),
+        ..HttpOptions::default()
+    })
+    .await;
+    // About 100 MB/s of lines: far more than any socket buffer holds.
+    rig.add(
+        "chatty",
+        "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'",
+        true,
+    )
+    .await;
+    let (head, mut sse) = rig
+        .sse("/api/v1/processes/chatty/logs/stdout?follow=true")
+        .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let written = || {
+        rig.sup
+            .log_health("chatty", LogStream::Stdout)
+            .unwrap()
+            .bytes_written
+    };
+    // The client reads nothing for 2 s; the program writes on regardless.
+    let before = written();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = written() - before;
+    assert!(
+        during > 10_000_000,
+        "the program was slowed: {during} bytes in 2 s"
+    );
+    // Then it finds the server has hung up: what is left in the socket
+    // buffers, then the end, well before the stream would end on its own.
+    let mut sink = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, sse.reader.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept a client that stopped reading"),
+        }
+    }
+    assert_eq!(rig.sup.info("chatty").unwrap().state.as_str(), "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_with_a_gauge_per_program() {
+    let rig = Rig::new().await;
+    rig.add("web", "sleep 300", true).await;
+    rig.add("private", "sleep 300", false).await;
+    let deadline = Instant::now() + LIMIT;
+    while rig.sup.list().iter().any(|i| i.state.as_str() != "running") {
+        assert!(Instant::now() < deadline, "{:?}", rig.sup.list());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.raw("GET", "/metrics", None).await.0, 401);
+    let (status, head, body) = rig.raw("GET", "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text")
+    );
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("not Prometheus text");
+    let value = |metric: &str, name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("name") == Some(name))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("{metric} is no gauge"),
+            })
+    };
+    let info = rig.sup.info("web").unwrap();
+    assert_eq!(
+        value("zist_process_pid", "web"),
+        Some(f64::from(info.pid.unwrap()))
+    );
+    assert_eq!(value("zist_process_restarts", "web"), Some(0.0));
+    assert!(value("zist_process_uptime_seconds", "web").unwrap() >= 0.0);
+    assert!(value("zist_process_memory_bytes", "web").unwrap() > 0.0);
+    assert!(value("zist_process_cpu_percent", "web").unwrap() >= 0.0);
+    // Web = false: state, yes; CPU and memory, no.
+    assert!(value("zist_process_pid", "private").unwrap() > 0.0);
+    assert_eq!(value("zist_process_memory_bytes", "private"), None);
+    assert_eq!(value("zist_process_cpu_percent", "private"), None);
+    let state = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "zist_process_state" && s.labels.get("name") == Some("web"))
+        .unwrap();
+    assert_eq!(state.labels.get("state"), Some("running"));
+    // zistd's own figures.
+    let own = |metric: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .unwrap_or_else(|| panic!("no {metric} in\n{body}"))
+    };
+    for metric in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "zist_programs",
+        "zist_uptime_seconds",
+    ] {
+        own(metric);
+    }
+    assert_eq!(
+        own("zist_programs").value,
+        prometheus_parse::Value::Gauge(2.0)
+    );
+}
