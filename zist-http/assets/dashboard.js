@@ -1,0 +1,446 @@
+// zist's dashboard: lists programs from API v1, follows state changes and
+// logs as Server-Sent Events read with fetch (EventSource cannot send the
+// token), polls CPU and memory, and keeps the token in sessionStorage only.
+"use strict";
+
+const TOKEN_KEY = "zist-token";
+const HISTORY = 150;          // points kept per program: 5 minutes at 2 s
+const STATS_EVERY = 2000;     // ms between CPU/memory polls
+const LOG_LINES = 2000;       // lines kept in the log view
+const LIVE = new Set(["starting", "running", "stopping"]);
+
+const $ = (id) => document.getElementById(id);
+const programs = new Map();   // name -> { info, row, cells, cpu: [], mem: [], visible }
+let token = sessionStorage.getItem(TOKEN_KEY);
+let eventsAbort = null;
+let logsAbort = null;
+let logsName = null;
+let listTimer = null;
+let statsTimer = null;
+
+// ---- talking to zistd -------------------------------------------------
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${token}`, ...(options.headers || {}) },
+  });
+  if (response.status === 401) {
+    throw new Unauthorized("the token was refused");
+  }
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      if (body && body.error) message = body.error.message;
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+// Reads a text/event-stream response; calls onEvent(name, data) per event.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let name = "message";
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + (buffer.startsWith("\r\n", end) ? 2 : 1));
+      if (line === "") {
+        if (data.length) onEvent(name, data.join("\n"));
+        name = "message";
+        data = [];
+      } else if (line.startsWith(":")) {
+        // heartbeat
+      } else {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let val = colon < 0 ? "" : line.slice(colon + 1);
+        if (val.startsWith(" ")) val = val.slice(1);
+        if (field === "event") name = val;
+        else if (field === "data") data.push(val);
+      }
+    }
+  }
+}
+
+// ---- formatting -------------------------------------------------------
+
+function duration(seconds) {
+  seconds = Math.floor(seconds);
+  if (seconds < 60) return `${seconds}s`;
+  const m = Math.floor(seconds / 60) % 60, h = Math.floor(seconds / 3600) % 24, d = Math.floor(seconds / 86400);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  return `${m}m ${seconds % 60}s`;
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function set(cell, text) {
+  if (cell.textContent !== text) cell.textContent = text;
+}
+
+function showError(message) {
+  const status = $("status");
+  status.textContent = message;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { status.textContent = ""; }, 6000);
+}
+
+// ---- the table --------------------------------------------------------
+
+const observer = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const p = programs.get(entry.target.dataset.name);
+    if (!p) continue;
+    p.visible = entry.isIntersecting;
+    if (p.visible) drawChart(p);
+  }
+});
+
+function cell(row, className) {
+  const td = document.createElement("td");
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function makeRow(info) {
+  const row = document.createElement("tr");
+  row.dataset.name = info.name;
+  const nameCell = cell(row);
+  const nameButton = document.createElement("button");
+  nameButton.type = "button";
+  nameButton.className = "name";
+  nameButton.textContent = info.name;
+  nameButton.title = "Show the live log";
+  nameButton.addEventListener("click", () => openLogs(info.name));
+  nameCell.appendChild(nameButton);
+  const cells = {
+    state: cell(row, "state"),
+    pid: cell(row, "num pid"),
+    uptime: cell(row, "num uptime"),
+    restarts: cell(row, "num restarts"),
+    cpu: cell(row, "num cpu"),
+    mem: cell(row, "num mem"),
+  };
+  const canvas = document.createElement("canvas");
+  canvas.className = "spark";
+  canvas.width = 120;
+  canvas.height = 24;
+  cell(row).appendChild(canvas);
+  cells.chart = canvas;
+  const actions = cell(row, "actions");
+  cells.buttons = {};
+  for (const action of ["start", "stop", "restart", "detach"]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.action = action;
+    button.textContent = action;
+    button.addEventListener("click", () => act(info.name, action, button));
+    actions.appendChild(button);
+    cells.buttons[action] = button;
+  }
+  return { row, cells };
+}
+
+function render(p) {
+  const { info, cells } = p;
+  const live = LIVE.has(info.state);
+  set(cells.state, info.state);
+  cells.state.className = `state state-${info.state}`;
+  cells.state.title = info.error || (info.exit_signal ? `killed by ${info.exit_signal}` :
+    info.exit_code != null ? `exit code ${info.exit_code}` : "");
+  set(cells.pid, info.pid == null ? "" : String(info.pid));
+  set(cells.restarts, String(info.restarts));
+  set(cells.uptime, live && p.since ? duration((Date.now() - p.since) / 1000) : "");
+  if (!info.web) { set(cells.cpu, "hidden"); set(cells.mem, "hidden"); }
+  cells.buttons.start.disabled = live || info.state === "detached";
+  cells.buttons.stop.disabled = !live;
+  cells.buttons.restart.disabled = info.state === "detached";
+  cells.buttons.detach.disabled = !live;
+}
+
+function upsert(info) {
+  let p = programs.get(info.name);
+  if (!p) {
+    p = { info, cpu: [], mem: [], visible: false, ...makeRow(info) };
+    programs.set(info.name, p);
+  }
+  p.info = info;
+  // Uptime counts from the browser's clock, so skew with the server's does not show.
+  p.since = LIVE.has(info.state) ? Date.now() - info.uptime_secs * 1000 : null;
+  render(p);
+  return p;
+}
+
+async function loadList() {
+  const list = await (await api("/api/v1/processes")).json();
+  const body = document.querySelector("#programs tbody");
+  const names = new Set(list.map((i) => i.name));
+  for (const [name, p] of programs) {
+    if (!names.has(name)) { observer.unobserve(p.row); p.row.remove(); programs.delete(name); }
+  }
+  const fresh = document.createDocumentFragment();
+  for (const info of list) {
+    const known = programs.has(info.name);
+    const p = upsert(info);
+    if (!known) { fresh.appendChild(p.row); observer.observe(p.row); }
+  }
+  body.appendChild(fresh);
+  applyFilter();
+  summarize();
+}
+
+// A burst of events (a restart of everything) refreshes the list once.
+function scheduleList() {
+  if (listTimer) return;
+  listTimer = setTimeout(() => {
+    listTimer = null;
+    loadList().catch(failed);
+  }, 1000);
+}
+
+function summarize() {
+  let running = 0;
+  for (const p of programs.values()) if (p.info.state === "running") running++;
+  set($("summary"), `${programs.size} programs, ${running} running`);
+}
+
+function applyFilter() {
+  const needle = $("filter").value.trim().toLowerCase();
+  for (const [name, p] of programs) {
+    p.row.classList.toggle("hidden", needle !== "" && !name.toLowerCase().includes(needle));
+  }
+}
+
+async function act(name, action, button) {
+  button.disabled = true;
+  try {
+    const info = await (await api(`/api/v1/processes/${encodeURIComponent(name)}/${action}`, { method: "POST" })).json();
+    upsert(info);
+    summarize();
+  } catch (e) {
+    failed(e);
+    render(programs.get(name));
+  }
+}
+
+// ---- live state and stats ---------------------------------------------
+
+async function followEvents() {
+  eventsAbort = new AbortController();
+  for (;;) {
+    try {
+      const response = await api("/api/v1/events", { signal: eventsAbort.signal });
+      await readEvents(response, (name, data) => {
+        if (name === "gap") { scheduleList(); return; }
+        const event = JSON.parse(data);
+        const p = programs.get(event.name);
+        if (!p) { scheduleList(); return; }
+        p.info.state = event.to;
+        p.info.pid = event.pid;
+        if (!LIVE.has(event.to)) {
+          p.since = null;
+        } else if (!LIVE.has(event.from)) {
+          p.since = Date.parse(event.at);
+        }
+        render(p);
+        summarize();
+        scheduleList();
+      });
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      if (e instanceof Unauthorized) { failed(e); return; }
+    }
+    // The stream ended (zistd restarted?): try again shortly.
+    await new Promise((r) => setTimeout(r, 2000));
+    if (!eventsAbort || eventsAbort.signal.aborted) return;
+    loadList().catch(() => {});
+  }
+}
+
+async function pollStats() {
+  try {
+    if (!document.hidden) {
+      const stats = await (await api("/api/v1/stats")).json();
+      for (const [name, s] of Object.entries(stats)) {
+        const p = programs.get(name);
+        if (!p) continue;
+        p.cpu.push(s.cpu_percent);
+        p.mem.push(s.memory_bytes);
+        if (p.cpu.length > HISTORY) { p.cpu.shift(); p.mem.shift(); }
+        set(p.cells.cpu, `${s.cpu_percent.toFixed(1)}%`);
+        set(p.cells.mem, bytes(s.memory_bytes));
+        if (p.visible) drawChart(p);
+      }
+    }
+  } catch (e) {
+    if (e instanceof Unauthorized) { failed(e); return; }
+  }
+  statsTimer = setTimeout(pollStats, STATS_EVERY);
+}
+
+function drawChart(p) {
+  const canvas = p.cells.chart;
+  const g = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  g.clearRect(0, 0, w, h);
+  const n = p.cpu.length;
+  if (n < 2) return;
+  const x = (i) => w - (n - 1 - i) * (w / (HISTORY - 1));
+  const maxMem = Math.max(...p.mem, 1);
+  g.beginPath();
+  g.moveTo(x(0), h);
+  p.mem.forEach((m, i) => g.lineTo(x(i), h - (m / maxMem) * (h - 2)));
+  g.lineTo(x(n - 1), h);
+  g.closePath();
+  g.fillStyle = "rgba(36, 87, 166, 0.18)";
+  g.fill();
+  const maxCpu = Math.max(100, ...p.cpu);
+  g.beginPath();
+  p.cpu.forEach((c, i) => (i ? g.lineTo : g.moveTo).call(g, x(i), h - 1 - (c / maxCpu) * (h - 2)));
+  g.strokeStyle = "#b3261e";
+  g.lineWidth = 1.2;
+  g.stroke();
+}
+
+function tick() {
+  for (const p of programs.values()) {
+    if (p.since) set(p.cells.uptime, duration((Date.now() - p.since) / 1000));
+  }
+}
+
+// ---- the log view -----------------------------------------------------
+
+function stream() {
+  return document.querySelector('input[name="stream"]:checked').value;
+}
+
+function appendLine(pre, text, className) {
+  const line = document.createElement("div");
+  if (className) line.className = className;
+  line.textContent = text;
+  const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.appendChild(line);
+  while (pre.childElementCount > LOG_LINES) pre.firstElementChild.remove();
+  if (atBottom) pre.scrollTop = pre.scrollHeight;
+}
+
+async function openLogs(name) {
+  if (logsAbort) logsAbort.abort();
+  logsName = name;
+  const controller = new AbortController();
+  logsAbort = controller;
+  $("logs").hidden = false;
+  $("logs-title").textContent = `${name} — ${stream()}`;
+  const pre = $("log-lines");
+  pre.replaceChildren();
+  try {
+    const path = `/api/v1/processes/${encodeURIComponent(name)}/logs/${stream()}?follow=true&lines=200`;
+    const response = await api(path, { signal: controller.signal });
+    await readEvents(response, (event, data) => {
+      if (event === "gap") {
+        appendLine(pre, `[zist] ${JSON.parse(data).skipped} lines skipped`, "gap");
+      } else {
+        appendLine(pre, JSON.parse(data));
+      }
+    });
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    appendLine(pre, `[zist] ${e.message}`, "gap");
+  }
+}
+
+function closeLogs() {
+  if (logsAbort) logsAbort.abort();
+  logsAbort = null;
+  logsName = null;
+  $("logs").hidden = true;
+}
+
+// ---- token ------------------------------------------------------------
+
+function failed(e) {
+  if (e instanceof Unauthorized) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    token = null;
+    stopStreams();
+    showLogin("The token was refused.");
+    return;
+  }
+  showError(e.message || String(e));
+}
+
+function stopStreams() {
+  if (eventsAbort) eventsAbort.abort();
+  eventsAbort = null;
+  closeLogs();
+  clearTimeout(statsTimer);
+}
+
+function showLogin(message) {
+  $("app").hidden = true;
+  $("filter").hidden = true;
+  $("forget").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token").focus();
+}
+
+async function openDashboard() {
+  $("login").hidden = true;
+  try {
+    await loadList();
+  } catch (e) {
+    failed(e);
+    return;
+  }
+  $("app").hidden = false;
+  $("filter").hidden = false;
+  $("forget").hidden = false;
+  followEvents();
+  pollStats();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login").addEventListener("submit", (e) => {
+    e.preventDefault();
+    token = $("token").value.trim();
+    $("token").value = "";
+    sessionStorage.setItem(TOKEN_KEY, token);
+    openDashboard();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    token = null;
+    stopStreams();
+    document.querySelector("#programs tbody").replaceChildren();
+    programs.clear();
+    set($("summary"), "");
+    showLogin();
+  });
+  $("filter").addEventListener("input", applyFilter);
+  $("logs-close").addEventListener("click", closeLogs);
+  for (const radio of document.querySelectorAll('input[name="stream"]')) {
+    radio.addEventListener("change", () => { if (logsName) openLogs(logsName); });
+  }
+  setInterval(tick, 1000);
+  if (token) openDashboard(); else showLogin();
+});

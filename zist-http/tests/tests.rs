@@ -1,5 +1,6 @@
 //! zist-http against a real server on 127.0.0.1 with real processes.
 
+mod browser;
 mod http_api;
 mod streams;
 mod support;

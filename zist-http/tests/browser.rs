@@ -1,0 +1,126 @@
+//! The dashboard in a real browser: headless Chromium driven over
+//! chromedriver (Debian's chromium and chromium-driver; `.ci/run` installs them).
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, Locator};
+use zist_core::ProcessState;
+
+use crate::support::{Rig, TOKEN};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The text of the first element `css` selects, once `ready` holds for it.
+async fn wait_text(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + LIMIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if ready(&text) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{css}` never got there; last text: {last:?}");
+}
+
+fn last_tick(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
+    let rig = Rig::new().await;
+    rig.add(
+        "ticker",
+        "i=0; while :; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done",
+        true,
+    )
+    .await;
+    rig.add("svc", "sleep 300", true).await;
+    for i in 0..20 {
+        rig.add(&format!("worker-{i:02}"), "sleep 300", true).await;
+    }
+    let browser = crate::support::Browser::start().await;
+    let client = &browser.client;
+    client
+        .goto(&format!("http://{}/", rig.addr))
+        .await
+        .expect("the page did not load");
+
+    // It asks for the token once.
+    let field = client
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css("#token"))
+        .await
+        .unwrap();
+    field.send_keys(TOKEN).await.unwrap();
+    client
+        .find(Locator::Css("#login button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // It lists the programs, and the states come live.
+    wait_text(client, r#"tr[data-name="svc"] .state"#, |t| t == "running").await;
+    let rows = client
+        .find_all(Locator::Css("#programs tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 22);
+    let pid = rig.sup.info("svc").unwrap().pid.unwrap();
+    wait_text(client, r#"tr[data-name="svc"] .pid"#, |t| {
+        t == pid.to_string()
+    })
+    .await;
+    wait_text(client, r#"tr[data-name="svc"] .mem"#, |t| t.ends_with("iB")).await;
+
+    // Stop: the row follows.
+    client
+        .find(Locator::Css(
+            r#"tr[data-name="svc"] button[data-action="stop"]"#,
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(client, r#"tr[data-name="svc"] .state"#, |t| t == "stopped").await;
+    assert_eq!(rig.sup.info("svc").unwrap().state, ProcessState::Stopped);
+
+    // The live log view: the tail, then new lines as they come.
+    client
+        .find(Locator::Css(r#"tr[data-name="ticker"] button.name"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let first = last_tick(&wait_text(client, "#log-lines", |t| last_tick(t) > 0).await);
+    let later = wait_text(client, "#log-lines", |t| last_tick(t) > first + 2).await;
+    assert!(last_tick(&later) > first + 2);
+
+    // The token is kept for the tab only.
+    let storage = client
+        .execute(
+            "return [sessionStorage.getItem('zist-token'), localStorage.length, document.cookie]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(storage, serde_json::json!([TOKEN, 0, ""]));
+
+    browser.screenshot("dashboard.png").await;
+    browser.close().await;
+}
