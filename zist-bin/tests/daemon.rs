@@ -62,6 +62,8 @@ impl Setup {
 struct Zistd {
     child: Child,
     rpc: String,
+    /// The HTTP API's address, when Web = true.
+    http: Option<String>,
     lines: mpsc::Receiver<String>,
     seen: Vec<i32>,
 }
@@ -88,6 +90,7 @@ impl Zistd {
         let mut this = Self {
             child,
             rpc: String::new(),
+            http: None,
             lines,
             seen: Vec::new(),
         };
@@ -103,6 +106,7 @@ impl Zistd {
             "{ready}"
         );
         this.rpc = json["rpc"].as_str().unwrap().to_owned();
+        this.http = json["http"].as_str().map(str::to_owned);
         assert!(
             this.rpc.starts_with("127.0.0.1:"),
             "not on loopback: {ready}"
@@ -471,6 +475,19 @@ fn the_daemon_log_is_readable_and_never_holds_the_token() {
     assert!(log.stdout.contains("started"), "{log:?}");
     zistd.cl(&["frobnicate"]);
     assert_eq!(zistd.cl(&["log", "clear"]).code, 0);
+    // The seed routes carry the token in the path: good, failing and
+    // unknown requests alike leave no trace of it.
+    let http = zistd.http.clone().expect("Web = true serves the HTTP API");
+    for path in [
+        format!("/{TOKEN}"),
+        format!("/{TOKEN}/p/stats"),
+        format!("/{TOKEN}/nope/kill"),
+        format!("/{TOKEN}/p/frobnicate"),
+        format!("/{TOKEN}x/p/stdout"),
+    ] {
+        let response = plain_get(&http, &path);
+        assert!(response.starts_with("HTTP/1.1 "), "{path}: {response}");
+    }
     kill(Pid::from_raw(zistd.child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
     let file = std::fs::read_to_string(setup.path("logs/zistd.log")).unwrap();
@@ -479,6 +496,12 @@ fn the_daemon_log_is_readable_and_never_holds_the_token() {
         "{file}"
     );
     assert!(!file.contains(TOKEN), "the token reached the daemon log");
+    let printed: Vec<String> = zistd.lines.try_iter().collect();
+    assert!(!printed.is_empty());
+    assert!(
+        !printed.iter().any(|l| l.contains(TOKEN)),
+        "the token reached stdout"
+    );
 }
 
 #[test]
@@ -515,6 +538,55 @@ fn follow_prints_new_lines_live() {
     let _ = follower.wait();
     let n = |l: &str| l.trim_start_matches("tick ").parse::<u64>().unwrap();
     assert_eq!(n(&b), n(&a) + 1);
+}
+
+/// (status, body) of `GET path` with the test token over TLS, trusting only `cacert`.
+fn https_get(addr: &str, path: &str, cacert: &Path) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cacert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), server).unwrap();
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    // A server may close without close_notify; what came before counts.
+    let _ = tls.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// What a server says to a plain-HTTP `GET path` (bounded in time).
+fn plain_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = write!(socket, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = socket.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[test]
@@ -565,6 +637,15 @@ fn https_serves_with_the_configured_certificate_and_refuses_untrusted_ones() {
         plain.code, 3,
         "plain http against https must fail: {plain:?}"
     );
+    // The HTTP API speaks https too, with the same certificate, and never
+    // answers plain HTTP.
+    let http = zistd.http.clone().expect("Web = true serves the HTTP API");
+    let (status, body) = https_get(&http, "/api/v1/processes", &setup.path("cert.pem"));
+    assert_eq!(status, 200, "{body}");
+    let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["name"], "p");
+    let plain = plain_get(&http, "/api/v1/processes");
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
     drop(zistd);
 
     // A missing certificate is a start-up error, never a fallback to http.
