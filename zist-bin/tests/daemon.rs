@@ -572,7 +572,10 @@ fn https_get(addr: &str, path: &str, cacert: &Path) -> (u16, String) {
     let _ = tls.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -583,7 +586,10 @@ fn plain_get(addr: &str, path: &str) -> String {
     socket
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    let _ = write!(socket, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut response = Vec::new();
     let _ = socket.read_to_end(&mut response);
     String::from_utf8_lossy(&response).into_owned()

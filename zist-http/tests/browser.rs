@@ -49,7 +49,7 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     for i in 0..20 {
         rig.add(&format!("worker-{i:02}"), "sleep 300", true).await;
     }
-    let browser = crate::support::Browser::start().await;
+    let browser = zist_benches::browser::Browser::start().await;
     let client = &browser.client;
     client
         .goto(&format!("http://{}/", rig.addr))
@@ -121,6 +121,8 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         .unwrap();
     assert_eq!(storage, serde_json::json!([TOKEN, 0, ""]));
 
-    browser.screenshot("dashboard.png").await;
+    browser
+        .screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"))
+        .await;
     browser.close().await;
 }
