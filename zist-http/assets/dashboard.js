@@ -115,14 +115,17 @@ const observer = new IntersectionObserver((entries) => {
 });
 
 function cell(row, className) {
-  const td = document.createElement("td");
+  const td = document.createElement("div");
+  td.setAttribute("role", "cell");
   if (className) td.className = className;
   row.appendChild(td);
   return td;
 }
 
 function makeRow(info) {
-  const row = document.createElement("tr");
+  const row = document.createElement("div");
+  row.className = "row";
+  row.setAttribute("role", "row");
   row.dataset.name = info.name;
   const nameCell = cell(row);
   const nameButton = document.createElement("button");
@@ -144,7 +147,7 @@ function makeRow(info) {
   canvas.className = "spark";
   canvas.width = 120;
   canvas.height = 24;
-  cell(row).appendChild(canvas);
+  cell(row, "chart").appendChild(canvas);
   cells.chart = canvas;
   const actions = cell(row, "actions");
   cells.buttons = {};
@@ -191,8 +194,11 @@ function upsert(info) {
 }
 
 async function loadList() {
-  const list = await (await api("/api/v1/processes")).json();
-  const body = document.querySelector("#programs tbody");
+  const response = await api("/api/v1/processes");
+  performance.mark("zist:list-fetched");
+  const list = await response.json();
+  performance.mark("zist:list-parsed");
+  const body = $("rows");
   const names = new Set(list.map((i) => i.name));
   for (const [name, p] of programs) {
     if (!names.has(name)) { observer.unobserve(p.row); p.row.remove(); programs.delete(name); }
@@ -203,9 +209,11 @@ async function loadList() {
     const p = upsert(info);
     if (!known) { fresh.appendChild(p.row); observer.observe(p.row); }
   }
+  performance.mark("zist:rows-built");
   body.appendChild(fresh);
   applyFilter();
   summarize();
+  performance.mark("zist:rows-attached");
 }
 
 // A burst of events (a restart of everything) refreshes the list once.
@@ -359,7 +367,7 @@ async function openLogs(name) {
       if (event === "gap") {
         appendLine(pre, `[zist] ${JSON.parse(data).skipped} lines skipped`, "gap");
       } else {
-        appendLine(pre, JSON.parse(data));
+        for (const line of JSON.parse(data)) appendLine(pre, line);
       }
     });
   } catch (e) {
@@ -431,7 +439,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     token = null;
     stopStreams();
-    document.querySelector("#programs tbody").replaceChildren();
+    $("rows").replaceChildren();
     programs.clear();
     set($("summary"), "");
     showLogin();

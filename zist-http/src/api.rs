@@ -17,6 +17,7 @@ use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
 use zist_core::{Feed, LogStream, ProcessAction};
 
+use crate::follow::{Delivery, coalesced};
 use crate::{State, authorized, error, from_core, not_found, ok, unauthorized};
 
 type Query = HashMap<String, String>;
@@ -135,7 +136,8 @@ pub(crate) fn routes(
 }
 
 /// `logs/{stream}?lines=N` (JSON) or `?follow=true[&lines=N]` (SSE: the last
-/// N lines, 0 unless given, then every new one).
+/// N lines, 0 unless given, then every new one). Each event's data is a JSON
+/// array of lines, oldest first: a burst of lines comes as one event.
 fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
     let stream: LogStream = match stream.parse() {
         Ok(s) => s,
@@ -175,28 +177,26 @@ fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
     }
     // Subscribe before taking the tail: a line written in between may come
     // twice, but none is missed.
-    let feed = match sup.follow(name, stream) {
+    let feed = match state.hubs.follow(sup, name, stream) {
         Ok(feed) => feed,
         Err(e) => return from_core(e),
     };
-    let backlog = if lines > 0 {
-        sup.logs(name, stream, lines).unwrap_or_default()
-    } else {
-        Vec::new()
+    let backlog = match lines {
+        0 => Vec::new(),
+        n => sup.logs(name, stream, n).unwrap_or_default(),
     };
-    let backlog = futures_util::stream::iter(backlog.into_iter().map(Feed::Item));
-    sse(
-        state,
-        backlog.chain(feed).map(|item| match item {
-            Feed::Item(line) => Event::default().data(json_string(&line)),
-            Feed::Gap(n) => gap(n),
-        }),
-    )
+    let backlog = (!backlog.is_empty())
+        .then(|| Event::default().data(serde_json::to_string(&backlog).unwrap_or_default()));
+    let feed = feed.map(|delivery| match delivery {
+        Delivery::Lines(batch) => Event::default().data(batch.json.clone()),
+        Delivery::Gap(n) => gap(n),
+    });
+    sse(state, futures_util::stream::iter(backlog).chain(feed))
 }
 
 /// Every state change, as `data: <event JSON>`.
 fn events(state: &State) -> Response {
-    let feed = state.supervisor.events().map(|item| match item {
+    let feed = coalesced(state.supervisor.events()).map(|item| match item {
         Feed::Item(event) => {
             Event::default().data(serde_json::to_string(&event).unwrap_or_default())
         }
@@ -230,11 +230,6 @@ fn gap(n: u64) -> Event {
     Event::default()
         .event("gap")
         .data(json!({ "skipped": n }).to_string())
-}
-
-/// A JSON string: a log line with `\r` or control bytes stays one SSE line.
-fn json_string(line: &str) -> String {
-    serde_json::to_string(line).unwrap_or_default()
 }
 
 fn sse(state: &State, events: impl Stream<Item = Event> + Send + 'static) -> Response {

@@ -24,6 +24,7 @@ use zist_core::{Error, ProcessInfo, Supervisor};
 
 mod api;
 mod dashboard;
+mod follow;
 mod metrics;
 mod seed;
 
@@ -110,6 +111,7 @@ struct State {
     supervisor: Supervisor,
     token: Arc<[u8]>,
     heartbeat: Duration,
+    hubs: follow::Hubs,
 }
 
 impl State {
@@ -175,6 +177,7 @@ pub fn routes(
         supervisor,
         token: token.as_bytes().into(),
         heartbeat: options.heartbeat,
+        hubs: follow::Hubs::default(),
     };
     dashboard::routes()
         .or(api::routes(&state))

@@ -73,35 +73,41 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         .unwrap();
 
     // It lists the programs, and the states come live.
-    wait_text(client, r#"tr[data-name="svc"] .state"#, |t| t == "running").await;
-    let rows = client
-        .find_all(Locator::Css("#programs tbody tr"))
-        .await
-        .unwrap();
+    wait_text(client, r#".row[data-name="svc"] .state"#, |t| {
+        t == "running"
+    })
+    .await;
+    let rows = client.find_all(Locator::Css("#rows .row")).await.unwrap();
     assert_eq!(rows.len(), 22);
     let pid = rig.sup.info("svc").unwrap().pid.unwrap();
-    wait_text(client, r#"tr[data-name="svc"] .pid"#, |t| {
+    wait_text(client, r#".row[data-name="svc"] .pid"#, |t| {
         t == pid.to_string()
     })
     .await;
-    wait_text(client, r#"tr[data-name="svc"] .mem"#, |t| t.ends_with("iB")).await;
+    wait_text(client, r#".row[data-name="svc"] .mem"#, |t| {
+        t.ends_with("iB")
+    })
+    .await;
 
     // Stop: the row follows.
     client
         .find(Locator::Css(
-            r#"tr[data-name="svc"] button[data-action="stop"]"#,
+            r#".row[data-name="svc"] button[data-action="stop"]"#,
         ))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    wait_text(client, r#"tr[data-name="svc"] .state"#, |t| t == "stopped").await;
+    wait_text(client, r#".row[data-name="svc"] .state"#, |t| {
+        t == "stopped"
+    })
+    .await;
     assert_eq!(rig.sup.info("svc").unwrap().state, ProcessState::Stopped);
 
     // The live log view: the tail, then new lines as they come.
     client
-        .find(Locator::Css(r#"tr[data-name="ticker"] button.name"#))
+        .find(Locator::Css(r#".row[data-name="ticker"] button.name"#))
         .await
         .unwrap()
         .click()

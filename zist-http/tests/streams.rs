@@ -11,9 +11,13 @@ use crate::support::{Rig, Said, TOKEN};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn number(data: &str) -> u64 {
-    let line: String = serde_json::from_str(data).unwrap();
-    line.trim_start_matches("line ").parse().unwrap()
+/// The numbers of the `line N` lines in an event's data (a JSON array).
+fn numbers(data: &str) -> Vec<u64> {
+    let lines: Vec<String> = serde_json::from_str(data).unwrap();
+    lines
+        .iter()
+        .map(|l| l.trim_start_matches("line ").parse().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,18 +51,43 @@ async fn log_follow_sends_the_tail_then_every_new_line_with_heartbeats() {
             .contains("content-type: text/event-stream"),
         "{head}"
     );
-    // Three old lines, then new ones: consecutive, none missed (the line
+    // Three old lines, then new ones: consecutive, none missed (a line
     // written while subscribing may come twice).
-    let mut previous = None;
-    for _ in 0..40 {
+    let (_, first) = sse.event(LIMIT).await.expect("the stream ended");
+    assert_eq!(numbers(&first).len(), 3, "{first}");
+    let mut previous: Option<u64> = None;
+    let mut seen = 0;
+    while seen < 40 {
         let (name, data) = sse.event(LIMIT).await.expect("the stream ended");
         assert_eq!(name, "message");
-        let n = number(&data);
-        if let Some(p) = previous {
-            assert!(n == p + 1 || n == p, "after line {p} came line {n}");
+        for n in numbers(&data) {
+            if let Some(p) = previous {
+                assert!(n == p + 1 || n <= p, "after line {p} came line {n}");
+            }
+            previous = Some(previous.map_or(n, |p| p.max(n)));
+            seen += 1;
         }
-        previous = Some(n);
     }
+
+    // A burst of lines comes as one event.
+    rig.add(
+        "burst",
+        "sleep 0.5; seq 1 500 | sed 's/^/line /'; sleep 300",
+        true,
+    )
+    .await;
+    let (_, mut burst) = rig
+        .sse("/api/v1/processes/burst/logs/stdout?follow=true")
+        .await;
+    let mut got = Vec::new();
+    let mut events = 0;
+    while got.len() < 500 {
+        let (_, data) = burst.event(LIMIT).await.expect("the stream ended");
+        got.extend(numbers(&data));
+        events += 1;
+    }
+    assert_eq!(got, (1..=500).collect::<Vec<u64>>());
+    assert!(events < 50, "500 lines came in {events} events");
 
     // A program that says nothing still gets heartbeats.
     let (_, mut quiet) = rig
@@ -140,7 +169,10 @@ async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
     )
     .await;
     let (head, mut sse) = rig
-        .sse("/api/v1/processes/chatty/logs/stdout?follow=true")
+        .sse_with(
+            "/api/v1/processes/chatty/logs/stdout?follow=true",
+            Some(4096),
+        )
         .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let written = || {
@@ -160,13 +192,14 @@ async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
     // Then it finds the server has hung up: what is left in the socket
     // buffers, then the end, well before the stream would end on its own.
     let mut sink = vec![0u8; 1 << 16];
+    let mut received = 0usize;
     let deadline = Instant::now() + LIMIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, sse.reader.read(&mut sink)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) => {}
-            Err(_) => panic!("the server kept a client that stopped reading"),
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("the server kept a client that stopped reading; got {received} bytes"),
         }
     }
     assert_eq!(rig.sup.info("chatty").unwrap().state.as_str(), "running");

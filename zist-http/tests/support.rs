@@ -89,7 +89,17 @@ impl Rig {
 
     /// Opens an event stream; returns the status line and head, and the stream.
     pub async fn sse(&self, path: &str) -> (String, Sse) {
-        let mut socket = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.sse_with(path, None).await
+    }
+
+    /// Opens an event stream, with a small socket receive buffer if given
+    /// (a client that stops reading then stalls the server sooner).
+    pub async fn sse_with(&self, path: &str, receive_buffer: Option<u32>) -> (String, Sse) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let mut socket = socket.connect(self.addr).await.unwrap();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
         );

@@ -130,7 +130,10 @@ async fn serve_connection<I, S, B>(
     io.set_write_timeout(limits.write_stall);
     // HTTP/1.1 only (WebSocket is an upgrade of it): the header timeout then
     // covers a connection from its first byte, and every idle keep-alive.
+    // hyper's buffer is kept small: a client that stops reading holds it
+    // until the write-stall limit drops the connection.
     let connection = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(64 * 1024)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
         .serve_connection(
