@@ -131,6 +131,49 @@ async fn log_follow_sends_the_tail_then_every_new_line_with_heartbeats() {
     assert_eq!(bad.0, 400, "{}", bad.2);
 }
 
+/// The next `n` line numbers of a follow stream, asserting none is missing.
+async fn consecutive(sse: &mut crate::support::Sse, n: usize) -> Vec<u64> {
+    let mut got: Vec<u64> = Vec::new();
+    while got.len() < n {
+        let (name, data) = sse.event(LIMIT).await.expect("the stream ended");
+        assert_eq!(name, "message", "{data}");
+        got.extend(numbers(&data));
+    }
+    for pair in got.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{got:?}");
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_one_log_each_get_every_line_and_come_and_go() {
+    let rig = Rig::new().await;
+    rig.add(
+        "counter",
+        "i=0; while :; do i=$((i+1)); echo \"line $i\"; sleep 0.01; done",
+        true,
+    )
+    .await;
+    let path = "/api/v1/processes/counter/logs/stdout?follow=true";
+    let (_, mut a) = rig.sse(path).await;
+    let (_, mut b) = rig.sse(path).await;
+    let from_a = consecutive(&mut a, 50).await;
+    let from_b = consecutive(&mut b, 50).await;
+    // Both saw the same lines where they overlap.
+    let common: Vec<u64> = from_a
+        .iter()
+        .copied()
+        .filter(|n| from_b.contains(n))
+        .collect();
+    assert!(common.len() >= 40, "{from_a:?} {from_b:?}");
+    drop((a, b));
+    // Once both left, a new follower still gets lines.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, mut c) = rig.sse(path).await;
+    let from_c = consecutive(&mut c, 10).await;
+    assert!(from_c[0] > from_a[0], "{from_c:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_tell_state_changes_as_they_happen() {
     let rig = Rig::new().await;
