@@ -28,6 +28,17 @@ async fn wait_text(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> 
     panic!("`{css}` never got there; last text: {last:?}");
 }
 
+/// Clicks the first element `css` selects.
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
+}
+
 fn last_tick(text: &str) -> u64 {
     text.lines()
         .filter_map(|l| l.strip_prefix("tick "))
@@ -64,13 +75,7 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         .await
         .unwrap();
     field.send_keys(TOKEN).await.unwrap();
-    client
-        .find(Locator::Css("#login button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#login button[type=submit]").await;
 
     // It lists the programs, and the states come live.
     wait_text(client, r#".row[data-name="svc"] .state"#, |t| {
@@ -90,15 +95,11 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     .await;
 
     // Stop: the row follows.
-    client
-        .find(Locator::Css(
-            r#".row[data-name="svc"] button[data-action="stop"]"#,
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        client,
+        r#".row[data-name="svc"] button[data-action="stop"]"#,
+    )
+    .await;
     wait_text(client, r#".row[data-name="svc"] .state"#, |t| {
         t == "stopped"
     })
@@ -106,13 +107,7 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     assert_eq!(rig.sup.info("svc").unwrap().state, ProcessState::Stopped);
 
     // The live log view: the tail, then new lines as they come.
-    client
-        .find(Locator::Css(r#".row[data-name="ticker"] button.name"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, r#".row[data-name="ticker"] button.name"#).await;
     let first = last_tick(&wait_text(client, "#log-lines", |t| last_tick(t) > 0).await);
     let later = wait_text(client, "#log-lines", |t| last_tick(t) > first + 2).await;
     assert!(last_tick(&later) > first + 2);

@@ -87,73 +87,63 @@ pub fn accept_loop<M, S, B, F, Fut>(
                 ) {
                     return;
                 }
-                match tls {
+                let io: Box<dyn Io> = match tls {
+                    None => Box::new(socket),
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(limits.request_timeout, acceptor.accept(socket))
                                 .await;
                         match handshake {
-                            Ok(Ok(stream)) => {
-                                serve_connection(stream, service, stopped, &limits).await
+                            Ok(Ok(stream)) => Box::new(stream),
+                            Ok(Err(e)) => {
+                                tracing::debug!("TLS handshake failed: {e}");
+                                return;
                             }
-                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
                         }
                     }
-                    None => serve_connection(socket, service, stopped, &limits).await,
+                };
+                let mut io = tokio_io_timeout::TimeoutStream::new(io);
+                io.set_read_timeout(limits.read_idle);
+                io.set_write_timeout(limits.write_stall);
+                // HTTP/1.1 only (WebSocket is an upgrade of it): the header
+                // timeout then covers a connection from its first byte, and
+                // every idle keep-alive. hyper's buffer is kept small: a
+                // client that stops reading holds it until the write-stall
+                // limit drops the connection.
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(64 * 1024)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.request_timeout)
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(Box::pin(io)),
+                        hyper_util::service::TowerToHyperService::new(service),
+                    )
+                    .with_upgrades();
+                tokio::pin!(connection, stopped);
+                let result = match futures_util::future::select(connection, stopped).await {
+                    futures_util::future::Either::Left((result, _)) => result,
+                    futures_util::future::Either::Right((_, mut connection)) => {
+                        connection.as_mut().graceful_shutdown();
+                        // A stream (SSE, WebSocket) never ends on its own: bounded.
+                        match tokio::time::timeout(limits.request_timeout, connection).await {
+                            Ok(result) => result,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!("connection ended: {e}");
                 }
             });
         }
     });
 }
 
-/// Serves one connection (plain or TLS) until it ends or the server stops.
-async fn serve_connection<I, S, B>(
-    io: I,
-    service: S,
-    stopped: impl Future<Output = ()>,
-    limits: &Limits,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut io = tokio_io_timeout::TimeoutStream::new(io);
-    io.set_read_timeout(limits.read_idle);
-    io.set_write_timeout(limits.write_stall);
-    // HTTP/1.1 only (WebSocket is an upgrade of it): the header timeout then
-    // covers a connection from its first byte, and every idle keep-alive.
-    // hyper's buffer is kept small: a client that stops reading holds it
-    // until the write-stall limit drops the connection.
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(64 * 1024)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.request_timeout)
-        .serve_connection(
-            hyper_util::rt::TokioIo::new(Box::pin(io)),
-            hyper_util::service::TowerToHyperService::new(service),
-        )
-        .with_upgrades();
-    tokio::pin!(connection, stopped);
-    let result = match futures_util::future::select(connection, stopped).await {
-        futures_util::future::Either::Left((result, _)) => result,
-        futures_util::future::Either::Right((_, mut connection)) => {
-            connection.as_mut().graceful_shutdown();
-            // A stream (SSE, WebSocket) never ends on its own: bounded.
-            match tokio::time::timeout(limits.request_timeout, connection).await {
-                Ok(result) => result,
-                Err(_) => return,
-            }
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
-    }
-}
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}

@@ -43,6 +43,14 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `n` GETs of `path` over one keep-alive connection: (p50, p95) in ms.
+fn timed_get(http: &str, path: &str, n: usize) -> (f64, f64) {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let mut lat = zist_benches::keep_alive_latencies(http, &request, n);
+    (percentile_ms(&mut lat, 50), percentile_ms(&mut lat, 95))
+}
+
 /// The sequence number of the chatty program's last line.
 fn chatty_count(addr: &str) -> u64 {
     let (_, body) = get(addr, "/api/v1/processes/chatty/logs/stdout?lines=1");
@@ -233,29 +241,16 @@ fn api_and_streams(
     rows: &mut Vec<(String, String, &'static str)>,
 ) {
     let http = http.to_owned();
-    let request = format!(
-        "GET /api/v1/processes HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-    );
-    let mut lat = zist_benches::keep_alive_latencies(&http, &request, 200);
+    let (p50, p95) = timed_get(&http, "/api/v1/processes", 200);
     rows.push((
         format!("GET /api/v1/processes with {total} programs, raw HTTP keep-alive, 200 calls"),
-        format!(
-            "p50 {:.2} ms, p95 {:.2} ms",
-            percentile_ms(&mut lat, 50),
-            percentile_ms(&mut lat, 95)
-        ),
+        format!("p50 {p50:.2} ms, p95 {p95:.2} ms"),
         "p50 ≤ 5 ms",
     ));
-    let request =
-        format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
-    let mut lat = zist_benches::keep_alive_latencies(&http, &request, 20);
+    let (p50, p95) = timed_get(&http, "/metrics", 20);
     rows.push((
         format!("GET /metrics with {total} programs (one process-table scan), 20 calls"),
-        format!(
-            "p50 {:.1} ms, p95 {:.1} ms",
-            percentile_ms(&mut lat, 50),
-            percentile_ms(&mut lat, 95)
-        ),
+        format!("p50 {p50:.1} ms, p95 {p95:.1} ms"),
         "",
     ));
 
