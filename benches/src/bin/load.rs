@@ -1,0 +1,747 @@
+//! The load harness: zist (a release zistd) and supervisord (from PyPI, in a
+//! private virtualenv this harness makes) run the same scenarios, in turn,
+//! measured from outside: `/proc` for memory and CPU, their public APIs
+//! (JSON-RPC; XML-RPC) for state, wall clocks for the rest. It prints the
+//! medians over the rounds and the zist/supervisord ratio.
+//!
+//! ```text
+//! cargo build --release --bin zistd --bin zistcl
+//! cargo run --release -p zist-benches --bin load -- all [--rounds 3] [--quick]
+//! ```
+//!
+//! `--quick` shrinks the sizes (N = 50/200, 100 MB of logs) to check the
+//! harness itself. Every daemon runs in a process group of its own and is
+//! stopped (then killed with its programs' groups) when its scenario ends.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use zist_benches::{percentile_ms, sibling, usage};
+
+const TOKEN: &str = "load-harness-token";
+/// The supervisord release measured.
+const SUPERVISOR: &str = "supervisor==4.3.0";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Zist,
+    Supervisord,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Zist => "zist",
+            Kind::Supervisord => "supervisord",
+        }
+    }
+}
+
+/// A program to supervise: its name and command line.
+struct Program {
+    name: String,
+    argv: Vec<String>,
+    /// Restart when it exits (false for the log writers, which end).
+    restart: bool,
+}
+
+impl Program {
+    fn sleeper(name: String) -> Self {
+        Self {
+            name,
+            argv: vec!["/bin/sleep".into(), "3600".into()],
+            restart: true,
+        }
+    }
+
+    fn shell(name: &str, script: &str) -> Self {
+        Self {
+            name: name.into(),
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            restart: false,
+        }
+    }
+}
+
+/// A program as a daemon reports it.
+#[derive(Debug)]
+struct Seen {
+    running: bool,
+    pid: Option<i32>,
+}
+
+/// A running daemon with its programs; stopped on drop.
+struct Instance {
+    kind: Kind,
+    child: Child,
+    /// The daemon's API address.
+    addr: String,
+    /// From spawn to the API answering.
+    spawned: Instant,
+    dir: tempfile::TempDir,
+    pids: std::collections::BTreeSet<i32>,
+}
+
+/// `POST path` with `body` on a new connection; the answer's body.
+fn post(addr: &str, path: &str, content_type: &str, body: &str) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    stream.set_nodelay(true)?;
+    stream.write_all(request(addr, path, content_type, body).as_bytes())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned())
+}
+
+fn request(addr: &str, path: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn rpc_body(method: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","method":"{method}","id":1}}"#)
+}
+
+fn xml_body(method: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params></params></methodCall>"
+    )
+}
+
+/// The text of `<name>key</name><value><TYPE>text</TYPE></value>` in `s`.
+fn member<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+    let at = s.find(&format!("<name>{key}</name>"))?;
+    let rest = &s[at..];
+    let value = &rest[rest.find("<value>")? + "<value>".len()..];
+    let value = value.trim_start();
+    let inner = &value[value.find('>')? + 1..];
+    Some(&inner[..inner.find('<')?])
+}
+
+impl Instance {
+    /// Starts the daemon on `programs` and waits until its API answers.
+    fn launch(kind: Kind, programs: &[Program], venv: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let conf = dir.path().join("conf");
+        let mut command = match kind {
+            Kind::Zist => {
+                let mut text = format!(
+                    "Token = \"{TOKEN}\"\nRPCPort = {port}\nWeb = false\nLogDir = \"logs\"\n"
+                );
+                for p in programs {
+                    let args: Vec<String> = p.argv[1..].iter().map(|a| format!("{a:?}")).collect();
+                    text.push_str(&format!(
+                        "[[Program]]\nName = \"{}\"\nPath = \"{}\"\nArgs = [{}]\nStartSecs = 0\nRestartDelay = \"0s\"\nRestart = {}\nLogMaxBytes = \"100GB\"\n",
+                        p.name,
+                        p.argv[0],
+                        args.join(", "),
+                        p.restart
+                    ));
+                }
+                std::fs::write(&conf, text).expect("zist config");
+                let mut c = Command::new(sibling("zistd"));
+                c.arg("-c").arg(&conf);
+                c
+            }
+            Kind::Supervisord => {
+                let d = dir.path().display();
+                let mut text = format!(
+                    "[supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}/logs\nnodaemon=true\nminfds=19000\nminprocs=200\nloglevel=warn\n\n[inet_http_server]\nport={addr}\n\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+                );
+                for p in programs {
+                    text.push_str(&format!(
+                        "[program:{}]\ncommand={}\nstartsecs=0\nautorestart={}\nstdout_logfile={d}/logs/{}.out.log\nstderr_logfile={d}/logs/{}.err.log\nstdout_logfile_maxbytes=0\nstderr_logfile_maxbytes=0\n\n",
+                        p.name,
+                        p.argv
+                            .iter()
+                            .map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.clone() })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        p.restart,
+                        p.name,
+                        p.name
+                    ));
+                }
+                std::fs::write(&conf, text).expect("supervisord config");
+                let mut c = Command::new(venv.join("bin/supervisord"));
+                c.arg("-c").arg(&conf);
+                c
+            }
+        };
+        let spawned = Instant::now();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("the daemon");
+        let mut this = Self {
+            kind,
+            child,
+            addr,
+            spawned,
+            dir,
+            pids: std::collections::BTreeSet::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while this.call_status().is_err() {
+            assert!(
+                Instant::now() < deadline && this.child.try_wait().ok().flatten().is_none(),
+                "{} did not come up",
+                kind.label()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        this
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn list_request(&self) -> String {
+        match self.kind {
+            Kind::Zist => request(
+                &self.addr,
+                "/",
+                "application/json",
+                &rpc_body("process.list"),
+            ),
+            Kind::Supervisord => request(
+                &self.addr,
+                "/RPC2",
+                "text/xml",
+                &xml_body("supervisor.getAllProcessInfo"),
+            ),
+        }
+    }
+
+    fn status_request(&self) -> String {
+        match self.kind {
+            Kind::Zist => request(
+                &self.addr,
+                "/",
+                "application/json",
+                &rpc_body("daemon.status"),
+            ),
+            Kind::Supervisord => request(
+                &self.addr,
+                "/RPC2",
+                "text/xml",
+                &xml_body("supervisor.getState"),
+            ),
+        }
+    }
+
+    fn call_status(&self) -> std::io::Result<String> {
+        let body = match self.kind {
+            Kind::Zist => post(
+                &self.addr,
+                "/",
+                "application/json",
+                &rpc_body("daemon.status"),
+            )?,
+            Kind::Supervisord => post(
+                &self.addr,
+                "/RPC2",
+                "text/xml",
+                &xml_body("supervisor.getState"),
+            )?,
+        };
+        if body.contains("result") || body.contains("statename") {
+            Ok(body)
+        } else {
+            Err(std::io::Error::other(body))
+        }
+    }
+
+    /// Every program's state, by name.
+    fn states(&mut self) -> BTreeMap<String, Seen> {
+        let mut out = BTreeMap::new();
+        match self.kind {
+            Kind::Zist => {
+                let body = post(
+                    &self.addr,
+                    "/",
+                    "application/json",
+                    &rpc_body("process.list"),
+                )
+                .unwrap_or_default();
+                let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                for info in value["result"].as_array().into_iter().flatten() {
+                    out.insert(
+                        info["name"].as_str().unwrap_or("").to_owned(),
+                        Seen {
+                            running: info["state"] == "running",
+                            pid: info["pid"].as_i64().map(|p| p as i32),
+                        },
+                    );
+                }
+            }
+            Kind::Supervisord => {
+                let body = post(
+                    &self.addr,
+                    "/RPC2",
+                    "text/xml",
+                    &xml_body("supervisor.getAllProcessInfo"),
+                )
+                .unwrap_or_default();
+                for entry in body.split("<struct>").skip(1) {
+                    let Some(name) = member(entry, "name") else {
+                        continue;
+                    };
+                    let pid = member(entry, "pid")
+                        .and_then(|p| p.parse().ok())
+                        .filter(|&p| p > 0);
+                    out.insert(
+                        name.to_owned(),
+                        Seen {
+                            running: member(entry, "statename") == Some("RUNNING"),
+                            pid,
+                        },
+                    );
+                }
+            }
+        }
+        self.pids.extend(out.values().filter_map(|s| s.pid));
+        out
+    }
+
+    /// Waits until all `n` programs run; returns the time since spawn.
+    fn all_running(&mut self, n: usize) -> Duration {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let states = self.states();
+            if states.len() == n && states.values().all(|s| s.running) {
+                return self.spawned.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never ran all",
+                self.kind.label()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops every program through the API; returns once every process is gone.
+    fn stop_all(&mut self) -> Duration {
+        let live: Vec<i32> = self.states().values().filter_map(|s| s.pid).collect();
+        let t = Instant::now();
+        let answer = match self.kind {
+            Kind::Zist => post(
+                &self.addr,
+                "/",
+                "application/json",
+                &rpc_body("process.stop_all"),
+            ),
+            Kind::Supervisord => post(
+                &self.addr,
+                "/RPC2",
+                "text/xml",
+                &xml_body("supervisor.stopAllProcesses"),
+            ),
+        };
+        answer.expect("stop all");
+        while live
+            .iter()
+            .any(|&p| kill(Pid::from_raw(p), None).is_ok() && !zombie(p))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.elapsed()
+    }
+
+    fn log_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("logs").join(format!("{name}.out.log"))
+    }
+}
+
+/// A zombie is gone but for its parent's wait.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = self.child.wait();
+        // Each program leads its own group under both daemons.
+        for &p in &self.pids {
+            let _ = killpg(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The harness's own virtualenv with supervisord, made once under target/.
+fn supervisord_venv() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let venv = exe.with_file_name("load-venv");
+    if venv.join("bin/supervisord").exists() {
+        return venv;
+    }
+    eprintln!("installing {SUPERVISOR} into {}", venv.display());
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(made.success(), "python3 -m venv failed");
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", SUPERVISOR])
+        .status()
+        .expect("pip");
+    assert!(installed.success(), "pip install {SUPERVISOR} failed");
+    venv
+}
+
+/// One measured value of a scenario, for one daemon in one round.
+type Sample = f64;
+
+/// Results by scenario, then by daemon.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, &'static str, &'static str)>,
+    samples: BTreeMap<(String, &'static str), Vec<Sample>>,
+}
+
+impl Table {
+    fn add(
+        &mut self,
+        scenario: &str,
+        unit: &'static str,
+        target: &'static str,
+        kind: Kind,
+        v: f64,
+    ) {
+        if !self.rows.iter().any(|(s, _, _)| s == scenario) {
+            self.rows.push((scenario.to_owned(), unit, target));
+        }
+        self.samples
+            .entry((scenario.to_owned(), kind.label()))
+            .or_default()
+            .push(v);
+    }
+
+    fn print(&self, rounds: usize) {
+        println!(
+            "load run: {rounds} rounds, medians; {} cores\n",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!("| scenario | zist | supervisord | zist/supervisord | target (zist) |");
+        println!("|---|---|---|---|---|");
+        for (scenario, unit, target) in &self.rows {
+            let median = |label: &'static str| {
+                self.samples.get(&(scenario.clone(), label)).map(|v| {
+                    let mut v = v.clone();
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                })
+            };
+            let (z, s) = (median("zist"), median("supervisord"));
+            let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{} {unit}", fmt(v)));
+            let ratio = match (z, s) {
+                (Some(z), Some(s)) if s != 0.0 => format!("{:.2}", z / s),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "| {scenario} | {} | {} | {ratio} | {target} |",
+                show(z),
+                show(s)
+            );
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+struct Sizes {
+    starts: Vec<usize>,
+    n: usize,
+    log_bytes: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let sizes = if args.iter().any(|a| a == "--quick") {
+        Sizes {
+            starts: vec![50, 200],
+            n: 200,
+            log_bytes: 100_000_000,
+        }
+    } else {
+        Sizes {
+            starts: vec![100, 1000, 5000],
+            n: 1000,
+            log_bytes: 1_000_000_000,
+        }
+    };
+    let venv = supervisord_venv();
+    let mut table = Table::default();
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        for kind in [Kind::Zist, Kind::Supervisord] {
+            scenarios(kind, &sizes, &venv, &mut table);
+        }
+    }
+    table.print(rounds);
+}
+
+fn sleepers(n: usize) -> Vec<Program> {
+    (0..n).map(|i| Program::sleeper(format!("p{i}"))).collect()
+}
+
+fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
+    for &n in &sizes.starts {
+        let mut daemon = Instance::launch(kind, &sleepers(n), venv);
+        let took = daemon.all_running(n);
+        table.add(
+            &format!("start {n}: launch to all running"),
+            "s",
+            match n {
+                1000 => "≤ 0.5 s",
+                _ => "",
+            },
+            kind,
+            took.as_secs_f64(),
+        );
+        if n == sizes.n {
+            idle_and_api(kind, &mut daemon, n, table);
+            let took = daemon.stop_all();
+            table.add(
+                &format!("stop all {n}"),
+                "ms",
+                "≤ 100 ms",
+                kind,
+                took.as_secs_f64() * 1000.0,
+            );
+        }
+    }
+    restart_latency(kind, venv, table);
+    log_throughput(kind, sizes, venv, table);
+}
+
+fn idle_and_api(kind: Kind, daemon: &mut Instance, n: usize, table: &mut Table) {
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu0, _) = usage(daemon.pid());
+    std::thread::sleep(Duration::from_secs(10));
+    let (cpu1, rss) = usage(daemon.pid());
+    table.add(
+        &format!("daemon RSS, {n} idle programs"),
+        "MiB",
+        "≤ 15 MiB",
+        kind,
+        rss as f64 / 1048576.0,
+    );
+    table.add(
+        &format!("daemon CPU per 10 s, {n} idle programs"),
+        "CPU-s",
+        "< 0.05",
+        kind,
+        cpu1 - cpu0,
+    );
+
+    let list = daemon.list_request();
+    let mut lat: Vec<Duration> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            let mut s = std::net::TcpStream::connect(&daemon.addr).expect("connect");
+            s.write_all(list.as_bytes()).expect("write");
+            let mut sink = Vec::new();
+            s.read_to_end(&mut sink).expect("read");
+            t.elapsed()
+        })
+        .collect();
+    table.add(
+        &format!("list all {n} (process.list / getAllProcessInfo), new connection, p50"),
+        "ms",
+        "≤ 5 ms",
+        kind,
+        percentile_ms(&mut lat, 50),
+    );
+
+    let status = daemon.status_request();
+    let addr = daemon.addr.clone();
+    let until = Instant::now() + Duration::from_secs(5);
+    let t = Instant::now();
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let (status, addr) = (status.clone(), addr.clone());
+            std::thread::spawn(move || {
+                let mut calls = 0u64;
+                while Instant::now() < until {
+                    let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                        continue;
+                    };
+                    let mut sink = Vec::new();
+                    if s.write_all(status.as_bytes()).is_ok() && s.read_to_end(&mut sink).is_ok() {
+                        calls += 1;
+                    }
+                }
+                calls
+            })
+        })
+        .collect();
+    let calls: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    table.add(
+        "status calls/s, 50 clients, new connection each (daemon.status / getState)",
+        "calls/s",
+        "≥ 10 000",
+        kind,
+        calls as f64 / t.elapsed().as_secs_f64(),
+    );
+}
+
+fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
+    let mut daemon = Instance::launch(kind, &sleepers(1), venv);
+    daemon.all_running(1);
+    let mut lat = Vec::new();
+    for _ in 0..50 {
+        let old = daemon.states()["p0"].pid.expect("a pid");
+        let t = Instant::now();
+        kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill -9");
+        loop {
+            let seen = &daemon.states()["p0"];
+            if seen.running && seen.pid.is_some_and(|p| p != old) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no restart");
+        }
+        lat.push(t.elapsed());
+        // Both daemons refuse to restart too fast forever; keep apart.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    table.add(
+        "restart after kill -9, p50 (50 kills)",
+        "ms",
+        "≤ 2 ms",
+        kind,
+        percentile_ms(&mut lat, 50),
+    );
+    table.add(
+        "restart after kill -9, p95",
+        "ms",
+        "",
+        kind,
+        percentile_ms(&mut lat, 95),
+    );
+}
+
+fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
+    let bytes = sizes.log_bytes;
+    let line = "x".repeat(99);
+    let blocks = bytes / 4096;
+    for (label, script, expected) in [
+        (
+            "100-byte lines",
+            format!("yes {line} | head -c {bytes}"),
+            bytes,
+        ),
+        (
+            "4 KiB blocks",
+            format!("head -c {} /dev/zero", blocks * 4096),
+            blocks * 4096,
+        ),
+    ] {
+        let program = Program::shell("writer", &script);
+        let mut daemon = Instance::launch(kind, &[program], venv);
+        let file = daemon.log_file("writer");
+        let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        // Timed from the first byte in the file: daemon start-up is not logging.
+        while size() == 0 {
+            assert!(Instant::now() < deadline, "the writer wrote nothing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (t, first) = (Instant::now(), size());
+        let (cpu0, _) = usage(daemon.pid());
+        // Until the file is whole, or stops growing for 2 s.
+        let mut last = (0, Instant::now());
+        loop {
+            let now = size();
+            if now >= expected {
+                break;
+            }
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the writer never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = t.elapsed();
+        let (cpu1, _) = usage(daemon.pid());
+        let got = size();
+        let _ = daemon.states();
+        let moved = (got - first) as f64;
+        table.add(
+            &format!("log {label}: MB/s into the file"),
+            "MB/s",
+            "≥ 1000",
+            kind,
+            moved / took.as_secs_f64() / 1e6,
+        );
+        table.add(
+            &format!("log {label}: daemon CPU-s per GB"),
+            "CPU-s/GB",
+            "≤ 1",
+            kind,
+            (cpu1 - cpu0) / (moved / 1e9),
+        );
+        table.add(
+            &format!("log {label}: bytes lost"),
+            "B",
+            "0",
+            kind,
+            expected.saturating_sub(got) as f64,
+        );
+    }
+}
