@@ -1,5 +1,6 @@
-//! Micro-benchmarks of zist-core's hot pure parts: line framing, the
-//! in-memory tail and the restart decision. Run with `cargo bench -p zist-benches`.
+//! Micro-benchmarks of zist-core's hot parts: line framing, the in-memory
+//! tail, the restart decision and the stats sampler. Run with
+//! `cargo bench -p zist-benches`.
 
 use std::time::Duration;
 
@@ -82,4 +83,22 @@ fn restart_decision(bencher: divan::Bencher) {
             divan::black_box(2),
         )
     });
+}
+
+/// A stats call answered from the last scan (within 100 ms of it).
+#[divan::bench]
+fn stats_cached(bencher: divan::Bencher) {
+    let sampler = zist_core::stats::Sampler::new();
+    let me = std::process::id() as i32;
+    sampler.measure(me);
+    bencher.bench_local(|| sampler.measure(divan::black_box(me)));
+}
+
+/// One scan of the whole process table (what a stats call costs when the
+/// last scan is older than 100 ms), with this machine's processes.
+#[divan::bench]
+fn stats_scan(bencher: divan::Bencher) {
+    let sampler = zist_core::stats::Sampler::new();
+    sampler.rescan();
+    bencher.bench_local(|| sampler.rescan());
 }

@@ -8,7 +8,7 @@ mod program;
 mod spawn;
 pub mod spec;
 pub mod state;
-mod stats;
+pub mod stats;
 mod supervisor;
 mod wire;
 

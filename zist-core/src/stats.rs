@@ -42,20 +42,27 @@ struct SamplerState {
     previous: HashMap<i32, Previous>,
 }
 
-/// Samples process trees; shared by every stats call.
-pub(crate) struct Sampler {
+/// Samples process trees; one is shared by every stats call of a supervisor.
+pub struct Sampler {
     state: Mutex<Option<SamplerState>>,
 }
 
+impl Default for Sampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sampler {
-    pub(crate) fn new() -> Self {
+    /// A sampler with no scan yet.
+    pub fn new() -> Self {
         Self {
             state: Mutex::new(None),
         }
     }
 
     /// Measures the session led by `pid`. Blocking: call it off the async workers.
-    pub(crate) fn measure(&self, pid: i32) -> ProcessStats {
+    pub fn measure(&self, pid: i32) -> ProcessStats {
         let first = self.try_measure(pid);
         match first {
             Some(stats) => stats,
@@ -68,7 +75,7 @@ impl Sampler {
 
     /// Measures many sessions with one scan (and one first window for all
     /// that have no earlier sample). Blocking: call it off the async workers.
-    pub(crate) fn measure_many(&self, pids: &[i32]) -> Vec<ProcessStats> {
+    pub fn measure_many(&self, pids: &[i32]) -> Vec<ProcessStats> {
         let mut out: Vec<Option<ProcessStats>> =
             pids.iter().map(|&pid| self.try_measure(pid)).collect();
         if out.iter().any(Option::is_none) {
@@ -80,6 +87,15 @@ impl Sampler {
             }
         }
         out.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
+    /// Scans the process table now, whatever the age of the last scan
+    /// (what a call costs once [`SCAN_REUSE`] has passed).
+    pub fn rescan(&self) {
+        let _ = self.try_measure(0);
+        if let Some(state) = self.lock().as_mut() {
+            state.rescan(Instant::now());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<SamplerState>> {
