@@ -82,6 +82,8 @@ struct Instance {
     child: Child,
     /// The daemon's API address.
     addr: String,
+    /// zistd's HTTP API address.
+    http: Option<String>,
     /// From spawn to the API answering.
     spawned: Instant,
     dir: tempfile::TempDir,
@@ -141,11 +143,15 @@ impl Instance {
             .expect("a free port")
             .port();
         let addr = format!("127.0.0.1:{port}");
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let conf = dir.path().join("conf");
         let mut command = match kind {
             Kind::Zist => {
                 let mut text = format!(
-                    "Token = \"{TOKEN}\"\nRPCPort = {port}\nWeb = false\nLogDir = \"logs\"\n"
+                    "Token = \"{TOKEN}\"\nRPCPort = {port}\nHTTPPort = {http_port}\nLogDir = \"logs\"\n"
                 );
                 for p in programs {
                     let args: Vec<String> = p.argv[1..].iter().map(|a| format!("{a:?}")).collect();
@@ -198,6 +204,7 @@ impl Instance {
             kind,
             child,
             addr,
+            http: (kind == Kind::Zist).then(|| format!("127.0.0.1:{http_port}")),
             spawned,
             dir,
             pids: std::collections::BTreeSet::new(),
@@ -589,16 +596,7 @@ fn idle_and_api(kind: Kind, daemon: &mut Instance, n: usize, table: &mut Table) 
     );
 
     let list = daemon.list_request();
-    let mut lat: Vec<Duration> = (0..50)
-        .map(|_| {
-            let t = Instant::now();
-            let mut s = std::net::TcpStream::connect(&daemon.addr).expect("connect");
-            s.write_all(list.as_bytes()).expect("write");
-            let mut sink = Vec::new();
-            s.read_to_end(&mut sink).expect("read");
-            t.elapsed()
-        })
-        .collect();
+    let mut lat = timed(&daemon.addr, &list, 50);
     table.add(
         &format!("list all {n} (process.list / getAllProcessInfo), new connection, p50"),
         "ms",
@@ -606,6 +604,20 @@ fn idle_and_api(kind: Kind, daemon: &mut Instance, n: usize, table: &mut Table) 
         kind,
         percentile_ms(&mut lat, 50),
     );
+
+    if let Some(http) = &daemon.http {
+        let get = format!(
+            "GET /api/v1/processes HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        let mut lat = timed(http, &get, 50);
+        table.add(
+            &format!("GET /api/v1/processes, {n} programs, new connection, p50 (no supervisord equivalent)"),
+            "ms",
+            "≤ 5 ms",
+            kind,
+            percentile_ms(&mut lat, 50),
+        );
+    }
 
     let status = daemon.status_request();
     let addr = daemon.addr.clone();
@@ -637,6 +649,20 @@ fn idle_and_api(kind: Kind, daemon: &mut Instance, n: usize, table: &mut Table) 
         kind,
         calls as f64 / t.elapsed().as_secs_f64(),
     );
+}
+
+/// `n` times `request` on a new connection each, read to the end: the times.
+fn timed(addr: &str, request: &str, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.write_all(request.as_bytes()).expect("write");
+            let mut sink = Vec::new();
+            s.read_to_end(&mut sink).expect("read");
+            t.elapsed()
+        })
+        .collect()
 }
 
 fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
