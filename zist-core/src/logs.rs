@@ -33,43 +33,189 @@ const READ_SIZE: usize = 64 * 1024;
 const SMALL_READ: usize = 4 * 1024;
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
-/// The most recent lines of one stream, bounded by [`TAIL_BYTES`] and [`TAIL_LINES`].
+/// Reads smaller than this are gathered into one buffer in the tail.
+const GATHER: usize = 4 * 1024;
+
+/// The most recent output of one stream: at least the last [`TAIL_BYTES`]
+/// bytes (at most one read more), kept as read and cut into lines only when
+/// asked, so a chatty program costs the tail nothing per line. Lines longer
+/// than [`MAX_LINE`] are cut into pieces, as for followers; at most
+/// [`TAIL_LINES`] lines are given.
 #[derive(Debug, Default)]
 pub struct LogTail {
-    lines: VecDeque<Bytes>,
+    /// Reads, oldest first; then `open`, where small reads are gathered.
+    chunks: VecDeque<Bytes>,
+    open: BytesMut,
     bytes: usize,
+    /// Bytes since the last newline in the whole stream.
+    line_len: usize,
+    /// Length of the line the last newline ended.
+    last_line_len: usize,
+    /// The oldest bytes held start somewhere inside a line.
+    cut_front: bool,
 }
 
 impl LogTail {
-    /// Appends a line (without its newline), dropping the oldest ones past the bounds.
-    pub fn push(&mut self, line: Bytes) {
-        self.bytes += line.len();
-        self.lines.push_back(line);
-        while self.lines.len() > TAIL_LINES || (self.bytes > TAIL_BYTES && self.lines.len() > 1) {
-            if let Some(old) = self.lines.pop_front() {
-                self.bytes -= old.len();
+    /// Appends bytes as read from the program.
+    pub fn push_raw(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if let Some(end) = memchr::memrchr(b'\n', &chunk) {
+            self.last_line_len = match memchr::memrchr(b'\n', &chunk[..end]) {
+                Some(before) => end - before - 1,
+                None => self.line_len + end,
+            };
+            self.line_len = chunk.len() - end - 1;
+        } else {
+            self.line_len += chunk.len();
+        }
+        self.bytes += chunk.len();
+        if chunk.len() < GATHER {
+            if self.open.len() + chunk.len() > GATHER {
+                self.seal();
             }
+            self.open.extend_from_slice(&chunk);
+        } else {
+            self.seal();
+            self.chunks.push_back(chunk);
+        }
+        while let Some(front) = self.chunks.front() {
+            if self.bytes - front.len() < TAIL_BYTES {
+                break;
+            }
+            self.bytes -= front.len();
+            self.chunks.pop_front();
+            self.cut_front = true;
         }
     }
 
-    /// The last `n` lines, oldest first, as lossy UTF-8.
+    /// Appends a whole line (its newline is added).
+    pub fn push(&mut self, line: Bytes) {
+        let mut whole = BytesMut::with_capacity(line.len() + 1);
+        whole.extend_from_slice(&line);
+        whole.extend_from_slice(b"\n");
+        self.push_raw(whole.freeze());
+    }
+
+    /// Ends the unfinished last line (at the end of the stream).
+    pub fn finish(&mut self) {
+        if self.unfinished() > 0 {
+            self.push_raw(Bytes::from_static(b"\n"));
+        }
+    }
+
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            self.chunks.push_back(self.open.split().freeze());
+        }
+    }
+
+    /// Bytes of the last line not yet given as a line or a full piece.
+    fn unfinished(&self) -> usize {
+        self.line_len % MAX_LINE
+    }
+
+    /// The last `n` lines (at most [`TAIL_LINES`]), oldest first, as lossy UTF-8.
     pub fn last(&self, n: usize) -> Vec<String> {
-        let skip = self.lines.len().saturating_sub(n);
-        self.lines
+        let n = n.min(TAIL_LINES);
+        if n == 0 {
+            return Vec::new();
+        }
+        let parts: Vec<&[u8]> = self
+            .chunks
             .iter()
-            .skip(skip)
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.open[..]))
+            .collect();
+        // What is complete ends before the unfinished part of the last line.
+        let mut skip_end = self.unfinished().min(self.bytes);
+        let mut from = parts.len();
+        let mut newlines = 0;
+        let mut gathered = 0;
+        // Whole parts from the back, until they hold more than n newlines.
+        while from > 0 && newlines <= n {
+            from -= 1;
+            let part = parts[from];
+            let usable = part.len().saturating_sub(skip_end);
+            skip_end -= part.len() - usable;
+            newlines += memchr::memchr_iter(b'\n', &part[..usable]).count();
+            gathered += usable;
+        }
+        let mut region = Vec::with_capacity(gathered);
+        for part in &parts[from..] {
+            let room = gathered - region.len();
+            region.extend_from_slice(&part[..part.len().min(room)]);
+        }
+        let from_ring_start = from == 0;
+        let mut lines: Vec<&[u8]> = Vec::new();
+        let mut segments: Vec<&[u8]> = region.split(|&b| b == b'\n').collect();
+        let current = segments.pop().unwrap_or_default();
+        for (i, segment) in segments.iter().enumerate() {
+            // The oldest segment may have lost its beginning, or be one of
+            // the lines beyond what was asked: only whole lines count, but
+            // for the last finished line, whose length is known, which
+            // keeps its full pieces.
+            if i == 0 && (!from_ring_start || self.cut_front) {
+                if segments.len() == 1 && current.is_empty() && from_ring_start {
+                    let lost = self.last_line_len.saturating_sub(segment.len());
+                    let skip = (MAX_LINE - lost % MAX_LINE) % MAX_LINE;
+                    lines.extend(segment[skip.min(segment.len())..].chunks(MAX_LINE));
+                }
+                continue;
+            }
+            if segment.is_empty() {
+                lines.push(segment);
+            }
+            lines.extend(segment.chunks(MAX_LINE));
+        }
+        // The unfinished line's full pieces, counted back from its end.
+        let starts_inside = segments.is_empty() && self.cut_front;
+        let mut pieces: Vec<&[u8]> = current.rchunks(MAX_LINE).collect();
+        pieces.reverse();
+        if starts_inside && pieces.first().is_some_and(|p| p.len() < MAX_LINE) {
+            pieces.remove(0);
+        }
+        lines.extend(pieces);
+        let skip = lines.len().saturating_sub(n);
+        lines[skip..]
+            .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect()
     }
 
-    /// Number of lines held.
+    /// The unfinished part of the last line (what a framer would hold).
+    fn unfinished_bytes(&self) -> Vec<u8> {
+        let mut want = self.unfinished().min(self.bytes);
+        let mut out = Vec::with_capacity(want);
+        let parts = self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.open[..]));
+        let mut rev: Vec<&[u8]> = Vec::new();
+        for part in parts.rev() {
+            if want == 0 {
+                break;
+            }
+            let take = part.len().min(want);
+            rev.push(&part[part.len() - take..]);
+            want -= take;
+        }
+        for piece in rev.iter().rev() {
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+
+    /// Number of lines held (at most [`TAIL_LINES`]).
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.last(TAIL_LINES).len()
     }
 
     /// Whether no line is held.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.len() == 0
     }
 }
 
@@ -80,6 +226,13 @@ pub struct LineFramer {
 }
 
 impl LineFramer {
+    /// A framer in the middle of a line that began with `partial`.
+    fn primed(partial: &[u8]) -> Self {
+        Self {
+            partial: BytesMut::from(partial),
+        }
+    }
+
     /// Feeds a chunk and calls `emit` with every line it completes (newline removed).
     pub fn feed(&mut self, mut chunk: Bytes, mut emit: impl FnMut(Bytes)) {
         while !chunk.is_empty() {
@@ -294,7 +447,8 @@ fn open_append(path: &Path) -> io::Result<File> {
 pub(crate) struct StreamLog {
     file: RotatingFile,
     tail: LogTail,
-    framer: LineFramer,
+    /// Cuts lines for followers, only while there are some.
+    framer: Option<LineFramer>,
     follow: Option<broadcast::Sender<Bytes>>,
 }
 
@@ -307,7 +461,7 @@ impl SharedLog {
         Self(Arc::new(Mutex::new(StreamLog {
             file,
             tail: LogTail::default(),
-            framer: LineFramer::default(),
+            framer: None,
             follow: None,
         })))
     }
@@ -328,13 +482,18 @@ impl SharedLog {
             follow,
         } = &mut *log;
         file.write(&chunk);
-        let live = follow.as_ref().filter(|tx| tx.receiver_count() > 0);
-        framer.feed(chunk, |line| {
-            if let Some(tx) = live {
-                let _ = tx.send(line.clone());
+        match follow.as_ref().filter(|tx| tx.receiver_count() > 0) {
+            Some(tx) => {
+                // A framer that starts now picks up the line in progress.
+                let framer =
+                    framer.get_or_insert_with(|| LineFramer::primed(&tail.unfinished_bytes()));
+                framer.feed(chunk.clone(), |line| {
+                    let _ = tx.send(line);
+                });
             }
-            tail.push(line);
-        });
+            None => *framer = None,
+        }
+        tail.push_raw(chunk);
     }
 
     /// Flushes the unfinished last line at the end of a stream.
@@ -346,12 +505,13 @@ impl SharedLog {
             follow,
             ..
         } = &mut *log;
-        framer.finish(|line| {
-            if let Some(tx) = follow.as_ref() {
-                let _ = tx.send(line.clone());
-            }
-            tail.push(line);
-        });
+        if let (Some(framer), Some(tx)) = (framer.as_mut(), follow.as_ref()) {
+            framer.finish(|line| {
+                let _ = tx.send(line);
+            });
+        }
+        *framer = None;
+        tail.finish();
     }
 
     pub(crate) fn last(&self, n: usize) -> Vec<String> {
@@ -500,8 +660,53 @@ mod tests {
         for _ in 0..100 {
             tail.push(Bytes::from(vec![b'y'; MAX_LINE]));
         }
-        assert!(tail.bytes <= TAIL_BYTES);
-        assert_eq!(tail.len(), TAIL_BYTES / MAX_LINE);
+        assert!(tail.bytes <= TAIL_BYTES + MAX_LINE + 1, "{}", tail.bytes);
+        // The oldest line held lost its start: only whole ones are given.
+        assert!((15..=16).contains(&tail.len()), "{}", tail.len());
+        assert!(tail.last(100).iter().all(|l| l.len() == MAX_LINE));
+    }
+
+    #[test]
+    fn the_tail_cuts_lines_as_a_framer_does_whatever_the_reads() {
+        let text: Vec<u8> = (0..3000)
+            .flat_map(|i| {
+                let mut line = format!("line {i} ").into_bytes();
+                line.resize(line.len() + (i * 37) % 200, b'.');
+                line.push(b'\n');
+                line
+            })
+            .chain(vec![b'z'; MAX_LINE * 2 + 5])
+            .collect();
+        let mut framed = Vec::new();
+        let mut framer = LineFramer::default();
+        framer.feed(Bytes::from(text.clone()), |l| framed.push(l));
+        for read in [1, 7, 100, 4095, 4096, 70_000] {
+            let mut tail = LogTail::default();
+            for piece in text.chunks(read) {
+                tail.push_raw(Bytes::copy_from_slice(piece));
+            }
+            let want: Vec<String> = framed[framed.len() - 500..]
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            assert_eq!(tail.last(500), want, "reads of {read}");
+            // The 5 unfinished bytes are no line yet; the end of the stream makes them one.
+            tail.finish();
+            assert_eq!(tail.last(1), vec!["zzzzz".to_owned()], "reads of {read}");
+        }
+    }
+
+    #[test]
+    fn a_framer_primed_mid_line_gives_whole_lines() {
+        let mut tail = LogTail::default();
+        tail.push_raw(Bytes::from_static(b"one\ntw"));
+        let mut framer = LineFramer::primed(&tail.unfinished_bytes());
+        let mut out = Vec::new();
+        framer.feed(Bytes::from_static(b"o\nthree\n"), |l| out.push(l));
+        assert_eq!(
+            out,
+            [Bytes::from_static(b"two"), Bytes::from_static(b"three")]
+        );
     }
 
     #[test]
