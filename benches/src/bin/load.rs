@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `--quick` shrinks the sizes (N = 50/200, 100 MB of logs) to check the
-//! harness itself. Every daemon runs in a process group of its own and is
+//! harness itself; `--starts 100,1000` picks the start sizes; `--only zist`
+//! or `--only supervisord` runs one side. Every daemon runs in a process group of its own and is
 //! stopped (then killed with its programs' groups) when its scenario ends.
 
 use std::collections::BTreeMap;
@@ -454,6 +455,7 @@ impl Table {
         kind: Kind,
         v: f64,
     ) {
+        eprintln!("  {}: {scenario}: {} {unit}", kind.label(), fmt(v));
         if !self.rows.iter().any(|(s, _, _)| s == scenario) {
             self.rows.push((scenario.to_owned(), unit, target));
         }
@@ -517,7 +519,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let sizes = if args.iter().any(|a| a == "--quick") {
+    let mut sizes = if args.iter().any(|a| a == "--quick") {
         Sizes {
             starts: vec![50, 200],
             n: 200,
@@ -530,11 +532,28 @@ fn main() {
             log_bytes: 1_000_000_000,
         }
     };
+    // `--starts 100,1000` picks the start sizes (supervisord needs minutes for 5000).
+    if let Some(list) = args
+        .iter()
+        .position(|a| a == "--starts")
+        .and_then(|i| args.get(i + 1))
+    {
+        sizes.starts = list.split(',').filter_map(|n| n.parse().ok()).collect();
+    }
+    let only: Vec<Kind> = match args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(k) if k == "zist" => vec![Kind::Zist],
+        Some(k) if k == "supervisord" => vec![Kind::Supervisord],
+        _ => vec![Kind::Zist, Kind::Supervisord],
+    };
     let venv = supervisord_venv();
     let mut table = Table::default();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        for kind in [Kind::Zist, Kind::Supervisord] {
+        for &kind in &only {
             scenarios(kind, &sizes, &venv, &mut table);
         }
     }
