@@ -201,6 +201,7 @@ impl Instance {
             .process_group(0)
             .spawn()
             .expect("the daemon");
+        lock_started().insert(child.id() as i32);
         let mut this = Self {
             kind,
             child,
@@ -331,6 +332,7 @@ impl Instance {
             }
         }
         self.pids.extend(out.values().filter_map(|s| s.pid));
+        lock_started().extend(out.values().filter_map(|s| s.pid));
         out
     }
 
@@ -395,6 +397,47 @@ fn zombie(pid: i32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(true)
+}
+
+/// Every daemon and program pid this run started, for the signal handler.
+static STARTED: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn lock_started() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<i32>> {
+    STARTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// On SIGINT or SIGTERM, kills every process group this run started, then
+/// exits: an interrupted run leaves nothing behind.
+fn clean_up_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            for &pid in lock_started().iter() {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            eprintln!("interrupted: every process this run started is killed");
+            std::process::exit(130);
+        });
+    });
 }
 
 impl Drop for Instance {
@@ -512,6 +555,7 @@ struct Sizes {
 }
 
 fn main() {
+    clean_up_on_signal();
     let args: Vec<String> = std::env::args().collect();
     let rounds = args
         .iter()
