@@ -269,20 +269,25 @@ impl Issues {
 struct SourceFile<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Offsets of the newlines, found once: a line number is a binary
+    /// search, not a scan from the top (a config with 5000 programs has
+    /// 20 000 keys).
+    newlines: Vec<usize>,
 }
 
 impl<'a> SourceFile<'a> {
     fn new(path: &'a Path, text: &'a str) -> Self {
-        Self { path, text }
+        let newlines = memchr::memchr_iter(b'\n', text.as_bytes()).collect();
+        Self {
+            path,
+            text,
+            newlines,
+        }
     }
 
     fn at(&self, span: std::ops::Range<usize>) -> Located {
         let offset = span.start.min(self.text.len());
-        let line = self.text.as_bytes()[..offset]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
+        let line = self.newlines.partition_point(|&n| n < offset) + 1;
         Located {
             file: self.path.to_owned(),
             line: Some(line),
