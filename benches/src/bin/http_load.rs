@@ -265,15 +265,18 @@ fn api_and_streams(
         ),
         "",
     ));
-    let (rate, (low, high), cpu, got, skipped) = followers(&http, pid, true, window);
-    rows.push((
-        format!("{FOLLOWERS} SSE followers reading: chatty's rate; zistd RSS min-max; zistd CPU per 10 s"),
+    let effect = |rate: f64, (low, high): (u64, u64), cpu: f64| {
         format!(
             "{rate:.0} lines/s ({:.0}% of alone); {}-{} MiB; {cpu:.2} CPU-s",
             rate * 100.0 / alone,
             mib(low),
             mib(high)
-        ),
+        )
+    };
+    let (rate, rss, cpu, got, skipped) = followers(&http, pid, true, window);
+    rows.push((
+        format!("{FOLLOWERS} SSE followers reading: chatty's rate; zistd RSS min-max; zistd CPU per 10 s"),
+        effect(rate, rss, cpu),
         "memory flat, child never slowed",
     ));
     rows.push((
@@ -281,15 +284,10 @@ fn api_and_streams(
         format!("{got} delivered, {skipped} skipped"),
         "",
     ));
-    let (rate, (low, high), cpu, _, _) = followers(&http, pid, false, window);
+    let (rate, rss, cpu, _, _) = followers(&http, pid, false, window);
     rows.push((
         format!("{FOLLOWERS} SSE followers that never read: chatty's rate; zistd RSS min-max; CPU"),
-        format!(
-            "{rate:.0} lines/s ({:.0}% of alone); {}-{} MiB; {cpu:.2} CPU-s",
-            rate * 100.0 / alone,
-            mib(low),
-            mib(high)
-        ),
+        effect(rate, rss, cpu),
         "memory flat, child never slowed",
     ));
 }
