@@ -2,8 +2,9 @@
 //! followers and the rotating log files.
 //!
 //! Every byte read from a child's pipe is written unchanged to its log file
-//! (so invalid UTF-8 and binary output are kept exactly), then cut into lines
-//! for the in-memory tail and for followers. A line longer than
+//! (so invalid UTF-8 and binary output are kept exactly), then kept as read
+//! in the in-memory tail (cut into lines only when asked) and, while someone
+//! follows, cut into lines for the followers. A line longer than
 //! [`MAX_LINE`] is cut into pieces, so memory stays bounded whatever the child
 //! writes. Followers get lines through a broadcast channel: one that falls
 //! behind sees a gap marker, and never slows the child. Write errors on the
