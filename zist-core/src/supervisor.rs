@@ -312,30 +312,28 @@ impl Supervisor {
             .map_err(|e| Error::Invalid(format!("the stats sampler failed: {e}")))
     }
 
-    /// CPU and memory of every program, by name (one scan of the process
-    /// table for all); zeros for programs with no process.
-    pub async fn stats_all(&self) -> Vec<(String, ProcessStats)> {
-        let live: Vec<(String, Option<i32>)> = self
-            .list()
-            .into_iter()
-            .map(|info| {
-                let pid = info.pid.filter(|_| info.state.is_live());
-                (info.name, pid)
-            })
+    /// Every program's info with the CPU and memory of its process tree
+    /// (one scan of the process table for all); zeros for programs with no
+    /// process.
+    pub async fn stats_all(&self) -> Vec<(ProcessInfo, ProcessStats)> {
+        let list = self.list();
+        let pids: Vec<i32> = list
+            .iter()
+            .filter(|info| info.state.is_live())
+            .filter_map(|info| info.pid)
             .collect();
-        let pids: Vec<i32> = live.iter().filter_map(|(_, pid)| *pid).collect();
         let sampler = self.inner.sampler.clone();
         let measured = tokio::task::spawn_blocking(move || sampler.measure_many(&pids))
             .await
             .unwrap_or_default();
         let mut measured = measured.into_iter();
-        live.into_iter()
-            .map(|(name, pid)| {
-                let stats = match pid {
-                    Some(_) => measured.next().unwrap_or_default(),
-                    None => ProcessStats::default(),
+        list.into_iter()
+            .map(|info| {
+                let stats = match info.pid {
+                    Some(_) if info.state.is_live() => measured.next().unwrap_or_default(),
+                    _ => ProcessStats::default(),
                 };
-                (name, stats)
+                (info, stats)
             })
             .collect()
     }

@@ -29,7 +29,7 @@ async fn stats_are_meaningful_on_the_first_call_and_cover_the_tree() {
     // All programs in one scan: the new one gets its first window too.
     sup.run(dir.sh("calm", "sleep 300")).await;
     let all = sup.stats_all().await;
-    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = all.iter().map(|(i, _)| i.name.as_str()).collect();
     assert_eq!(names, ["busy", "calm"]);
     assert!(all[0].1.cpu_percent > 20.0, "{all:?}");
     assert!(all[0].1.memory_bytes > 40_000_000, "{all:?}");

@@ -208,19 +208,13 @@ fn events(state: &State) -> Response {
 /// `GET /api/v1/stats`: CPU and memory of every program with Web = true,
 /// by name, from one scan (what the dashboard polls).
 async fn all_stats(state: &State) -> Response {
-    let shown: std::collections::HashSet<String> = state
-        .supervisor
-        .list()
-        .into_iter()
-        .filter(|i| i.web)
-        .map(|i| i.name)
-        .collect();
     let stats: BTreeMap<String, zist_core::ProcessStats> = state
         .supervisor
         .stats_all()
         .await
         .into_iter()
-        .filter(|(name, _)| shown.contains(name))
+        .filter(|(info, _)| info.web)
+        .map(|(info, stats)| (info.name, stats))
         .collect();
     ok(&stats)
 }

@@ -64,8 +64,7 @@ async fn metrics(state: &State) -> Response {
 
 async fn render(state: &State) -> Result<String, std::fmt::Error> {
     let sup = &state.supervisor;
-    let list = sup.list();
-    let stats = sup.stats_all().await;
+    let all = sup.stats_all().await;
 
     let mut registry = Registry::default();
     let up = Family::<ProgramState, Gauge>::default();
@@ -74,7 +73,7 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
     let uptime = Family::<Program, FloatGauge>::default();
     let cpu = Family::<Program, FloatGauge>::default();
     let memory = Family::<Program, Gauge>::default();
-    for info in &list {
+    for (info, stats) in &all {
         let program = Program {
             name: info.name.clone(),
         };
@@ -89,21 +88,13 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
             .get_or_create(&program)
             .set(i64::from(info.restarts));
         uptime.get_or_create(&program).set(info.uptime_secs);
-    }
-    let shown: std::collections::HashSet<&str> = list
-        .iter()
-        .filter(|i| i.web)
-        .map(|i| i.name.as_str())
-        .collect();
-    for (name, s) in stats
-        .iter()
-        .filter(|(name, _)| shown.contains(name.as_str()))
-    {
-        let program = Program { name: name.clone() };
-        cpu.get_or_create(&program).set(s.cpu_percent);
-        memory
-            .get_or_create(&program)
-            .set(i64::try_from(s.memory_bytes).unwrap_or(i64::MAX));
+        // Web = false: its CPU and memory are not shown.
+        if info.web {
+            cpu.get_or_create(&program).set(stats.cpu_percent);
+            memory
+                .get_or_create(&program)
+                .set(i64::try_from(stats.memory_bytes).unwrap_or(i64::MAX));
+        }
     }
     registry.register(
         "zist_process_state",
