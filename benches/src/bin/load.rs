@@ -227,55 +227,33 @@ impl Instance {
         self.child.id()
     }
 
-    fn list_request(&self) -> String {
+    /// The HTTP request for an API call: `zist` is the JSON-RPC method,
+    /// `supervisord` the XML-RPC one.
+    fn request(&self, zist: &str, supervisord: &str) -> String {
         match self.kind {
-            Kind::Zist => request(
-                &self.addr,
-                "/",
-                "application/json",
-                &rpc_body("process.list"),
-            ),
-            Kind::Supervisord => request(
-                &self.addr,
-                "/RPC2",
-                "text/xml",
-                &xml_body("supervisor.getAllProcessInfo"),
-            ),
+            Kind::Zist => request(&self.addr, "/", "application/json", &rpc_body(zist)),
+            Kind::Supervisord => request(&self.addr, "/RPC2", "text/xml", &xml_body(supervisord)),
         }
+    }
+
+    /// Makes an API call (see [`Instance::request`]); the answer's body.
+    fn call(&self, zist: &str, supervisord: &str) -> std::io::Result<String> {
+        match self.kind {
+            Kind::Zist => post(&self.addr, "/", "application/json", &rpc_body(zist)),
+            Kind::Supervisord => post(&self.addr, "/RPC2", "text/xml", &xml_body(supervisord)),
+        }
+    }
+
+    fn list_request(&self) -> String {
+        self.request("process.list", "supervisor.getAllProcessInfo")
     }
 
     fn status_request(&self) -> String {
-        match self.kind {
-            Kind::Zist => request(
-                &self.addr,
-                "/",
-                "application/json",
-                &rpc_body("daemon.status"),
-            ),
-            Kind::Supervisord => request(
-                &self.addr,
-                "/RPC2",
-                "text/xml",
-                &xml_body("supervisor.getState"),
-            ),
-        }
+        self.request("daemon.status", "supervisor.getState")
     }
 
     fn call_status(&self) -> std::io::Result<String> {
-        let body = match self.kind {
-            Kind::Zist => post(
-                &self.addr,
-                "/",
-                "application/json",
-                &rpc_body("daemon.status"),
-            )?,
-            Kind::Supervisord => post(
-                &self.addr,
-                "/RPC2",
-                "text/xml",
-                &xml_body("supervisor.getState"),
-            )?,
-        };
+        let body = self.call("daemon.status", "supervisor.getState")?;
         if body.contains("result") || body.contains("statename") {
             Ok(body)
         } else {
@@ -286,15 +264,11 @@ impl Instance {
     /// Every program's state, by name.
     fn states(&mut self) -> BTreeMap<String, Seen> {
         let mut out = BTreeMap::new();
+        let body = self
+            .call("process.list", "supervisor.getAllProcessInfo")
+            .unwrap_or_default();
         match self.kind {
             Kind::Zist => {
-                let body = post(
-                    &self.addr,
-                    "/",
-                    "application/json",
-                    &rpc_body("process.list"),
-                )
-                .unwrap_or_default();
                 let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 for info in value["result"].as_array().into_iter().flatten() {
                     out.insert(
@@ -307,13 +281,6 @@ impl Instance {
                 }
             }
             Kind::Supervisord => {
-                let body = post(
-                    &self.addr,
-                    "/RPC2",
-                    "text/xml",
-                    &xml_body("supervisor.getAllProcessInfo"),
-                )
-                .unwrap_or_default();
                 for entry in body.split("<struct>").skip(1) {
                     let Some(name) = member(entry, "name") else {
                         continue;
@@ -357,21 +324,8 @@ impl Instance {
     fn stop_all(&mut self) -> Duration {
         let live: Vec<i32> = self.states().values().filter_map(|s| s.pid).collect();
         let t = Instant::now();
-        let answer = match self.kind {
-            Kind::Zist => post(
-                &self.addr,
-                "/",
-                "application/json",
-                &rpc_body("process.stop_all"),
-            ),
-            Kind::Supervisord => post(
-                &self.addr,
-                "/RPC2",
-                "text/xml",
-                &xml_body("supervisor.stopAllProcesses"),
-            ),
-        };
-        answer.expect("stop all");
+        self.call("process.stop_all", "supervisor.stopAllProcesses")
+            .expect("stop all");
         while live
             .iter()
             .any(|&p| kill(Pid::from_raw(p), None).is_ok() && !zombie(p))
