@@ -319,4 +319,12 @@ async fn metrics_parse_as_prometheus_text_with_a_gauge_per_program() {
         own("zist_programs").value,
         prometheus_parse::Value::Gauge(2.0)
     );
+    // The dashboard's one call for every program's CPU and memory: Web =
+    // false programs are left out, as on every stats route.
+    assert_eq!(rig.raw("GET", "/api/v1/stats", None).await.0, 401);
+    let (status, all) = rig.call("GET", "/api/v1/stats", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{all}");
+    assert!(all["web"]["memory_bytes"].as_u64().unwrap() > 0, "{all}");
+    assert!(all["web"]["cpu_percent"].is_number(), "{all}");
+    assert!(all.get("private").is_none(), "{all}");
 }
