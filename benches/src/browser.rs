@@ -7,6 +7,57 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+fn chromedriver() -> String {
+    std::env::var("ZIST_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
+}
+
+fn chromium() -> String {
+    std::env::var("ZIST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Whether Chromium and chromedriver are installed.
+pub fn available() -> bool {
+    [chromedriver(), chromium()]
+        .iter()
+        .all(|p| std::path::Path::new(p).exists())
+}
+
+/// Loads `url` and returns the time from navigation start to the frame
+/// after the one that first has `n` elements matching `selector` (the page's
+/// own clock).
+pub async fn rows_drawn(
+    client: &fantoccini::Client,
+    url: &str,
+    selector: &str,
+    n: usize,
+) -> Duration {
+    client
+        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+            Some(Duration::from_secs(120)),
+            Some(Duration::from_secs(120)),
+            Some(Duration::from_secs(0)),
+        ))
+        .await
+        .expect("browser timeouts");
+    client.goto(url).await.expect("the page");
+    let wait = r#"
+        const [selector, want, done] = arguments;
+        (function check() {
+          if (document.querySelectorAll(selector).length >= want) {
+            // The frame after the next one starts once the rows are painted.
+            requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now())));
+            return;
+          }
+          setTimeout(check, 5);
+        })();
+    "#;
+    let ms = client
+        .execute_async(wait, vec![selector.into(), n.into()])
+        .await
+        .expect("the page's rows");
+    Duration::from_secs_f64(ms.as_f64().unwrap_or(0.0) / 1000.0)
+}
+
 /// Headless Chromium under chromedriver, both in a process group of their
 /// own that is killed on drop.
 pub struct Browser {
@@ -20,10 +71,7 @@ impl Browser {
     /// Starts chromedriver on a free loopback port and opens a session.
     pub async fn start() -> Self {
         use std::os::unix::process::CommandExt;
-        let chromedriver =
-            std::env::var("ZIST_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-        let chromium =
-            std::env::var("ZIST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let (chromedriver, chromium) = (chromedriver(), chromium());
         for program in [&chromedriver, &chromium] {
             assert!(
                 std::path::Path::new(program).exists(),

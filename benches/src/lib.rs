@@ -157,45 +157,177 @@ impl Drop for Daemon {
     }
 }
 
-/// Sends `request` `n` times over one keep-alive connection to `addr`,
-/// reading each answer (Content-Length framed) to its last byte; returns
-/// the time of each.
-pub fn keep_alive_latencies(addr: &str, request: &str, n: usize) -> Vec<Duration> {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut samples = Vec::with_capacity(n);
-    let mut buf = vec![0u8; 1 << 20];
-    for _ in 0..n {
-        let t = Instant::now();
-        stream.write_all(request.as_bytes()).expect("write");
-        let mut got = 0;
-        let total = loop {
-            if got == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            got += stream.read(&mut buf[got..]).expect("read");
-            let head_end = buf[..got].windows(4).position(|w| w == b"\r\n\r\n");
-            if let Some(end) = head_end {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                assert!(head.starts_with("http/1.1 200"), "{head}");
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .expect("a content-length");
-                break end + 4 + length;
+/// The machine's floor for starting and stopping `n` programs, with no
+/// supervisor: `n` bare spawns of `/bin/sleep 3600` (the standard library's
+/// posix_spawn, each in its own process group) from one thread per core,
+/// then kill -9 and reap them all. Returns (threads, spawn time, kill and
+/// reap time).
+pub fn spawn_floor(n: usize) -> (usize, Duration, Duration) {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = n.div_ceil(threads);
+    let t0 = Instant::now();
+    let children: Vec<Child> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..per)
+                        .map_while(|_| {
+                            Command::new("/bin/sleep")
+                                .arg("3600")
+                                .process_group(0)
+                                .spawn()
+                                .ok()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let spawned = t0.elapsed();
+    let complete = children.len() == per * threads;
+    let t0 = Instant::now();
+    for child in &children {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    let reaped = t0.elapsed();
+    assert!(complete, "a bare spawn of /bin/sleep failed");
+    (threads, spawned, reaped)
+}
+
+/// One HTTP/1.1 keep-alive connection that sends whole requests and reads
+/// each answer to its last byte (Content-Length or chunked framing),
+/// connecting again when the server closed it.
+pub struct KeepAlive {
+    addr: String,
+    stream: Option<std::net::TcpStream>,
+    buf: Vec<u8>,
+    /// How many times it had to connect.
+    pub connects: u64,
+}
+
+impl KeepAlive {
+    /// A connection to `addr`, made on the first exchange.
+    pub fn new(addr: &str) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            stream: None,
+            buf: Vec::with_capacity(1 << 16),
+            connects: 0,
+        }
+    }
+
+    /// Sends `request` and reads its answer whole; returns the status code.
+    /// A connection the server closes after answering is made again next time.
+    pub fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let stream = std::net::TcpStream::connect(&self.addr)?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                self.connects += 1;
+                self.stream.insert(stream)
             }
         };
-        if buf.len() < total {
-            buf.resize(total, 0);
+        let answer = write_and_read(stream, request, &mut self.buf);
+        match answer {
+            Ok((status, keep)) => {
+                if !keep {
+                    self.stream = None;
+                }
+                Ok(status)
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
         }
-        while got < total {
-            got += stream.read(&mut buf[got..total]).expect("read");
-        }
-        samples.push(t.elapsed());
     }
-    samples
+}
+
+fn eof() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed the connection")
+}
+
+/// Writes `request`, then reads one answer into `buf`: (status, whether the
+/// connection stays open).
+fn write_and_read(
+    stream: &mut std::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, bool)> {
+    stream.write_all(request)?;
+    buf.clear();
+    let mut chunk = [0u8; 1 << 16];
+    let head_end = loop {
+        if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(eof());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let keep = header("connection:").is_none_or(|v| v != "close")
+        && (head.starts_with("http/1.1") || header("connection:").is_some_and(|v| v == "keep-alive"));
+    let mut body = buf.split_off(head_end + 4);
+    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+        // Chunks until the zero-length one and its blank line.
+        while memchr::memmem::find(&body, b"\r\n0\r\n\r\n").is_none() && !body.starts_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(eof());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(length) = header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < length {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(eof());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        // No framing: the body ends with the connection.
+        loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        return Ok((status, false));
+    }
+    *buf = body;
+    Ok((status, keep))
+}
+
+/// Sends `request` `n` times over one keep-alive connection to `addr`,
+/// reading each answer to its last byte; returns the time of each.
+pub fn keep_alive_latencies(addr: &str, request: &str, n: usize) -> Vec<Duration> {
+    let mut connection = KeepAlive::new(addr);
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let status = connection.exchange(request.as_bytes()).expect("an answer");
+            assert_eq!(status, 200, "{request}");
+            t.elapsed()
+        })
+        .collect()
 }

@@ -89,43 +89,9 @@ async fn wait_all(sup: &Supervisor, state: ProcessState, limit: Duration) -> boo
     }
 }
 
-/// The machine's floor, no supervisor: `n` bare spawns of the same program
-/// (the standard library's posix_spawn, each in its own process group) from
-/// one thread per core, then kill -9 and reap them all.
+/// The machine's floor, no supervisor (see [`zist_benches::spawn_floor`]).
 fn floor(n: usize, rows: &mut Vec<Row>) {
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let per = n.div_ceil(threads);
-    let t0 = Instant::now();
-    let children: Vec<std::process::Child> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(move || {
-                    (0..per)
-                        .map(|_| {
-                            std::process::Command::new("/bin/sleep")
-                                .arg("3600")
-                                .process_group(0)
-                                .spawn()
-                                .expect("bare spawn")
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("spawner thread"))
-            .collect()
-    });
-    let spawned = t0.elapsed();
-    let t0 = Instant::now();
-    for child in &children {
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-    }
-    for mut child in children {
-        let _ = child.wait();
-    }
-    let reaped = t0.elapsed();
+    let (threads, spawned, reaped) = zist_benches::spawn_floor(n);
     rows.push(Row {
         what: format!(
             "floor, no supervisor: {n} bare spawns from {threads} threads / kill -9 and reap them"
