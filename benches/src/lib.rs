@@ -160,9 +160,10 @@ impl Drop for Daemon {
 /// The machine's floor for starting and stopping `n` programs, with no
 /// supervisor: `n` bare spawns of `/bin/sleep 3600` (the standard library's
 /// posix_spawn, each in its own process group) from one thread per core,
-/// then kill -9 and reap them all. Returns (threads, spawn time, kill and
-/// reap time).
-pub fn spawn_floor(n: usize) -> (usize, Duration, Duration) {
+/// then kill -9 and reap them all. With `pipes`, each child's stdout and
+/// stderr are pipes (held open, never read), as a supervisor that keeps
+/// logs must make them. Returns (threads, spawn time, kill and reap time).
+pub fn spawn_floor(n: usize, pipes: bool) -> (usize, Duration, Duration) {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let per = n.div_ceil(threads);
     let t0 = Instant::now();
@@ -172,11 +173,12 @@ pub fn spawn_floor(n: usize) -> (usize, Duration, Duration) {
                 scope.spawn(move || {
                     (0..per)
                         .map_while(|_| {
-                            Command::new("/bin/sleep")
-                                .arg("3600")
-                                .process_group(0)
-                                .spawn()
-                                .ok()
+                            let mut command = Command::new("/bin/sleep");
+                            command.arg("3600").process_group(0);
+                            if pipes {
+                                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                            }
+                            command.spawn().ok()
                         })
                         .collect::<Vec<_>>()
                 })
@@ -253,7 +255,10 @@ impl KeepAlive {
 }
 
 fn eof() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed the connection")
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the server closed the connection",
+    )
 }
 
 /// Writes `request`, then reads one answer into `buf`: (status, whether the
@@ -284,11 +289,14 @@ fn write_and_read(
             .map(|v| v.trim().to_owned())
     };
     let keep = header("connection:").is_none_or(|v| v != "close")
-        && (head.starts_with("http/1.1") || header("connection:").is_some_and(|v| v == "keep-alive"));
+        && (head.starts_with("http/1.1")
+            || header("connection:").is_some_and(|v| v == "keep-alive"));
     let mut body = buf.split_off(head_end + 4);
     if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
         // Chunks until the zero-length one and its blank line.
-        while memchr::memmem::find(&body, b"\r\n0\r\n\r\n").is_none() && !body.starts_with(b"0\r\n\r\n") {
+        while memchr::memmem::find(&body, b"\r\n0\r\n\r\n").is_none()
+            && !body.starts_with(b"0\r\n\r\n")
+        {
             let n = stream.read(&mut chunk)?;
             if n == 0 {
                 return Err(eof());

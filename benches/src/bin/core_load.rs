@@ -91,7 +91,7 @@ async fn wait_all(sup: &Supervisor, state: ProcessState, limit: Duration) -> boo
 
 /// The machine's floor, no supervisor (see [`zist_benches::spawn_floor`]).
 fn floor(n: usize, rows: &mut Vec<Row>) {
-    let (threads, spawned, reaped) = zist_benches::spawn_floor(n);
+    let (threads, spawned, reaped) = zist_benches::spawn_floor(n, false);
     rows.push(Row {
         what: format!(
             "floor, no supervisor: {n} bare spawns from {threads} threads / kill -9 and reap them"

@@ -560,6 +560,8 @@ fn fmt(v: f64) -> String {
 }
 
 struct Sizes {
+    /// Which scenarios: `all`, `fleet` (start, idle, API, stop), `restart` or `logs`.
+    which: String,
     starts: Vec<usize>,
     n: usize,
     log_bytes: u64,
@@ -606,17 +608,27 @@ fn main() {
         .unwrap_or(3);
     let mut sizes = if args.iter().any(|a| a == "--quick") {
         Sizes {
+            which: String::new(),
             starts: vec![50, 200],
             n: 200,
             log_bytes: 100_000_000,
         }
     } else {
         Sizes {
+            which: String::new(),
             starts: vec![100, 1000, 5000],
             n: 1000,
             log_bytes: 1_000_000_000,
         }
     };
+    sizes.which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
+    if !["all", "fleet", "restart", "logs"].contains(&sizes.which.as_str()) {
+        eprintln!(
+            "unknown scenario {:?}; use all, fleet, restart or logs",
+            sizes.which
+        );
+        std::process::exit(2);
+    }
     // `--starts 100,1000` picks the start sizes (supervisord needs minutes for 5000).
     if let Some(list) = args
         .iter()
@@ -650,16 +662,35 @@ fn sleepers(n: usize) -> Vec<Program> {
 }
 
 fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
+    let run = |what: &str| sizes.which == "all" || sizes.which == what;
+    if run("fleet") {
+        fleet(kind, sizes, venv, table);
+    }
+    if run("restart") {
+        restart_latency(kind, venv, table);
+    }
+    if run("logs") {
+        log_throughput(kind, sizes, venv, table);
+    }
+}
+
+/// The machine's floor, then start N, idle, the APIs and stop all.
+fn fleet(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     if kind == Kind::Zist {
-        let (threads, spawned, reaped) = zist_benches::spawn_floor(sizes.n);
-        table.add_floor(
-            &format!("{} bare spawns of /bin/sleep from {threads} threads, s", sizes.n),
-            spawned.as_secs_f64(),
-        );
-        table.add_floor(
-            "kill -9 and reap them, ms",
-            reaped.as_secs_f64() * 1000.0,
-        );
+        for (pipes, how) in [(false, ""), (true, ", stdout and stderr piped")] {
+            let (threads, spawned, reaped) = zist_benches::spawn_floor(sizes.n, pipes);
+            table.add_floor(
+                &format!(
+                    "{} bare spawns of /bin/sleep from {threads} threads{how}, s",
+                    sizes.n
+                ),
+                spawned.as_secs_f64(),
+            );
+            table.add_floor(
+                &format!("kill -9 and reap them{how}, ms"),
+                reaped.as_secs_f64() * 1000.0,
+            );
+        }
         library_rss(sizes.n, table);
     }
     for &n in &sizes.starts {
@@ -689,8 +720,6 @@ fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
             );
         }
     }
-    restart_latency(kind, venv, table);
-    log_throughput(kind, sizes, venv, table);
 }
 
 /// The library's RSS with `n` idle programs, in a process that does nothing
@@ -922,7 +951,10 @@ fn children(pid: u32) -> Vec<i32> {
         .flatten()
     {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
         }
     }
     out
@@ -978,7 +1010,44 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
     );
 }
 
+/// The writer straight into a file, no daemon: how fast this machine takes
+/// `bytes` into its page cache in 4 KiB writes, and at what CPU cost (all
+/// of it the writer's own system time). Run before each daemon's log
+/// scenarios, it also hands the page cache memory the kernel has already
+/// used: on a new VM the first touch of a page costs the host a fault,
+/// which would otherwise fall on whichever daemon runs first.
+fn log_floor(bytes: u64, table: &mut Table) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("direct.log");
+    let file = std::fs::File::create(&path).expect("the floor's file");
+    let exe = std::env::current_exe().expect("own path");
+    let t = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["writer", "4096", &bytes.to_string()])
+        .stdout(file)
+        .process_group(0)
+        .spawn()
+        .expect("the writer");
+    lock_started().insert(child.id() as i32);
+    let mut cpu = 0.0;
+    // Its CPU time is read just before it is reaped.
+    while !zombie(child.id() as i32) {
+        cpu = usage(child.id()).0;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = t.elapsed();
+    cpu = usage(child.id()).0.max(cpu);
+    let _ = child.wait();
+    let gb = bytes as f64 / 1e9;
+    table.add_floor(
+        "the writer straight into a file, 4 KiB writes, MB/s",
+        gb * 1000.0 / took.as_secs_f64(),
+    );
+    table.add_floor("the same, the writer's CPU-s per GB", cpu / gb);
+}
+
 fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
+    log_floor(sizes.log_bytes, table);
     // One write(2) per line is the costliest way to log: a fifth of the bytes.
     for (label, chunk, expected, targets) in [
         (
