@@ -10,6 +10,12 @@
 //! behind sees a gap marker, and never slows the child. Write errors on the
 //! log file (full or vanished disk) are counted and reported, and the pump
 //! goes on reading, so the child never blocks on a full pipe.
+//!
+//! A pump reads on readiness, which for a program that writes each line
+//! with its own system call means a wake-up, two reads and a file write per
+//! line. Such a stream turns hot (many small reads in a short time): its
+//! pipe is then taken off the poller, enlarged to 1 MiB, and read whole
+//! every millisecond, until it calms down or writes too fast to pause for.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -540,69 +546,264 @@ impl SharedLog {
     }
 }
 
-/// Reads a pipe until end-of-file, or until `handoff` fires; then gives the pipe back.
-pub(crate) async fn pump(
-    rx: pipe::Receiver,
-    log: SharedLog,
-    mut handoff: oneshot::Receiver<()>,
-) -> Option<pipe::Receiver> {
+/// How a burst of reads ended.
+enum Burst {
+    /// The pipe is empty for now; this many bytes were read.
+    Read(usize),
+    /// End of stream, or an error reading the pipe: the stream is finished.
+    Ended,
+}
+
+/// Reads the pipe until it is empty, handing the bytes to `log` as read.
+fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
+    // A short read (a line, or end-of-file) lands on the stack; only a
+    // full one gets a heap buffer, so idle and quiet programs hold and
+    // churn no large buffer.
+    let mut first = [0u8; SMALL_READ];
+    let n = match rx.try_read(&mut first) {
+        Ok(0) => {
+            log.finish();
+            return Burst::Ended;
+        }
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            return Burst::Read(0);
+        }
+        Err(e) => {
+            tracing::warn!("cannot read an output pipe: {e}");
+            log.finish();
+            return Burst::Ended;
+        }
+    };
+    if n < SMALL_READ {
+        log.ingest(Bytes::copy_from_slice(&first[..n]));
+        return Burst::Read(n);
+    }
+    let mut total = n;
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    buf.extend_from_slice(&first);
     loop {
-        tokio::select! {
-            biased;
-            _ = &mut handoff => return Some(rx),
-            ready = rx.readable() => {
-                if let Err(e) = ready {
-                    tracing::warn!("cannot wait on an output pipe: {e}");
-                    log.finish();
-                    return None;
-                }
-                // A short read (a line, or end-of-file) lands on the stack;
-                // only a full one gets a heap buffer, so idle and quiet
-                // programs hold and churn no large buffer.
-                let mut first = [0u8; SMALL_READ];
-                let n = match rx.try_read(&mut first) {
-                    Ok(0) => {
-                        log.finish();
-                        return None;
-                    }
-                    Ok(n) => n,
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
-                    Err(e) => {
-                        tracing::warn!("cannot read an output pipe: {e}");
-                        log.finish();
-                        return None;
-                    }
-                };
-                if n < SMALL_READ {
-                    log.ingest(Bytes::copy_from_slice(&first[..n]));
-                    continue;
-                }
-                let mut buf = BytesMut::with_capacity(READ_SIZE);
-                buf.extend_from_slice(&first);
-                loop {
-                    match rx.try_read_buf(&mut buf) {
-                        Ok(0) => {
-                            if !buf.is_empty() {
-                                log.ingest(buf.split().freeze());
-                            }
-                            log.finish();
-                            return None;
-                        }
-                        Ok(_) if buf.capacity() - buf.len() > 0 => continue,
-                        Ok(_) => log.ingest(take_chunk(&mut buf)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            tracing::warn!("cannot read an output pipe: {e}");
-                            log.finish();
-                            return None;
-                        }
-                    }
-                }
+        let before = buf.len();
+        match rx.try_read_buf(&mut buf) {
+            Ok(0) => {
                 if !buf.is_empty() {
+                    log.ingest(buf.split().freeze());
+                }
+                log.finish();
+                return Burst::Ended;
+            }
+            Ok(_) => {
+                total += buf.len() - before;
+                if buf.capacity() == buf.len() {
                     log.ingest(take_chunk(&mut buf));
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("cannot read an output pipe: {e}");
+                log.finish();
+                return Burst::Ended;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        log.ingest(take_chunk(&mut buf));
+    }
+    Burst::Read(total)
+}
+
+/// A burst smaller than this counts toward making a stream hot.
+const HOT_SMALL: usize = 16 * 1024;
+/// A stream is hot after this many small bursts within [`HOT_WINDOW`]
+/// (3 200 wake-ups a second).
+const HOT_BURSTS: u32 = 32;
+const HOT_WINDOW: Duration = Duration::from_millis(10);
+/// How long a hot pump lets its pipe fill between reads.
+const HOT_PAUSE: Duration = Duration::from_millis(1);
+/// The pipe size a hot pump asks for: what a writer of 500 MB/s puts in
+/// it during a pause (a pause is at most 2 ms with tokio's timer).
+const HOT_PIPE: usize = 1 << 20;
+/// A pause that gathered less than this means the stream calmed down (a
+/// few lines a millisecond at most: few enough to read on readiness).
+const HOT_COOLED: usize = 256;
+
+/// Tells whether a stream is hot: many small bursts in a short time, as a
+/// program that writes each line with its own system call makes.
+#[derive(Debug)]
+struct Heat {
+    since: Instant,
+    small: u32,
+}
+
+impl Heat {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            small: 0,
+        }
+    }
+
+    /// Counts a burst of `n` bytes; true once the stream is hot.
+    fn hot_after(&mut self, n: usize) -> bool {
+        if n >= HOT_SMALL {
+            // The pump is behind and reads whole pipes: already cheap.
+            self.small = 0;
+            return false;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.since) > HOT_WINDOW {
+            self.since = now;
+            self.small = 0;
+        }
+        self.small += 1;
+        self.small >= HOT_BURSTS
+    }
+}
+
+/// How a hot spell of a pump ended.
+enum Hot {
+    /// The stream calmed down: the pipe, registered for readiness again.
+    Cooled(pipe::Receiver),
+    /// Detach asked for the pipe.
+    HandedOff(pipe::Receiver),
+    /// The pipe could not be enlarged: the pump must not pause for it.
+    Unpausable(pipe::Receiver),
+    /// End of stream, or an error: the stream is finished.
+    Ended,
+}
+
+/// Reads a hot stream on a timer: the pipe is taken off the readiness
+/// poller (a registered pipe wakes zist on every write) and enlarged, then
+/// read whole every [`HOT_PAUSE`], so a program that writes each line with
+/// its own system call costs a few reads and one file write a millisecond,
+/// not a wake-up, two reads and a file write per line. Lines reach the file
+/// and followers at most a couple of milliseconds later. A pause that
+/// gathered half a pipe is not repeated (the pipe is read again at once), so
+/// the writer never waits on a full pipe unless zist itself cannot keep up.
+async fn hot_spell(
+    rx: pipe::Receiver,
+    log: &SharedLog,
+    handoff: &mut oneshot::Receiver<()>,
+) -> Hot {
+    let fd = match rx.into_nonblocking_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot take an output pipe off the poller: {e}");
+            log.finish();
+            return Hot::Ended;
+        }
+    };
+    use nix::fcntl::{FcntlArg, fcntl};
+    let size = fcntl(&fd, FcntlArg::F_GETPIPE_SZ);
+    let enlarged = size.is_ok()
+        && fcntl(&fd, FcntlArg::F_SETPIPE_SZ(HOT_PIPE as i32))
+            .is_ok_and(|size| size as usize >= HOT_PIPE);
+    let back = |fd: std::os::fd::OwnedFd, ok: fn(pipe::Receiver) -> Hot| {
+        if enlarged && let Ok(size) = size {
+            // Gives back the pipe memory that counts against the user's
+            // limit (refused if more than that is unread: then it stays).
+            let _ = fcntl(&fd, FcntlArg::F_SETPIPE_SZ(size));
+        }
+        match pipe::Receiver::from_owned_fd(fd) {
+            Ok(rx) => ok(rx),
+            Err(e) => {
+                tracing::warn!("cannot watch an output pipe again: {e}");
+                log.finish();
+                Hot::Ended
+            }
+        }
+    };
+    if !enlarged {
+        return back(fd, Hot::Unpausable);
+    }
+    let mut file = File::from(fd);
+    // Zeroed once per spell; each read's bytes are copied out.
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut pause = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *handoff => return back(file.into(), Hot::HandedOff),
+            () = tokio::time::sleep(HOT_PAUSE), if pause => {}
+            () = tokio::task::yield_now(), if !pause => {}
+        }
+        let mut burst = 0;
+        loop {
+            match io::Read::read(&mut file, &mut buf) {
+                Ok(0) => {
+                    log.finish();
+                    return Hot::Ended;
+                }
+                Ok(n) => {
+                    burst += n;
+                    log.ingest(Bytes::copy_from_slice(&buf[..n]));
+                    if n < buf.len() {
+                        // Drained: what the writer adds now waits for the
+                        // next pause (reading on would race it line by line).
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("cannot read an output pipe: {e}");
+                    log.finish();
+                    return Hot::Ended;
+                }
+            }
+        }
+        // Only a full pause tells: right after a big burst the writer
+        // may still be waking from a full pipe.
+        if pause && burst < HOT_COOLED {
+            return back(file.into(), Hot::Cooled);
+        }
+        pause = burst < HOT_PIPE / 2;
+    }
+}
+
+/// Reads a pipe until end-of-file, or until `handoff` fires; then gives the pipe back.
+pub(crate) async fn pump(
+    mut rx: pipe::Receiver,
+    log: SharedLog,
+    mut handoff: oneshot::Receiver<()>,
+) -> Option<pipe::Receiver> {
+    let mut heat = Heat::new();
+    let mut pausable = true;
+    loop {
+        let burst = tokio::select! {
+            biased;
+            _ = &mut handoff => return Some(rx),
+            ready = rx.readable() => match ready {
+                Ok(()) => read_burst(&rx, &log),
+                Err(e) => {
+                    tracing::warn!("cannot wait on an output pipe: {e}");
+                    log.finish();
+                    Burst::Ended
+                }
+            },
+        };
+        match burst {
+            Burst::Ended => return None,
+            Burst::Read(n) if pausable && heat.hot_after(n) => {
+                // Boxed: only hot pumps pay for the timer and the buffer.
+                match Box::pin(hot_spell(rx, &log, &mut handoff)).await {
+                    Hot::Cooled(again) => rx = again,
+                    Hot::Unpausable(again) => {
+                        rx = again;
+                        pausable = false;
+                    }
+                    Hot::HandedOff(rx) => return Some(rx),
+                    Hot::Ended => return None,
+                }
+                heat = Heat::new();
+            }
+            Burst::Read(_) => {}
         }
     }
 }

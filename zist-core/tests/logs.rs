@@ -251,3 +251,99 @@ async fn an_unwritable_log_file_is_reported_and_the_program_runs_on() {
     wait_state(&sup, "nolog", ProcessState::Running, SECS_10).await;
     sup.stop("nolog").await.unwrap();
 }
+
+/// The size of the pipe behind a child's stdout, asked through a second
+/// read end opened from /proc (never read from).
+fn stdout_pipe_size(pid: i32) -> Option<i32> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(format!("/proc/{pid}/fd/1"))
+        .ok()?;
+    nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()
+}
+
+#[tokio::test]
+async fn a_program_writing_each_line_on_its_own_is_read_on_a_timer_and_loses_nothing() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    const LINES: u32 = 300_000;
+    // Each `echo` is a write(2) of its own: the costliest way to log.
+    let spec = dir.sh(
+        "lines",
+        &format!(
+            "i=0; while [ $i -lt {LINES} ]; do echo \"n $i\"; i=$((i+1)); done; exec sleep 300"
+        ),
+    );
+    let pid = sup.run(spec).await;
+    // Linux's default pipe size (for a user within its pipe memory limit).
+    let default_size = 64 * 1024;
+    // While it writes flat out, zist reads its pipe on a timer, in a 1 MiB pipe.
+    eventually(SECS_10, "the hot stream's pipe to grow to 1 MiB", || {
+        stdout_pipe_size(pid) == Some(1 << 20)
+    })
+    .await;
+    let out = dir.join("logs/lines.out.log");
+    let expected: String = (0..LINES).map(|i| format!("n {i}\n")).collect();
+    eventually(Duration::from_secs(60), "every line in the file", || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() == expected.len() as u64)
+    })
+    .await;
+    assert!(
+        std::fs::read_to_string(&out).unwrap() == expected,
+        "the file holds every line once, in order"
+    );
+    assert_eq!(
+        sup.logs("lines", LogStream::Stdout, 2).unwrap(),
+        [format!("n {}", LINES - 2), format!("n {}", LINES - 1)]
+    );
+    // Quiet again: read on readiness, and the pipe is back to its size.
+    eventually(SECS_10, "the pipe back to 64 KiB", || {
+        stdout_pipe_size(pid) == Some(default_size)
+    })
+    .await;
+    sup.stop("lines").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hot_stream_detached_mid_flight_loses_and_doubles_no_line() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let spec = dir.sh("flood", "i=0; while :; do echo \"n $i\"; i=$((i+1)); done");
+    let pid = sup.run(spec).await;
+    eventually(SECS_10, "the hot stream's pipe to grow to 1 MiB", || {
+        stdout_pipe_size(pid) == Some(1 << 20)
+    })
+    .await;
+    sup.detach("flood").await.unwrap();
+    let out = dir.join("logs/flood.out.log");
+    let size = || std::fs::metadata(&out).map_or(0, |m| m.len());
+    let at_detach = size();
+    eventually(SECS_10, "the relay to go on appending", || {
+        size() > at_detach + 500_000
+    })
+    .await;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The relay copies what is left in the pipe, then ends.
+    let mut last = (size(), std::time::Instant::now());
+    eventually(SECS_10, "the file to stop growing", || {
+        let now = size();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+        last.1.elapsed() > Duration::from_millis(300)
+    })
+    .await;
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut count = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(line, format!("n {i}"), "line {} of the file", i + 1);
+        count += 1;
+    }
+    assert!(count > 10_000, "only {count} lines");
+}

@@ -481,8 +481,8 @@ type Sample = f64;
 struct Table {
     rows: Vec<(String, &'static str, &'static str)>,
     samples: BTreeMap<(String, &'static str), Vec<Sample>>,
-    /// The machine's own cost of what start and stop do, by what.
-    floor: BTreeMap<String, Vec<Sample>>,
+    /// The machine's own cost of what the daemons do, in the order measured.
+    floor: Vec<(String, Vec<Sample>)>,
 }
 
 fn median(samples: &[Sample]) -> f64 {
@@ -512,7 +512,10 @@ impl Table {
 
     fn add_floor(&mut self, what: &str, v: f64) {
         eprintln!("  floor: {what}: {}", fmt(v));
-        self.floor.entry(what.to_owned()).or_default().push(v);
+        match self.floor.iter_mut().find(|(w, _)| w == what) {
+            Some((_, samples)) => samples.push(v),
+            None => self.floor.push((what.to_owned(), vec![v])),
+        }
     }
 
     fn print(&self, rounds: usize) {
