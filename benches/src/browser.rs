@@ -22,6 +22,31 @@ pub fn available() -> bool {
         .all(|p| std::path::Path::new(p).exists())
 }
 
+/// Lets scripts and page loads run for up to `limit`.
+pub async fn allow(client: &fantoccini::Client, limit: Duration) {
+    client
+        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+            Some(limit),
+            Some(limit),
+            Some(Duration::from_secs(0)),
+        ))
+        .await
+        .expect("browser timeouts");
+}
+
+/// Opens zist's dashboard at `url` and gives it `token` the way a person
+/// does once (kept in sessionStorage for the loads that follow).
+pub async fn sign_in(client: &fantoccini::Client, url: &str, token: &str) {
+    client.goto(url).await.expect("the dashboard");
+    client
+        .execute(
+            "sessionStorage.setItem('zist-token', arguments[0])",
+            vec![token.into()],
+        )
+        .await
+        .expect("set the token");
+}
+
 /// Loads `url` and returns the time from navigation start to the frame
 /// after the one that first has `n` elements matching `selector` (the page's
 /// own clock).
@@ -31,14 +56,7 @@ pub async fn rows_drawn(
     selector: &str,
     n: usize,
 ) -> Duration {
-    client
-        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
-            Some(Duration::from_secs(120)),
-            Some(Duration::from_secs(120)),
-            Some(Duration::from_secs(0)),
-        ))
-        .await
-        .expect("browser timeouts");
+    allow(client, Duration::from_secs(120)).await;
     client.goto(url).await.expect("the page");
     let wait = r#"
         const [selector, want, done] = arguments;

@@ -15,7 +15,7 @@
 //! with its own system call means a wake-up, two reads and a file write per
 //! line. Such a stream turns hot (many small reads in a short time): its
 //! pipe is then taken off the poller, enlarged to 1 MiB, and read whole
-//! every millisecond, until it calms down or writes too fast to pause for.
+//! every millisecond, until it calms down.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -554,7 +554,18 @@ enum Burst {
     Ended,
 }
 
-/// Reads the pipe until it is empty, handing the bytes to `log` as read.
+/// Ends a stream whose pipe failed, saying why in zistd's log.
+fn broken(log: &SharedLog, what: &str, e: &io::Error) {
+    tracing::warn!("{what}: {e}");
+    log.finish();
+}
+
+/// Most bytes one turn of a pump reads before it lets other tasks run (a
+/// writer faster than the log file would otherwise keep it reading).
+const TURN_BYTES: usize = 1 << 20;
+
+/// Reads the pipe until it is empty (or [`TURN_BYTES`] were read), handing
+/// the bytes to `log` as read.
 fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
     // A short read (a line, or end-of-file) lands on the stack; only a
     // full one gets a heap buffer, so idle and quiet programs hold and
@@ -575,8 +586,7 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
             return Burst::Read(0);
         }
         Err(e) => {
-            tracing::warn!("cannot read an output pipe: {e}");
-            log.finish();
+            broken(log, "cannot read an output pipe", &e);
             return Burst::Ended;
         }
     };
@@ -601,13 +611,15 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
                 total += buf.len() - before;
                 if buf.capacity() == buf.len() {
                     log.ingest(take_chunk(&mut buf));
+                    if total >= TURN_BYTES {
+                        return Burst::Read(total);
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                tracing::warn!("cannot read an output pipe: {e}");
-                log.finish();
+                broken(log, "cannot read an output pipe", &e);
                 return Burst::Ended;
             }
         }
@@ -694,8 +706,7 @@ async fn hot_spell(
     let fd = match rx.into_nonblocking_fd() {
         Ok(fd) => fd,
         Err(e) => {
-            tracing::warn!("cannot take an output pipe off the poller: {e}");
-            log.finish();
+            broken(log, "cannot take an output pipe off the poller", &e);
             return Hot::Ended;
         }
     };
@@ -713,8 +724,7 @@ async fn hot_spell(
         match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => ok(rx),
             Err(e) => {
-                tracing::warn!("cannot watch an output pipe again: {e}");
-                log.finish();
+                broken(log, "cannot watch an output pipe again", &e);
                 Hot::Ended
             }
         }
@@ -743,17 +753,17 @@ async fn hot_spell(
                 Ok(n) => {
                     burst += n;
                     log.ingest(Bytes::copy_from_slice(&buf[..n]));
-                    if n < buf.len() {
-                        // Drained: what the writer adds now waits for the
-                        // next pause (reading on would race it line by line).
+                    if n < buf.len() || burst >= TURN_BYTES {
+                        // Drained (or a turn's worth read): what the writer
+                        // adds now waits for the next pause (reading on
+                        // would race it line by line).
                         break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!("cannot read an output pipe: {e}");
-                    log.finish();
+                    broken(log, "cannot read an output pipe", &e);
                     return Hot::Ended;
                 }
             }
@@ -782,8 +792,7 @@ pub(crate) async fn pump(
             ready = rx.readable() => match ready {
                 Ok(()) => read_burst(&rx, &log),
                 Err(e) => {
-                    tracing::warn!("cannot wait on an output pipe: {e}");
-                    log.finish();
+                    broken(&log, "cannot wait on an output pipe", &e);
                     Burst::Ended
                 }
             },

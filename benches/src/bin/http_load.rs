@@ -332,14 +332,7 @@ async fn first_renders(
     let browser = zist_benches::browser::Browser::start().await;
     let client = &browser.client;
     let url = format!("http://{http}/");
-    client.goto(&url).await.expect("the dashboard");
-    client
-        .execute(
-            "sessionStorage.setItem('zist-token', arguments[0])",
-            vec![serde_json::json!(TOKEN)],
-        )
-        .await
-        .expect("set the token");
+    zist_benches::browser::sign_in(client, &url, TOKEN).await;
     let wait = r#"
         const [want, done] = [arguments[0], arguments[arguments.length - 1]];
         let drawn = null;
@@ -406,14 +399,7 @@ async fn first_renders(
         }
         setTimeout(tick, 100);
     "#;
-    client
-        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
-            Some(Duration::from_secs(60)),
-            Some(Duration::from_secs(60)),
-            Some(Duration::from_secs(0)),
-        ))
-        .await
-        .expect("timeouts");
+    zist_benches::browser::allow(client, Duration::from_secs(60)).await;
     let lag = client
         .execute_async(steady, vec![])
         .await

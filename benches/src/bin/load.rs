@@ -1,18 +1,25 @@
 //! The load harness: zist (a release zistd) and supervisord (from PyPI, in a
 //! private virtualenv this harness makes) run the same scenarios, in turn,
-//! measured from outside: `/proc` for memory and CPU, their public APIs
-//! (JSON-RPC; XML-RPC) for state, wall clocks for the rest. It prints the
-//! medians over the rounds and the zist/supervisord ratio.
+//! measured from outside: `/proc` for memory, CPU and children, their public
+//! APIs (JSON-RPC; XML-RPC) and command-line clients for state, headless
+//! Chromium for their web pages, wall clocks for the rest. It prints the
+//! medians over the rounds, the zist/supervisord ratio, and the machine's
+//! own floor for the same work measured in the same run.
 //!
 //! ```text
-//! cargo build --release --bin zistd --bin zistcl
+//! cargo build --release --bin zistd --bin zistcl --bin core-load
 //! cargo run --release -p zist-benches --bin load -- all [--rounds 3] [--quick]
 //! ```
 //!
-//! `--quick` shrinks the sizes (N = 50/200, 100 MB of logs) to check the
-//! harness itself; `--starts 100,1000` picks the start sizes; `--only zist`
-//! or `--only supervisord` runs one side. Every daemon runs in a process group of its own and is
-//! stopped (then killed with its programs' groups) when its scenario ends.
+//! Scenarios: `all`, or one of `fleet` (the floor, start N, idle, the APIs,
+//! the CLI, the web page, stop all), `restart` (kill -9 to the new pid) and
+//! `logs` (a writer of 100-byte lines and one of 4 KiB blocks, one write(2)
+//! each). `--quick` shrinks the sizes (N = 50/200, 100 MB of logs) to check
+//! the harness itself; `--starts 100,1000` picks the start sizes; `--only
+//! zist` or `--only supervisord` runs one side. Every daemon runs in a
+//! process group of its own and is stopped (then killed with its programs'
+//! groups) when its scenario ends; SIGINT or SIGTERM kills every group the
+//! run started.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -882,14 +889,7 @@ fn web_page(kind: Kind, daemon: &Instance, n: usize, table: &mut Table) {
         let client = &browser.client;
         let rows = match kind {
             Kind::Zist => {
-                client.goto(&url).await.expect("the dashboard");
-                client
-                    .execute(
-                        "sessionStorage.setItem('zist-token', arguments[0])",
-                        vec![serde_json::json!(TOKEN)],
-                    )
-                    .await
-                    .expect("set the token");
+                zist_benches::browser::sign_in(client, &url, TOKEN).await;
                 "#rows .row"
             }
             Kind::Supervisord => "table tbody tr",
