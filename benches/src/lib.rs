@@ -36,7 +36,7 @@ pub fn sibling(name: &str) -> PathBuf {
     let path = exe.with_file_name(name);
     if !path.exists() {
         eprintln!(
-            "{} is missing: run `cargo build --release --bin zistd --bin zistcl` first",
+            "{} is missing: run `cargo build --release --bin {name}` first",
             path.display()
         );
         std::process::exit(2);

@@ -7,9 +7,11 @@
 //! own floor for the same work measured in the same run.
 //!
 //! ```text
-//! cargo build --release --bin zistd --bin zistcl --bin core-load
 //! cargo run --release -p zist-benches --bin load -- all [--rounds 3] [--quick]
 //! ```
+//!
+//! Under `cargo run` it first builds zistd, zistcl and core-load (release);
+//! run directly, it uses those built beside it.
 //!
 //! Scenarios: `all`, or one of `fleet` (the floor, start N, idle, the APIs,
 //! the CLI, the web page, stop all), `restart` (kill -9 to the new pid) and
@@ -470,6 +472,37 @@ impl Drop for Instance {
     }
 }
 
+/// Under `cargo run`, builds the binaries this run drives (zistd, zistcl,
+/// core-load) in the same profile first, so one command measures the
+/// current code and never a stale daemon; run directly, it uses what was
+/// built beside it.
+fn build_the_daemon() {
+    let (Ok(cargo), Ok(manifest)) = (std::env::var("CARGO"), std::env::var("CARGO_MANIFEST_DIR"))
+    else {
+        return;
+    };
+    let workspace = Path::new(&manifest).join("../Cargo.toml");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "zistd",
+            "--bin",
+            "zistcl",
+            "--bin",
+            "core-load",
+        ])
+        .arg("--manifest-path")
+        .arg(&workspace)
+        .stdout(Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("cannot build zistd, zistcl and core-load: see cargo's output above");
+        std::process::exit(2);
+    }
+}
+
 /// The harness's own virtualenv with supervisord, made once under target/.
 fn supervisord_venv() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
@@ -668,6 +701,7 @@ fn main() {
         Some(k) if k == "supervisord" => vec![Kind::Supervisord],
         _ => vec![Kind::Zist, Kind::Supervisord],
     };
+    build_the_daemon();
     let venv = supervisord_venv();
     let mut table = Table::default();
     for round in 0..rounds {
