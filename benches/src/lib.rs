@@ -157,6 +157,38 @@ impl Drop for Daemon {
     }
 }
 
+/// CPU seconds (user and system) of this process (`RUSAGE_SELF`) or of
+/// its reaped children (`RUSAGE_CHILDREN`).
+pub fn cpu_seconds(who: nix::sys::resource::UsageWho) -> f64 {
+    let usage = nix::sys::resource::getrusage(who).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(usage.user_time()) + t(usage.system_time())
+}
+
+/// A log writer for the load runs: `total` bytes to stdout, `block`
+/// repeated (the last one cut short), one write(2) per block, as fast as
+/// stdout takes them. Exits 1 if stdout fails.
+pub fn write_blocks(block: &[u8], total: u64) {
+    let stdout = std::io::stdout();
+    let mut left = total;
+    while left > 0 {
+        let mut piece = &block[..left.min(block.len() as u64) as usize];
+        while !piece.is_empty() {
+            match nix::unistd::write(&stdout, piece) {
+                Ok(written) => {
+                    piece = &piece[written..];
+                    left -= written as u64;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    eprintln!("writer: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
 /// The machine's floor for starting and stopping `n` programs, with no
 /// supervisor: `n` bare spawns of `/bin/sleep 3600` (the standard library's
 /// posix_spawn, each in its own process group) from one thread per core,

@@ -13,11 +13,11 @@
 //! through zist, against the same child writing straight to a file). Every
 //! process started is stopped at the end, by its process group.
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::UsageWho;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio_stream::StreamExt;
@@ -29,17 +29,11 @@ use zist_core::{
 const BLOCK: usize = 4096;
 
 fn cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .expect("getrusage of self");
-    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-    t(usage.user_time()) + t(usage.system_time())
+    zist_benches::cpu_seconds(UsageWho::RUSAGE_SELF)
 }
 
 fn children_cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .expect("getrusage of children");
-    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-    t(usage.user_time()) + t(usage.system_time())
+    zist_benches::cpu_seconds(UsageWho::RUSAGE_CHILDREN)
 }
 
 fn rss_bytes() -> u64 {
@@ -334,15 +328,7 @@ fn writer(total: u64) {
     }
     block.truncate(BLOCK - 1);
     block.push(b'\n');
-    let mut out = std::io::stdout().lock();
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(BLOCK as u64) as usize;
-        if out.write_all(&block[..n]).is_err() {
-            std::process::exit(1);
-        }
-        left -= n as u64;
-    }
+    zist_benches::write_blocks(&block, total);
 }
 
 fn main() {

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::UsageWho;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use zist_benches::{percentile_ms, sibling, usage};
@@ -623,25 +624,13 @@ struct Sizes {
 }
 
 /// The log writer: `total` bytes to stdout, `chunk` bytes (the last one a
-/// newline) per write(2), as fast as the pipe takes them.
+/// newline) per write(2).
 fn writer(chunk: usize, total: u64) {
     let mut block = vec![b'x'; chunk.max(1)];
     if let Some(last) = block.last_mut() {
         *last = b'\n';
     }
-    let stdout = std::io::stdout();
-    let mut left = total;
-    while left > 0 {
-        let n = (left as usize).min(block.len());
-        match nix::unistd::write(&stdout, &block[..n]) {
-            Ok(written) => left -= written as u64,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => {
-                eprintln!("writer: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
+    zist_benches::write_blocks(&block, total);
 }
 
 fn main() {
@@ -1061,7 +1050,8 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
 
 /// The writer straight into a file, no daemon: how fast this machine takes
 /// `bytes` into its page cache in 4 KiB writes, and at what CPU cost (all
-/// of it the writer's own system time). Run before each daemon's log
+/// of it the writer's own system time, read from `RUSAGE_CHILDREN` as it
+/// is reaped). Run before each daemon's log
 /// scenarios, it also hands the page cache memory the kernel has already
 /// used: on a new VM the first touch of a page costs the host a fault,
 /// which would otherwise fall on whichever daemon runs first.
@@ -1078,15 +1068,10 @@ fn log_floor(bytes: u64, table: &mut Table) {
         .spawn()
         .expect("the writer");
     lock_started().insert(child.id() as i32);
-    let mut cpu = 0.0;
-    // Its CPU time is read just before it is reaped.
-    while !zombie(child.id() as i32) {
-        cpu = usage(child.id()).0;
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let took = t.elapsed();
-    cpu = usage(child.id()).0.max(cpu);
+    let reaped_before = zist_benches::cpu_seconds(UsageWho::RUSAGE_CHILDREN);
     let _ = child.wait();
+    let took = t.elapsed();
+    let cpu = zist_benches::cpu_seconds(UsageWho::RUSAGE_CHILDREN) - reaped_before;
     let gb = bytes as f64 / 1e9;
     table.add_floor(
         "the writer straight into a file, 4 KiB writes, MB/s",
