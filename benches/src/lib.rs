@@ -242,8 +242,6 @@ pub struct KeepAlive {
     addr: String,
     stream: Option<std::net::TcpStream>,
     buf: Vec<u8>,
-    /// How many times it had to connect.
-    pub connects: u64,
 }
 
 impl KeepAlive {
@@ -253,7 +251,6 @@ impl KeepAlive {
             addr: addr.to_owned(),
             stream: None,
             buf: Vec::with_capacity(1 << 16),
-            connects: 0,
         }
     }
 
@@ -266,7 +263,6 @@ impl KeepAlive {
                 let stream = std::net::TcpStream::connect(&self.addr)?;
                 stream.set_nodelay(true)?;
                 stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-                self.connects += 1;
                 self.stream.insert(stream)
             }
         };
@@ -286,11 +282,23 @@ impl KeepAlive {
     }
 }
 
-fn eof() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "the server closed the connection",
-    )
+/// Reads what the server sent next onto `buf`; `Ok(0)` when it closed.
+fn read_more(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut chunk = [0u8; 1 << 16];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Reads more onto `buf`; the server closing first is an error.
+fn read_more_or_eof(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    match read_more(stream, buf)? {
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes `request`, then reads one answer into `buf`: (status, whether the
@@ -302,16 +310,11 @@ fn write_and_read(
 ) -> std::io::Result<(u16, bool)> {
     stream.write_all(request)?;
     buf.clear();
-    let mut chunk = [0u8; 1 << 16];
     let head_end = loop {
         if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
             break end;
         }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(eof());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more_or_eof(stream, buf)?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -329,29 +332,15 @@ fn write_and_read(
         while memchr::memmem::find(&body, b"\r\n0\r\n\r\n").is_none()
             && !body.starts_with(b"0\r\n\r\n")
         {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(eof());
-            }
-            body.extend_from_slice(&chunk[..n]);
+            read_more_or_eof(stream, &mut body)?;
         }
     } else if let Some(length) = header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
         while body.len() < length {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(eof());
-            }
-            body.extend_from_slice(&chunk[..n]);
+            read_more_or_eof(stream, &mut body)?;
         }
     } else {
         // No framing: the body ends with the connection.
-        loop {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
+        while read_more(stream, &mut body)? > 0 {}
         return Ok((status, false));
     }
     *buf = body;

@@ -108,14 +108,24 @@ struct Instance {
     pids: std::collections::BTreeSet<i32>,
 }
 
-/// `POST path` with `body` on a new connection; the answer's body.
-fn post(addr: &str, path: &str, content_type: &str, body: &str) -> std::io::Result<String> {
+/// Sends a whole `request` that asks to close on a new connection; the
+/// whole answer, read until the server closes.
+fn send_once(addr: &str, request: &str) -> std::io::Result<Vec<u8>> {
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     stream.set_nodelay(true)?;
-    stream.write_all(request(addr, path, content_type, body, Connection::Close).as_bytes())?;
+    stream.write_all(request.as_bytes())?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+/// `POST path` with `body` on a new connection; the answer's body.
+fn post(addr: &str, path: &str, content_type: &str, body: &str) -> std::io::Result<String> {
+    let answer = send_once(
+        addr,
+        &request(addr, path, content_type, body, Connection::Close),
+    )?;
     let text = String::from_utf8_lossy(&answer);
     Ok(text
         .split_once("\r\n\r\n")
@@ -650,29 +660,26 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    let which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
+    if !["all", "fleet", "restart", "logs"].contains(&which.as_str()) {
+        eprintln!("unknown scenario {which:?}; use all, fleet, restart or logs");
+        std::process::exit(2);
+    }
     let mut sizes = if args.iter().any(|a| a == "--quick") {
         Sizes {
-            which: String::new(),
+            which,
             starts: vec![50, 200],
             n: 200,
             log_bytes: 100_000_000,
         }
     } else {
         Sizes {
-            which: String::new(),
+            which,
             starts: vec![100, 1000, 5000],
             n: 1000,
             log_bytes: 1_000_000_000,
         }
     };
-    sizes.which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
-    if !["all", "fleet", "restart", "logs"].contains(&sizes.which.as_str()) {
-        eprintln!(
-            "unknown scenario {:?}; use all, fleet, restart or logs",
-            sizes.which
-        );
-        std::process::exit(2);
-    }
     // `--starts 100,1000` picks the start sizes (supervisord needs minutes for 5000).
     if let Some(list) = args
         .iter()
@@ -948,12 +955,7 @@ fn status_rate(addr: &str, status: &str, connection: Connection) -> f64 {
                         Connection::KeepAlive => connection_kept
                             .exchange(status.as_bytes())
                             .is_ok_and(|code| code == 200),
-                        Connection::Close => std::net::TcpStream::connect(&addr)
-                            .and_then(|mut s| {
-                                s.write_all(status.as_bytes())?;
-                                s.read_to_end(&mut Vec::new())
-                            })
-                            .is_ok(),
+                        Connection::Close => send_once(&addr, &status).is_ok(),
                     };
                     calls += u64::from(answered);
                 }
@@ -970,10 +972,7 @@ fn timed(addr: &str, request: &str, n: usize) -> Vec<Duration> {
     (0..n)
         .map(|_| {
             let t = Instant::now();
-            let mut s = std::net::TcpStream::connect(addr).expect("connect");
-            s.write_all(request.as_bytes()).expect("write");
-            let mut sink = Vec::new();
-            s.read_to_end(&mut sink).expect("read");
+            send_once(addr, request).expect("an answer");
             t.elapsed()
         })
         .collect()
@@ -1018,8 +1017,7 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
             std::thread::sleep(Duration::from_micros(50));
         };
         lat.push(t.elapsed());
-        lock_started().insert(new);
-        daemon.pids.insert(new);
+        // `states` records the new pid for clean-up once the API shows it.
         loop {
             let seen = &daemon.states()["p0"];
             if seen.running && seen.pid == Some(new) {
