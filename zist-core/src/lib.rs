@@ -3,6 +3,7 @@
 
 pub mod config;
 mod error;
+mod lifecycle;
 pub mod logs;
 mod program;
 mod spawn;

@@ -1,13 +1,20 @@
 //! One supervised program: a cheap handle and the actor task that owns its process.
 //!
-//! The actor is the only code that touches the child: it spawns it, waits
-//! for it, signals its group (always before reaping it, so a pid is never
-//! reused under a signal), restarts it by the pure rules of
-//! [`crate::state::after_exit`], and publishes a [`Snapshot`] after every
-//! change. Controls arrive on a small queue and are answered once applied:
-//! a stop is answered when the whole process group is gone.
+//! The actor is the only code that touches the child. It keeps the
+//! program's [`Lifecycle`] and [`History`], turns each control, exit and
+//! timer into an [`Event`], lets the pure [`step`] decide, and performs the
+//! [`Effect`]s through a [`Host`]: spawning, signalling the group (always
+//! before reaping it, so a pid is never reused under a signal), reaping,
+//! detaching. After every step it publishes a [`Snapshot`] derived from the
+//! lifecycle, then answers the caller, so an answer already shows the new
+//! state. A control is answered once applied: a stop once the whole process
+//! group is gone; controls that arrive meanwhile wait in the mailbox.
+//!
+//! [`Host`] is the seam between the decisions and the operating system: the
+//! daemon runs [`Os`], and the actor's own tests run a fake child.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,10 +28,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, step};
 use crate::logs::{RotatingFile, SharedLog, pump};
 use crate::spawn::{self, Process};
 use crate::spec::{ProgramSpec, signal_name};
-use crate::state::{AfterExit, ExitKind, ProcessState, RestartRules, after_exit, next_spawn_at};
+use crate::state::{ExitKind, ProcessState, RestartRules};
 use crate::wire::{ProcessEvent, ProcessInfo, ShutdownMode, rfc3339, rfc3339_millis, secs};
 
 /// How long a stop waits, after SIGKILL, for the last members of a group.
@@ -32,17 +40,31 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long a stop waits for the output pumps to drain what the group wrote.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// What the API sees of a program between two changes.
+/// What the API sees of a program between two steps: derived from the
+/// actor's lifecycle and history after every step, and written nowhere else.
 #[derive(Clone, Debug)]
 pub(crate) struct Snapshot {
     pub state: ProcessState,
     pub pid: Option<i32>,
-    /// When the process started, already in RFC 3339 (formatted once per spawn).
+    /// When the current (or last) process started, in RFC 3339 (formatted once per spawn).
     pub started_at: Option<Arc<str>>,
-    pub started: Option<Instant>,
+    /// Since when the process of this state has been up.
+    pub since: Option<Instant>,
     pub restarts: u32,
     pub exit: Option<ExitKind>,
     pub error: Option<Arc<str>>,
+}
+
+impl Snapshot {
+    const NEW: Self = Self {
+        state: ProcessState::Stopped,
+        pid: None,
+        started_at: None,
+        since: None,
+        restarts: 0,
+        exit: None,
+        error: None,
+    };
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<()>>;
@@ -55,6 +77,20 @@ pub(crate) enum Control {
     Detach(Reply),
     Signal(Signal, Reply),
     Shutdown(ShutdownMode, Reply),
+}
+
+impl Control {
+    /// The lifecycle event this control is, and whom to answer.
+    fn into_event<C>(self) -> (Event<C>, Reply) {
+        match self {
+            Self::Start(reply) => (Event::Start, reply),
+            Self::Stop(reply) => (Event::Stop, reply),
+            Self::Restart(reply) => (Event::Restart, reply),
+            Self::Detach(reply) => (Event::Detach, reply),
+            Self::Signal(signal, reply) => (Event::Signal(signal), reply),
+            Self::Shutdown(mode, reply) => (Event::Shutdown(mode), reply),
+        }
+    }
 }
 
 /// An actor's inbox. Controls are rare, so it is a locked queue and a
@@ -149,36 +185,47 @@ impl Program {
                 spec.log_backups,
             ))
         };
-        let stdout = file(&spec.logfile, "out");
-        let stderr = file(&spec.err_logfile, "err");
-        let mailbox = Arc::new(Mailbox::default());
-        let snapshot = Arc::new(RwLock::new(Snapshot {
-            state: ProcessState::Stopped,
-            pid: None,
-            started_at: None,
-            started: None,
-            restarts: 0,
-            exit: None,
-            error: None,
-        }));
+        let logs = [file(&spec.logfile, "out"), file(&spec.err_logfile, "err")];
         let lease = Arc::new(spawn::Lease::default());
-        let actor = Actor {
-            lease: lease.clone(),
-            rules: RestartRules {
-                policy: spec.restart,
-                start_secs: spec.start_secs,
-                max_restarts: spec.max_restarts,
-                restart_delay: spec.restart_delay,
-            },
+        let host = Os {
             spec: spec.clone(),
+            lease: lease.clone(),
+            logs: logs.clone(),
+            prepared: None,
+            relay_files: None,
+        };
+        Self::with_host(spec, host, lease, logs, events)
+    }
+
+    /// Starts an actor that acts through `host`.
+    fn with_host<H: Host>(
+        spec: Arc<ProgramSpec>,
+        host: H,
+        lease: Arc<spawn::Lease>,
+        [stdout, stderr]: [SharedLog; 2],
+        events: broadcast::Sender<ProcessEvent>,
+    ) -> Self {
+        let mailbox = Arc::new(Mailbox::default());
+        let snapshot = Arc::new(RwLock::new(Snapshot::NEW));
+        let actor = Actor {
+            rules: Rules {
+                restart: RestartRules {
+                    policy: spec.restart,
+                    start_secs: spec.start_secs,
+                    max_restarts: spec.max_restarts,
+                    restart_delay: spec.restart_delay,
+                },
+                stop_timeout: spec.stop_timeout,
+            },
+            name: spec.name.as_str().into(),
+            host,
             mailbox: mailbox.clone(),
             publish: snapshot.clone(),
             events,
-            logs: [stdout.clone(), stderr.clone()],
-            run: Run::Idle,
-            failures: 0,
-            last_spawn: None,
-            prepared: None,
+            life: Lifecycle::Stopped,
+            history: History::default(),
+            caller: None,
+            started_at: None,
         };
         tokio::spawn(actor.run());
         Self {
@@ -225,7 +272,6 @@ impl Program {
     pub(crate) fn info(&self) -> ProcessInfo {
         let snap = read(&self.snapshot);
         let spec = &self.spec;
-        let running = snap.state.is_live() || snap.state == ProcessState::Detached;
         ProcessInfo {
             name: spec.name.to_string(),
             state: snap.state,
@@ -234,10 +280,7 @@ impl Program {
             args: spec.args.clone(),
             restarts: snap.restarts,
             started_at: snap.started_at.as_deref().map(str::to_owned),
-            uptime_secs: match snap.started {
-                Some(t) if running => secs(t.elapsed()),
-                _ => 0.0,
-            },
+            uptime_secs: snap.since.map_or(0.0, |t| secs(t.elapsed())),
             exit_code: match snap.exit {
                 Some(ExitKind::Code(c)) => Some(c),
                 _ => None,
@@ -262,48 +305,366 @@ impl Drop for Program {
     }
 }
 
+/// What the actor does to the operating system: every effect of a step
+/// that touches a process.
+pub(crate) trait Host: Send + 'static {
+    /// A supervised child.
+    type Child: HasPid + Send + 'static;
+    /// Spawns the program; `fresh` prepares its arguments, environment and
+    /// user anew. The error says why, for a person.
+    fn spawn(&mut self, fresh: bool) -> Result<Self::Child, String>;
+    /// Resolves when the child has ended (cancel-safe; the exit is kept).
+    fn wait(child: &mut Self::Child) -> impl Future<Output = ExitKind> + Send;
+    /// Whether a stop signal has reached the child (a bulk stop, before the actor's own).
+    fn stop_sent(&self) -> bool;
+    /// Sends StopSignal to the child's group.
+    fn signal_stop(&self);
+    /// Sends SIGKILL to the group led by `pid`.
+    fn kill(&self, pid: i32);
+    /// Sends `signal` to the main process; `None` when there is none.
+    fn signal(&self, signal: Signal) -> Option<nix::Result<()>>;
+    /// The child has ended: ends what is left of its group (after
+    /// `grace_until`) and lets its output drain.
+    fn reap(&mut self, child: Self::Child, grace_until: Instant) -> impl Future<Output = ()> + Send;
+    /// Prepares what a detach needs; nothing is let go yet.
+    fn prepare_detach(&mut self) -> Result<(), String>;
+    /// Hands the child's output to what `prepare_detach` made and lets it go.
+    fn release(&mut self, child: Self::Child) -> impl Future<Output = ()> + Send;
+}
+
 /// One output pump of a live process.
 struct Pump {
     handoff: oneshot::Sender<()>,
     task: JoinHandle<Option<pipe::Receiver>>,
 }
 
-struct Live {
+/// A real child: its process and the pumps reading its output.
+pub(crate) struct Child {
     process: Process,
-    pid: i32,
-    spawned: Instant,
-    up: bool,
     pumps: Vec<Pump>,
 }
 
-enum Run {
-    Idle,
-    Live(Box<Live>),
-    Waiting(Instant),
+impl HasPid for Child {
+    fn pid(&self) -> i32 {
+        self.process.pid()
+    }
 }
 
-enum Wake {
-    Control(Control),
-    Closed,
-    Exited(ExitKind),
-    Up,
-    RetryDue,
-}
-
-struct Actor {
+/// The operating system, as a program's actor uses it.
+struct Os {
     spec: Arc<ProgramSpec>,
     lease: Arc<spawn::Lease>,
-    rules: RestartRules,
-    mailbox: Arc<Mailbox>,
-    publish: Arc<RwLock<Snapshot>>,
-    events: broadcast::Sender<ProcessEvent>,
     logs: [SharedLog; 2],
-    run: Run,
-    failures: u32,
-    last_spawn: Option<Instant>,
     /// Arguments, environment and user, reused by restarts; rebuilt on a
     /// start or restart asked through the API.
     prepared: Option<Arc<spawn::Prepared>>,
+    /// The log files a detach's relays will write, once prepared.
+    relay_files: Option<Vec<std::fs::File>>,
+}
+
+impl Host for Os {
+    type Child = Child;
+
+    fn spawn(&mut self, fresh: bool) -> Result<Child, String> {
+        if fresh {
+            self.prepared = None;
+        }
+        let prepared = match &self.prepared {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(spawn::Prepared::new(&self.spec).inspect_err(|reason| {
+                    tracing::warn!(program = %self.spec.name, "{reason}");
+                })?);
+                self.prepared = Some(p.clone());
+                p
+            }
+        };
+        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease).and_then(|s| {
+            let mut pumps = Vec::with_capacity(2);
+            for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
+                let rx = pipe::Receiver::from_owned_fd(fd)
+                    .map_err(|e| format!("cannot watch the output pipe: {e}"))?;
+                let (handoff, handoff_rx) = oneshot::channel();
+                let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
+                pumps.push(Pump { handoff, task });
+            }
+            Ok(Child {
+                process: s.process,
+                pumps,
+            })
+        });
+        spawned.inspect_err(|reason| tracing::warn!(program = %self.spec.name, "{reason}"))
+    }
+
+    fn wait(child: &mut Child) -> impl Future<Output = ExitKind> + Send {
+        child.process.wait()
+    }
+
+    fn stop_sent(&self) -> bool {
+        self.lease.stopping()
+    }
+
+    fn signal_stop(&self) {
+        self.lease.stop(self.spec.stop_signal);
+    }
+
+    fn kill(&self, pid: i32) {
+        // The leader is unreaped (the actor holds it), so the id is still its group's.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+
+    fn signal(&self, signal: Signal) -> Option<nix::Result<()>> {
+        // Under the lease, so the pid cannot have been reaped and reused.
+        self.lease.signal(signal)
+    }
+
+    async fn reap(&mut self, child: Child, grace_until: Instant) {
+        let pgid = Pid::from_raw(child.process.pid());
+        if !wait_group_gone(pgid, grace_until).await {
+            clear_group(pgid).await;
+        }
+        drain(child.pumps).await;
+        self.lease.stop_done();
+    }
+
+    fn prepare_detach(&mut self) -> Result<(), String> {
+        spawn::resolve_executable(std::path::Path::new("cat"), &Default::default())
+            .map_err(|e| format!("the output relay needs `cat`: {e}"))?;
+        let files = self
+            .logs
+            .iter()
+            .map(SharedLog::append_handle)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| format!("cannot open the log files: {e}"))?;
+        self.relay_files = Some(files);
+        Ok(())
+    }
+
+    /// Lets the process go: its output is handed to relays that outlive zist,
+    /// and zist never signals it again. The child is still reaped in the background.
+    async fn release(&mut self, child: Child) {
+        let Child { process, pumps } = child;
+        let files = self.relay_files.take().unwrap_or_default();
+        let mut relays = Vec::new();
+        for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
+            let _ = pump.handoff.send(());
+            let Ok(Some(rx)) = pump.task.await else {
+                continue; // that stream had already ended
+            };
+            let relay = rx
+                .into_blocking_fd()
+                .and_then(|fd| spawn::spawn_relay(fd, file));
+            match relay {
+                Ok(relay) => relays.push(relay),
+                Err(e) => {
+                    // The pipe went with the failed relay: the program's next
+                    // writes to this stream fail with EPIPE.
+                    tracing::error!(program = %self.spec.name, "cannot start an output relay: {e}");
+                    log.finish();
+                }
+            }
+        }
+        process.release();
+        tokio::spawn(async move {
+            let mut process = process;
+            process.wait().await;
+            for mut relay in relays {
+                let _ = relay.wait().await;
+            }
+        });
+    }
+}
+
+/// What woke an actor.
+enum Woke<C> {
+    Control(Option<Control>),
+    Exited(ExitKind),
+    Due(Event<C>),
+}
+
+/// The actor of one program.
+struct Actor<H: Host> {
+    name: Arc<str>,
+    host: H,
+    rules: Rules,
+    mailbox: Arc<Mailbox>,
+    publish: Arc<RwLock<Snapshot>>,
+    events: broadcast::Sender<ProcessEvent>,
+    life: Lifecycle<H::Child>,
+    history: History,
+    /// The caller of the control being applied, answered by its step's
+    /// [`Effect::Answer`]. While one waits, the mailbox is not read.
+    caller: Option<Reply>,
+    /// The last spawn's wall-clock time, formatted once.
+    started_at: Option<(SystemTime, Arc<str>)>,
+}
+
+/// The current time, from tokio's clock (so a test can pause it).
+fn now() -> Now {
+    Now {
+        mono: tokio::time::Instant::now().into_std(),
+        wall: SystemTime::now(),
+    }
+}
+
+impl<H: Host> Actor<H> {
+    async fn run(mut self) {
+        loop {
+            let event = self.next_event().await;
+            if self.apply(event).await {
+                break;
+            }
+        }
+        self.mailbox.close();
+    }
+
+    /// Waits for what happens next: a control (unless one is being
+    /// applied), the child's exit, or the state's timer.
+    async fn next_event(&mut self) -> Event<H::Child> {
+        let timer = self.life.timer(&self.rules.restart);
+        let listening = self.caller.is_none();
+        let mailbox = &self.mailbox;
+        let control = async {
+            if listening {
+                mailbox.recv().await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let exited = async {
+            match self.life.child_mut() {
+                Some(child) => H::wait(child).await,
+                None => std::future::pending().await,
+            }
+        };
+        let due = async {
+            match timer {
+                Some((at, event)) => {
+                    sleep_until(tokio::time::Instant::from_std(at)).await;
+                    event
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let woke = tokio::select! {
+            control = control => Woke::Control(control),
+            exit = exited => Woke::Exited(exit),
+            event = due => Woke::Due(event),
+        };
+        match woke {
+            Woke::Control(Some(control)) => {
+                let (event, reply) = control.into_event();
+                self.caller = Some(reply);
+                event
+            }
+            // Every handle is gone: stop and end.
+            Woke::Control(None) => Event::Shutdown(ShutdownMode::Stop),
+            Woke::Exited(exit) => Event::Exited {
+                exit,
+                stop_sent: self.host.stop_sent(),
+            },
+            Woke::Due(event) => event,
+        }
+    }
+
+    /// Steps on `event` and on the events its effects bring; true when the actor ends.
+    async fn apply(&mut self, event: Event<H::Child>) -> bool {
+        let mut queue = VecDeque::from([event]);
+        let mut end = false;
+        while let Some(event) = queue.pop_front() {
+            let before = self.life.state();
+            let life = std::mem::replace(&mut self.life, Lifecycle::Stopped);
+            let (life, effects) = step(life, &mut self.history, event, &self.rules, now());
+            self.life = life;
+            let mut answers = Vec::new();
+            for effect in effects {
+                match effect {
+                    Effect::Spawn { fresh } => queue.push_back(match self.host.spawn(fresh) {
+                        Ok(child) => Event::Spawned(child),
+                        Err(reason) => Event::SpawnFailed(reason.into()),
+                    }),
+                    Effect::SignalStop => self.host.signal_stop(),
+                    Effect::Kill => {
+                        if let Some(pid) = self.life.pid() {
+                            self.host.kill(pid);
+                        }
+                    }
+                    Effect::Signal(sig) => answers.push(match self.host.signal(sig) {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(e)) => Err(Error::Invalid(format!(
+                            "cannot send {sig} to `{}`: {e}",
+                            self.name
+                        ))),
+                        None => self.answer(Outcome::NotRunning(self.life.state())),
+                    }),
+                    Effect::Reap { child, grace_until } => {
+                        self.host.reap(child, grace_until).await;
+                    }
+                    Effect::PrepareDetach { ending } => {
+                        queue.push_back(match self.host.prepare_detach() {
+                            Ok(()) => Event::DetachReady { ending },
+                            Err(reason) => Event::DetachRefused { reason, ending },
+                        });
+                    }
+                    Effect::Release(child) => self.host.release(child).await,
+                    Effect::Answer(outcome) => answers.push(self.answer(outcome)),
+                    Effect::End => end = true,
+                }
+            }
+            self.publish(before);
+            for answer in answers {
+                if let Some(caller) = self.caller.take() {
+                    let _ = caller.send(answer);
+                }
+            }
+        }
+        end
+    }
+
+    /// The caller's answer for `outcome`.
+    fn answer(&self, outcome: Outcome) -> Result<()> {
+        let name = self.name.to_string();
+        Err(match outcome {
+            Outcome::Done => return Ok(()),
+            Outcome::AlreadyRunning(state) => Error::AlreadyRunning { name, state },
+            Outcome::NotRunning(state) => Error::NotRunning { name, state },
+            Outcome::SpawnFailed(reason) => Error::Spawn {
+                name,
+                reason: reason.to_string(),
+            },
+            Outcome::DetachFailed(reason) => Error::Detach { name, reason },
+        })
+    }
+
+    /// Derives the snapshot from the lifecycle and history, and announces
+    /// a change of state.
+    fn publish(&mut self, before: ProcessState) {
+        let state = self.life.state();
+        if let Some(wall) = self.history.last_spawn_wall
+            && self.started_at.as_ref().is_none_or(|(at, _)| *at != wall)
+        {
+            self.started_at = Some((wall, rfc3339(wall).into()));
+        }
+        let pid = self.life.pid();
+        *write(&self.publish) = Snapshot {
+            state,
+            pid,
+            started_at: self.started_at.as_ref().map(|(_, s)| s.clone()),
+            since: self.life.since(),
+            restarts: self.history.restarts,
+            exit: self.history.last_exit,
+            error: self.life.reason().cloned(),
+        };
+        if before != state {
+            let _ = self.events.send(ProcessEvent {
+                name: self.name.to_string(),
+                from: before,
+                to: state,
+                pid,
+                at: rfc3339_millis(SystemTime::now()),
+            });
+        }
+    }
 }
 
 /// Whether any process is left in the group.
@@ -350,349 +711,3 @@ async fn clear_group(pgid: Pid) {
     }
 }
 
-impl Actor {
-    async fn run(mut self) {
-        loop {
-            match self.next_wake().await {
-                Wake::Control(Control::Shutdown(mode, done)) => {
-                    match mode {
-                        ShutdownMode::Stop => self.stop().await,
-                        ShutdownMode::Detach => {
-                            if let Err(e) = self.detach().await {
-                                tracing::warn!("{e}; stopping it instead");
-                                self.stop().await;
-                            }
-                        }
-                    }
-                    self.mailbox.close();
-                    let _ = done.send(Ok(()));
-                    return;
-                }
-                Wake::Control(control) => self.handle(control).await,
-                Wake::Closed => {
-                    self.stop().await;
-                    self.mailbox.close();
-                    return;
-                }
-                Wake::Exited(exit) => self.on_exit(exit).await,
-                Wake::Up => {
-                    if let Run::Live(live) = &mut self.run {
-                        live.up = true;
-                    }
-                    self.failures = 0;
-                    self.set(ProcessState::Running, |_| {});
-                }
-                Wake::RetryDue => {
-                    self.run = Run::Idle;
-                    if self.spawn_now().is_ok() {
-                        write(&self.publish).restarts += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn next_wake(&mut self) -> Wake {
-        let mailbox = &self.mailbox;
-        let received = |c: Option<Control>| c.map_or(Wake::Closed, Wake::Control);
-        match &mut self.run {
-            Run::Idle => received(mailbox.recv().await),
-            Run::Waiting(until) => {
-                let until = *until;
-                tokio::select! {
-                    c = mailbox.recv() => received(c),
-                    _ = sleep_until(until.into()) => Wake::RetryDue,
-                }
-            }
-            Run::Live(live) => {
-                let up_at = live.spawned + self.rules.start_secs;
-                let up = live.up;
-                tokio::select! {
-                    c = mailbox.recv() => received(c),
-                    exit = live.process.wait() => Wake::Exited(exit),
-                    _ = sleep_until(up_at.into()), if !up => Wake::Up,
-                }
-            }
-        }
-    }
-
-    async fn handle(&mut self, control: Control) {
-        match control {
-            Control::Start(reply) => {
-                let result = match self.state() {
-                    s @ (ProcessState::Starting
-                    | ProcessState::Running
-                    | ProcessState::Stopping) => Err(Error::AlreadyRunning {
-                        name: self.spec.name.to_string(),
-                        state: s,
-                    }),
-                    _ => {
-                        self.failures = 0;
-                        self.prepared = None;
-                        self.run = Run::Idle;
-                        self.spawn_now()
-                    }
-                };
-                let _ = reply.send(result);
-            }
-            Control::Stop(reply) => {
-                self.stop().await;
-                let _ = reply.send(Ok(()));
-            }
-            Control::Restart(reply) => {
-                self.stop().await;
-                self.failures = 0;
-                self.prepared = None;
-                let _ = reply.send(self.spawn_now());
-            }
-            Control::Detach(reply) => {
-                let _ = reply.send(self.detach().await);
-            }
-            Control::Signal(sig, reply) => {
-                // Under the lease, so the pid cannot have been reaped and reused.
-                let result = match self.lease.signal(sig) {
-                    Some(sent) => sent.map_err(|e| {
-                        Error::Invalid(format!("cannot send {sig} to `{}`: {e}", self.spec.name))
-                    }),
-                    None => Err(self.not_running()),
-                };
-                let _ = reply.send(result);
-            }
-            Control::Shutdown(..) => unreachable!("handled in run()"),
-        }
-    }
-
-    fn state(&self) -> ProcessState {
-        read(&self.publish).state
-    }
-
-    fn not_running(&self) -> Error {
-        Error::NotRunning {
-            name: self.spec.name.to_string(),
-            state: self.state(),
-        }
-    }
-
-    /// Changes the published state (and more), announcing a state change as an event.
-    fn set(&self, state: ProcessState, more: impl FnOnce(&mut Snapshot)) {
-        let (from, pid) = {
-            let mut snap = write(&self.publish);
-            let from = std::mem::replace(&mut snap.state, state);
-            more(&mut snap);
-            (from, snap.pid)
-        };
-        if from != state {
-            let _ = self.events.send(ProcessEvent {
-                name: self.spec.name.to_string(),
-                from,
-                to: state,
-                pid,
-                at: rfc3339_millis(SystemTime::now()),
-            });
-        }
-    }
-
-    /// Spawns the process now. On failure the program is fatal with the reason.
-    fn spawn_now(&mut self) -> Result<()> {
-        let prepared = match &self.prepared {
-            Some(p) => Ok(p.clone()),
-            None => spawn::Prepared::new(&self.spec).map(Arc::new),
-        };
-        if let Ok(p) = &prepared {
-            self.prepared = Some(p.clone());
-        }
-        let spawned = prepared
-            .and_then(|p| spawn::spawn(&self.spec, &p, &self.lease))
-            .and_then(|s| {
-                let mut pumps = Vec::with_capacity(2);
-                for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
-                    let rx = pipe::Receiver::from_owned_fd(fd)
-                        .map_err(|e| format!("cannot watch the output pipe: {e}"))?;
-                    let (handoff, handoff_rx) = oneshot::channel();
-                    let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
-                    pumps.push(Pump { handoff, task });
-                }
-                Ok((s.process, pumps))
-            });
-        let now = Instant::now();
-        self.last_spawn = Some(now);
-        match spawned {
-            Ok((process, pumps)) => {
-                let pid = process.pid();
-                self.run = Run::Live(Box::new(Live {
-                    process,
-                    pid,
-                    spawned: now,
-                    up: false,
-                    pumps,
-                }));
-                self.set(ProcessState::Starting, |s| {
-                    s.pid = Some(pid);
-                    s.started = Some(now);
-                    s.started_at = Some(rfc3339(SystemTime::now()).into());
-                    s.exit = None;
-                    s.error = None;
-                });
-                Ok(())
-            }
-            Err(reason) => {
-                tracing::warn!(program = %self.spec.name, "{reason}");
-                self.run = Run::Idle;
-                self.set(ProcessState::Fatal, |s| {
-                    s.pid = None;
-                    s.error = Some(reason.as_str().into());
-                });
-                Err(Error::Spawn {
-                    name: self.spec.name.to_string(),
-                    reason,
-                })
-            }
-        }
-    }
-
-    /// The process ended on its own: clean its group, then follow the restart rules.
-    async fn on_exit(&mut self, exit: ExitKind) {
-        let Run::Live(live) = std::mem::replace(&mut self.run, Run::Idle) else {
-            return;
-        };
-        if self.lease.stopping() {
-            // A bulk stop reached it before its Stop control: a stop, never a crash.
-            self.run = Run::Live(live);
-            self.stop().await;
-            return;
-        }
-        clear_group(Pid::from_raw(live.pid)).await;
-        let uptime = live.spawned.elapsed();
-        drain(live.pumps).await;
-        let decision = after_exit(&self.rules, exit, uptime, self.failures);
-        let record = |s: &mut Snapshot| {
-            s.pid = None;
-            s.exit = Some(exit);
-        };
-        match decision {
-            AfterExit::Restart { delay, failures } => {
-                self.failures = failures;
-                self.set(ProcessState::Backoff, record);
-                let now = Instant::now();
-                let at = next_spawn_at(now, delay, self.last_spawn.unwrap_or(live.spawned));
-                if at <= now {
-                    if self.spawn_now().is_ok() {
-                        write(&self.publish).restarts += 1;
-                    }
-                } else {
-                    self.run = Run::Waiting(at);
-                }
-            }
-            AfterExit::Exited => self.set(ProcessState::Exited, record),
-            AfterExit::Fatal { failures } => {
-                self.failures = failures;
-                let why = format!(
-                    "exited {failures} times in a row within StartSecs ({:?}); start it again when fixed",
-                    self.rules.start_secs
-                );
-                self.set(ProcessState::Fatal, |s| {
-                    record(s);
-                    s.error = Some(why.as_str().into());
-                });
-            }
-        }
-    }
-
-    /// Stops the process group (StopSignal, then SIGKILL after StopTimeout) and
-    /// returns once the whole group is gone. Not running is not an error.
-    async fn stop(&mut self) {
-        match std::mem::replace(&mut self.run, Run::Idle) {
-            Run::Live(mut live) => {
-                self.set(ProcessState::Stopping, |_| {});
-                let pgid = Pid::from_raw(live.pid);
-                let sent = self
-                    .lease
-                    .stop(self.spec.stop_signal)
-                    .unwrap_or_else(Instant::now);
-                let deadline = sent + self.spec.stop_timeout;
-                let exit = match timeout_at(deadline.into(), live.process.wait()).await {
-                    Ok(exit) => exit,
-                    Err(_) => {
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                        live.process.wait().await
-                    }
-                };
-                if !wait_group_gone(pgid, deadline).await {
-                    clear_group(pgid).await;
-                }
-                drain(live.pumps).await;
-                self.lease.stop_done();
-                self.set(ProcessState::Stopped, |s| {
-                    s.pid = None;
-                    s.exit = Some(exit);
-                });
-            }
-            Run::Waiting(_) => self.set(ProcessState::Stopped, |_| {}),
-            Run::Idle => {}
-        }
-    }
-
-    /// Lets the process go: its output is handed to relays that outlive zist,
-    /// and zist never signals it again. The child is still reaped in the background.
-    async fn detach(&mut self) -> Result<()> {
-        let Run::Live(live) = std::mem::replace(&mut self.run, Run::Idle) else {
-            return Err(self.not_running());
-        };
-        let fail = |reason: String| Error::Detach {
-            name: self.spec.name.to_string(),
-            reason,
-        };
-        // Everything that can fail is prepared before the pumps let go.
-        let prepared = spawn::resolve_executable(std::path::Path::new("cat"), &Default::default())
-            .map_err(|e| format!("the output relay needs `cat`: {e}"))
-            .and_then(|_| {
-                self.logs
-                    .iter()
-                    .map(SharedLog::append_handle)
-                    .collect::<std::io::Result<Vec<_>>>()
-                    .map_err(|e| format!("cannot open the log files: {e}"))
-            });
-        let files = match prepared {
-            Ok(files) => files,
-            Err(reason) => {
-                self.run = Run::Live(live);
-                return Err(fail(reason));
-            }
-        };
-        let Live {
-            process,
-            pid,
-            pumps,
-            ..
-        } = *live;
-        let mut relays = Vec::new();
-        for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
-            let _ = pump.handoff.send(());
-            let Ok(Some(rx)) = pump.task.await else {
-                continue; // that stream had already ended
-            };
-            let relay = rx
-                .into_blocking_fd()
-                .and_then(|fd| spawn::spawn_relay(fd, file));
-            match relay {
-                Ok(relay) => relays.push(relay),
-                Err(e) => {
-                    // The pipe went with the failed relay: the program's next
-                    // writes to this stream fail with EPIPE.
-                    tracing::error!(program = %self.spec.name, "cannot start an output relay: {e}");
-                    log.finish();
-                }
-            }
-        }
-        process.release();
-        tokio::spawn(async move {
-            let mut process = process;
-            process.wait().await;
-            for mut relay in relays {
-                let _ = relay.wait().await;
-            }
-        });
-        self.set(ProcessState::Detached, |s| s.pid = Some(pid));
-        Ok(())
-    }
-}
