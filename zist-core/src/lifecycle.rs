@@ -126,7 +126,9 @@ impl<C: HasPid> Lifecycle<C> {
     /// The moment a timer of this state is due, and the event it brings.
     pub(crate) fn timer(&self, rules: &RestartRules) -> Option<(Instant, Event<C>)> {
         match self {
-            Self::Starting { since, .. } => Some((deadline(*since, rules.start_secs), Event::UpDue)),
+            Self::Starting { since, .. } => {
+                Some((deadline(*since, rules.start_secs), Event::UpDue))
+            }
             Self::Backoff { until } => Some((*until, Event::RetryDue)),
             Self::Stopping {
                 kill_at: Some(at), ..
@@ -334,7 +336,10 @@ pub(crate) fn step<C: HasPid>(
         }
 
         // The process.
-        (L::Starting { child, since } | L::Running { child, since }, Event::Exited { exit, stop_sent }) => {
+        (
+            L::Starting { child, since } | L::Running { child, since },
+            Event::Exited { exit, stop_sent },
+        ) => {
             history.last_exit = Some(exit);
             if stop_sent {
                 // A bulk stop reached it before its Stop control: a stop, never a crash.
@@ -795,7 +800,10 @@ mod tests {
         let (s, effects) = step(s, &mut h, due, &r, c.at(later));
         assert_eq!(words(&effects), "spawn");
         let (s, _) = step(s, &mut h, Event::Spawned(Kid(2)), &r, c.at(later));
-        assert_eq!((s.state(), s.pid(), h.restarts), (ProcessState::Starting, Some(2), 1));
+        assert_eq!(
+            (s.state(), s.pid(), h.restarts),
+            (ProcessState::Starting, Some(2), 1)
+        );
     }
 
     #[test]
@@ -844,9 +852,17 @@ mod tests {
         let c = Clock::new();
         let clean = ExitKind::Code(0);
         for (policy, exit, to) in [
-            (RestartPolicy::Never, ExitKind::Code(1), ProcessState::Exited),
+            (
+                RestartPolicy::Never,
+                ExitKind::Code(1),
+                ProcessState::Exited,
+            ),
             (RestartPolicy::OnFailure, clean, ProcessState::Exited),
-            (RestartPolicy::OnFailure, ExitKind::Signal(9), ProcessState::Backoff),
+            (
+                RestartPolicy::OnFailure,
+                ExitKind::Signal(9),
+                ProcessState::Backoff,
+            ),
             (RestartPolicy::Always, clean, ProcessState::Backoff),
         ] {
             let mut h = History::default();
@@ -884,7 +900,10 @@ mod tests {
         };
         let (s, effects) = step(s, &mut h, killed, &r, c.at(T0 + r.stop_timeout));
         assert_eq!(words(&effects), "reap 4, ok");
-        assert_eq!((s.state(), h.last_exit), (ProcessState::Stopped, Some(ExitKind::Signal(9))));
+        assert_eq!(
+            (s.state(), h.last_exit),
+            (ProcessState::Stopped, Some(ExitKind::Signal(9)))
+        );
     }
 
     #[test]
@@ -906,9 +925,15 @@ mod tests {
             stop_sent: true,
         };
         let (s, effects) = step(s, &mut h, exit, &r, c.at(T0));
-        assert_eq!((s.state(), words(&effects)), (ProcessState::Stopped, "reap 4, spawn fresh".into()));
+        assert_eq!(
+            (s.state(), words(&effects)),
+            (ProcessState::Stopped, "reap 4, spawn fresh".into())
+        );
         let (s, effects) = step(s, &mut h, Event::Spawned(Kid(5)), &r, c.at(T0));
-        assert_eq!((s.pid(), words(&effects), h.restarts), (Some(5), "ok".into(), 0));
+        assert_eq!(
+            (s.pid(), words(&effects), h.restarts),
+            (Some(5), "ok".into(), 0)
+        );
     }
 
     #[test]
@@ -922,7 +947,13 @@ mod tests {
             kill_at: None,
             then: AfterStop::Start,
         };
-        let (s, _) = step(stopping, &mut h, Event::Shutdown(ShutdownMode::Stop), &r, c.at(T0));
+        let (s, _) = step(
+            stopping,
+            &mut h,
+            Event::Shutdown(ShutdownMode::Stop),
+            &r,
+            c.at(T0),
+        );
         let exit = Event::Exited {
             exit: ExitKind::Signal(9),
             stop_sent: true,
@@ -945,7 +976,10 @@ mod tests {
             ending: true,
         };
         let (s, effects) = step(running, &mut h, refused, &r, c.at(T0));
-        assert_eq!((s.state(), words(&effects)), (ProcessState::Stopping, "signal stop".into()));
+        assert_eq!(
+            (s.state(), words(&effects)),
+            (ProcessState::Stopping, "signal stop".into())
+        );
     }
 
     #[test]
@@ -955,7 +989,13 @@ mod tests {
         r.stop_timeout = Duration::MAX;
         r.restart.start_secs = Duration::MAX;
         let mut h = History::default();
-        let (s, _) = step(Lifecycle::Stopped, &mut h, Event::Spawned(Kid(1)), &r, c.at(T0));
+        let (s, _) = step(
+            Lifecycle::Stopped,
+            &mut h,
+            Event::Spawned(Kid(1)),
+            &r,
+            c.at(T0),
+        );
         let (up_at, _) = s.timer(&r.restart).unwrap();
         assert!(up_at > c.instant(T0 + Duration::from_secs(86_400 * 365)));
         let (s, _) = step(s, &mut h, Event::Stop, &r, c.at(T0));

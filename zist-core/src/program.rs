@@ -325,7 +325,8 @@ pub(crate) trait Host: Send + 'static {
     fn signal(&self, signal: Signal) -> Option<nix::Result<()>>;
     /// The child has ended: ends what is left of its group (after
     /// `grace_until`) and lets its output drain.
-    fn reap(&mut self, child: Self::Child, grace_until: Instant) -> impl Future<Output = ()> + Send;
+    fn reap(&mut self, child: Self::Child, grace_until: Instant)
+    -> impl Future<Output = ()> + Send;
     /// Prepares what a detach needs; nothing is let go yet.
     fn prepare_detach(&mut self) -> Result<(), String>;
     /// Hands the child's output to what `prepare_detach` made and lets it go.
@@ -711,3 +712,327 @@ async fn clear_group(pgid: Pid) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    //! The actor on fake children, with tokio's clock paused: what the
+    //! actor itself decides (timers, waiting callers, answers), in
+    //! microseconds. What only a real process shows is in tests/.
+
+    use std::collections::HashMap;
+
+    use tokio::sync::watch;
+    use tokio::time::Instant as TokioInstant;
+    use tokio_stream::StreamExt;
+    use tokio_stream::wrappers::BroadcastStream;
+
+    use super::*;
+    use crate::spec::ProgramName;
+
+    /// A fake child: it ends when the test, or a signal it obeys, says so.
+    struct FakeChild {
+        pid: i32,
+        exit: watch::Receiver<Option<ExitKind>>,
+    }
+
+    impl HasPid for FakeChild {
+        fn pid(&self) -> i32 {
+            self.pid
+        }
+    }
+
+    /// What the fake children do, and what the actor did to them.
+    #[derive(Default)]
+    struct World {
+        did: Vec<String>,
+        exits: HashMap<i32, watch::Sender<Option<ExitKind>>>,
+        spawned: i32,
+        live: Option<i32>,
+        /// Every child exits at once with this.
+        exit_at_once: Option<ExitKind>,
+        /// Children end on the stop signal (else only on SIGKILL).
+        obey_stop: bool,
+        detach_refused: Option<String>,
+    }
+
+    impl World {
+        fn end(&mut self, pid: i32, exit: ExitKind) {
+            if let Some(tx) = self.exits.get(&pid) {
+                let _ = tx.send(Some(exit));
+            }
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Fake(Arc<Mutex<World>>);
+
+    impl Fake {
+        fn world(&self) -> std::sync::MutexGuard<'_, World> {
+            self.0.lock().unwrap()
+        }
+        fn did(&self) -> Vec<String> {
+            self.world().did.clone()
+        }
+    }
+
+    impl Host for Fake {
+        type Child = FakeChild;
+
+        fn spawn(&mut self, fresh: bool) -> Result<FakeChild, String> {
+            let mut w = self.world();
+            w.spawned += 1;
+            let pid = 100 + w.spawned;
+            w.did
+                .push(format!("spawn {pid}{}", if fresh { " fresh" } else { "" }));
+            let (tx, exit) = watch::channel(w.exit_at_once);
+            w.exits.insert(pid, tx);
+            w.live = Some(pid);
+            Ok(FakeChild { pid, exit })
+        }
+
+        async fn wait(child: &mut FakeChild) -> ExitKind {
+            loop {
+                if let Some(exit) = *child.exit.borrow_and_update() {
+                    return exit;
+                }
+                if child.exit.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+
+        fn stop_sent(&self) -> bool {
+            false
+        }
+
+        fn signal_stop(&self) {
+            let mut w = self.world();
+            w.did.push("stop signal".into());
+            if let (true, Some(pid)) = (w.obey_stop, w.live) {
+                w.end(pid, ExitKind::Signal(15));
+            }
+        }
+
+        fn kill(&self, pid: i32) {
+            let mut w = self.world();
+            w.did.push(format!("kill {pid}"));
+            w.end(pid, ExitKind::Signal(9));
+        }
+
+        fn signal(&self, signal: Signal) -> Option<nix::Result<()>> {
+            let mut w = self.world();
+            w.did.push(format!("signal {signal}"));
+            w.live.map(|_| Ok(()))
+        }
+
+        async fn reap(&mut self, child: FakeChild, _grace_until: Instant) {
+            let mut w = self.world();
+            w.did.push(format!("reap {}", child.pid));
+            w.live = None;
+        }
+
+        fn prepare_detach(&mut self) -> Result<(), String> {
+            match self.world().detach_refused.clone() {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            }
+        }
+
+        async fn release(&mut self, child: FakeChild) {
+            let mut w = self.world();
+            w.did.push(format!("release {}", child.pid));
+            w.live = None;
+        }
+    }
+
+    /// A program on fake children: StartSecs 1 s, RestartDelay 100 ms,
+    /// MaxRestarts 2, StopTimeout 10 s.
+    fn program(fake: &Fake) -> (Program, broadcast::Receiver<ProcessEvent>) {
+        let mut spec = ProgramSpec::new(ProgramName::new("fake").unwrap(), "/nonexistent/fake");
+        spec.start_secs = Duration::from_secs(1);
+        spec.restart_delay = Duration::from_millis(100);
+        spec.max_restarts = 2;
+        spec.stop_timeout = Duration::from_secs(10);
+        let log = || SharedLog::new(RotatingFile::new("/nonexistent/log".into(), 0, 0));
+        let (events, rx) = broadcast::channel(64);
+        let program = Program::with_host(
+            Arc::new(spec),
+            fake.clone(),
+            Arc::new(spawn::Lease::default()),
+            [log(), log()],
+            events,
+        );
+        (program, rx)
+    }
+
+    /// The state changes from now on, each with the paused clock's time since `t0`.
+    fn changes(
+        rx: broadcast::Receiver<ProcessEvent>,
+        t0: TokioInstant,
+    ) -> impl tokio_stream::Stream<Item = (ProcessState, Duration)> + Unpin {
+        BroadcastStream::new(rx).map(move |e| (e.unwrap().to, t0.elapsed()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_turns_running_after_start_secs_and_a_second_start_is_refused() {
+        let fake = Fake::default();
+        let (program, rx) = program(&fake);
+        let t0 = TokioInstant::now();
+        let mut changes = changes(rx, t0);
+        let info = program.ask(Control::Start).await.unwrap();
+        assert_eq!((info.state, info.pid), (ProcessState::Starting, Some(101)));
+        let again = program.ask(Control::Start).await.unwrap_err();
+        assert!(matches!(
+            again,
+            Error::AlreadyRunning {
+                state: ProcessState::Starting,
+                ..
+            }
+        ));
+        assert_eq!(changes.next().await.unwrap().0, ProcessState::Starting);
+        assert_eq!(
+            changes.next().await.unwrap(),
+            (ProcessState::Running, Duration::from_secs(1))
+        );
+        assert_eq!(fake.did(), ["spawn 101 fresh"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_starts_back_off_doubling_then_turn_fatal() {
+        let fake = Fake::default();
+        fake.world().exit_at_once = Some(ExitKind::Code(1));
+        let (program, rx) = program(&fake);
+        let t0 = TokioInstant::now();
+        let changes = changes(rx, t0);
+        program.ask(Control::Start).await.unwrap();
+        let seen: Vec<_> = changes.take(6).collect().await;
+        let ms = Duration::from_millis;
+        use ProcessState::{Backoff, Fatal, Starting};
+        assert_eq!(
+            seen,
+            [
+                (Starting, ms(0)),
+                (Backoff, ms(0)),
+                (Starting, ms(100)),
+                (Backoff, ms(100)),
+                (Starting, ms(300)),
+                (Fatal, ms(300)),
+            ]
+        );
+        let info = program.info();
+        assert_eq!((info.restarts, info.exit_code), (2, Some(1)));
+        assert!(info.error.unwrap().contains("3 times in a row"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_that_is_ignored_kills_after_stop_timeout_and_answers_once_reaped() {
+        let fake = Fake::default();
+        let (program, _rx) = program(&fake);
+        program.ask(Control::Start).await.unwrap();
+        let t0 = TokioInstant::now();
+        let info = program.ask(Control::Stop).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        assert_eq!(
+            (info.state, info.pid, info.exit_signal.as_deref()),
+            (ProcessState::Stopped, None, Some("KILL"))
+        );
+        assert_eq!(
+            fake.did(),
+            ["spawn 101 fresh", "stop signal", "kill 101", "reap 101"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn controls_sent_during_a_stop_wait_for_it() {
+        let fake = Fake::default();
+        let (program, _rx) = program(&fake);
+        let program = Arc::new(program);
+        program.ask(Control::Start).await.unwrap();
+        let stopping = tokio::spawn({
+            let program = program.clone();
+            async move { program.ask(Control::Stop).await }
+        });
+        tokio::task::yield_now().await;
+        // Sent while the stop waits out StopTimeout; applied after it.
+        let started = program.ask(Control::Start).await.unwrap();
+        assert_eq!(
+            (started.state, started.pid),
+            (ProcessState::Starting, Some(102))
+        );
+        assert_eq!(
+            stopping.await.unwrap().unwrap().state,
+            ProcessState::Starting
+        );
+        assert_eq!(
+            fake.did(),
+            [
+                "spawn 101 fresh",
+                "stop signal",
+                "kill 101",
+                "reap 101",
+                "spawn 102 fresh"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_detach_leaves_the_program_supervised() {
+        let fake = Fake::default();
+        fake.world().detach_refused = Some("no relay".into());
+        fake.world().obey_stop = true;
+        let (program, _rx) = program(&fake);
+        program.ask(Control::Start).await.unwrap();
+        let err = program.ask(Control::Detach).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Detach { reason, .. } if reason == "no relay"),
+            "{err}"
+        );
+        assert_eq!(program.info().state, ProcessState::Starting);
+        // A detaching shutdown that cannot detach stops instead.
+        program.shut_down(ShutdownMode::Detach).await;
+        assert_eq!(fake.did(), ["spawn 101 fresh", "stop signal", "reap 101"]);
+        assert_eq!(program.info().state, ProcessState::Stopped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_detach_releases_the_child_and_signals_are_refused_after() {
+        let fake = Fake::default();
+        let (program, _rx) = program(&fake);
+        program.ask(Control::Start).await.unwrap();
+        program
+            .ask(|r| Control::Signal(Signal::SIGHUP, r))
+            .await
+            .unwrap();
+        let info = program.ask(Control::Detach).await.unwrap();
+        assert_eq!((info.state, info.pid), (ProcessState::Detached, Some(101)));
+        let err = program
+            .ask(|r| Control::Signal(Signal::SIGHUP, r))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::NotRunning {
+                state: ProcessState::Detached,
+                ..
+            }
+        ));
+        assert_eq!(
+            fake.did(),
+            ["spawn 101 fresh", "signal SIGHUP", "release 101"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_stops_the_program() {
+        let fake = Fake::default();
+        fake.world().obey_stop = true;
+        let (program, mut rx) = program(&fake);
+        program.ask(Control::Start).await.unwrap();
+        drop(program);
+        loop {
+            if rx.recv().await.unwrap().to == ProcessState::Stopped {
+                break;
+            }
+        }
+        assert_eq!(fake.did(), ["spawn 101 fresh", "stop signal", "reap 101"]);
+    }
+}
