@@ -14,7 +14,7 @@ use zist_core::{
 };
 
 fn program(name: &str, script: &str) -> zist_core::Result<ProgramSpec> {
-    let name = ProgramName::new(name).map_err(zist_core::Error::Invalid)?;
+    let name = ProgramName::new(name)?;
     let mut spec = ProgramSpec::new(name, "/bin/sh").args(["-c", script]);
     spec.start_secs = Duration::from_millis(500);
     spec.restart = RestartPolicy::Always;
@@ -78,7 +78,10 @@ async fn demo(supervisor: &Supervisor) -> zist_core::Result<()> {
 #[tokio::main]
 async fn main() {
     let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("logs");
-    let supervisor = Supervisor::new(SupervisorOptions { log_dir });
+    let supervisor = Supervisor::new(SupervisorOptions {
+        log_dir,
+        ..SupervisorOptions::default()
+    });
     let outcome = tokio::select! {
         r = demo(&supervisor) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),

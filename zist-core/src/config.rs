@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::spec::{
-    ProgramName, ProgramSpec, RestartPolicy, parse_duration, parse_signal, parse_size,
+    MAX_DURATION, MAX_SIZE, ProgramName, ProgramSpec, RestartPolicy, parse_duration, parse_signal,
+    parse_size,
 };
 
 /// One problem in a config, located as precisely as the file allows.
@@ -81,10 +81,10 @@ pub struct DaemonConfig {
     pub http_port: u16,
     /// JSON-RPC port (0 picks a free one).
     pub rpc_port: u16,
-    /// The shared secret; zistd refuses to start without it.
-    pub token: Option<String>,
+    /// The shared secret (required: a config without one is refused).
+    pub token: String,
     /// Address both servers listen on.
-    pub bind: String,
+    pub bind: std::net::IpAddr,
     /// PEM certificate for https.
     pub cert_file: Option<PathBuf>,
     /// PEM key for https.
@@ -162,13 +162,12 @@ impl Config {
         let file = SourceFile::new(path, &text);
         if let Some(table) = file.parse(&mut issues) {
             let mut inline = Vec::new();
-            daemon.read(&file, &table, &base, &mut issues, &mut inline);
-            for (index, program) in inline {
-                let here = file.at(program.span());
-                match program.get_ref() {
-                    DeValue::Table(t) => {
+            daemon.read(&table, &base, &mut issues, &mut inline);
+            for (index, (program, here)) in inline.into_iter().enumerate() {
+                match program {
+                    Value::Table(t) => {
                         if let Some(found_one) =
-                            read_program(&file, t, here.line, &base, &daemon.log_dir, &mut issues)
+                            read_program(t, &here, &base, &daemon.log_dir, &mut issues)
                         {
                             found.push(found_one);
                         }
@@ -178,7 +177,7 @@ impl Config {
                         format!(
                             "[[Program]] entry {} must be a table, not {}",
                             index + 1,
-                            other.type_str()
+                            kind_of(other)
                         ),
                     ),
                 }
@@ -210,10 +209,49 @@ pub fn parse_program(
     let mut issues = Issues::default();
     let source = SourceFile::new(file, text);
     let base = folder_of(file);
+    let top = Located {
+        file: file.to_owned(),
+        line: Some(1),
+    };
     let spec = source
         .parse(&mut issues)
-        .and_then(|t| read_program(&source, &t, Some(1), &base, log_dir, &mut issues));
+        .and_then(|t| read_program(&t, &top, &base, log_dir, &mut issues));
     match spec {
+        Some((spec, _)) if issues.errors.is_empty() => Ok((spec, issues.warnings)),
+        _ => Err(ConfigErrors(issues.errors)),
+    }
+}
+
+/// Reads a program spec from a JSON object with the keys of a program file
+/// (as `process.add` takes it), by the same rules as a program file.
+///
+/// Errors are located at `origin` (for example `process.add`) and name the
+/// key; relative paths are resolved against zist's working directory.
+pub fn program_from_json(
+    origin: &str,
+    spec: &serde_json::Value,
+    log_dir: &Path,
+) -> Result<(ProgramSpec, Vec<ConfigIssue>), ConfigErrors> {
+    let mut issues = Issues::default();
+    let top = Located {
+        file: PathBuf::from(origin),
+        line: None,
+    };
+    let table = match from_json(spec, &top) {
+        Value::Table(table) => table,
+        other => {
+            issues.error(
+                &top,
+                format!(
+                    "the spec must be an object with the keys of a program file, not {}",
+                    kind_of(&other)
+                ),
+            );
+            return Err(ConfigErrors(issues.errors));
+        }
+    };
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    match read_program(&table, &top, &base, log_dir, &mut issues) {
         Some((spec, _)) if issues.errors.is_empty() => Ok((spec, issues.warnings)),
         _ => Err(ConfigErrors(issues.errors)),
     }
@@ -236,7 +274,8 @@ fn resolve(base: &Path, value: &str) -> PathBuf {
     }
 }
 
-/// Where a value is: the file and line.
+/// Where a value is: the file and line (a JSON spec has no lines: its
+/// messages name the key).
 #[derive(Clone, Debug)]
 struct Located {
     file: PathBuf,
@@ -266,6 +305,23 @@ impl Issues {
     }
 }
 
+/// A value as the loader reads it, whether it came from a TOML file or a
+/// JSON spec, each part with where it is.
+#[derive(Debug)]
+enum Value {
+    Str(String),
+    /// A whole number; `None` when it does not fit in 128 bits.
+    Int(Option<i128>),
+    Float(f64),
+    Bool(bool),
+    Date,
+    Array(Vec<(Value, Located)>),
+    Table(Table),
+}
+
+/// A table's entries in the order written, each with where its key is.
+type Table = Vec<(String, Value, Located)>;
+
 struct SourceFile<'a> {
     path: &'a Path,
     text: &'a str,
@@ -294,9 +350,9 @@ impl<'a> SourceFile<'a> {
         }
     }
 
-    fn parse(&self, issues: &mut Issues) -> Option<DeTable<'a>> {
+    fn parse(&self, issues: &mut Issues) -> Option<Table> {
         match DeTable::parse(self.text) {
-            Ok(table) => Some(table.into_inner()),
+            Ok(table) => Some(self.table(table.get_ref())),
             Err(e) => {
                 let at = match e.span() {
                     Some(span) => self.at(span),
@@ -310,6 +366,63 @@ impl<'a> SourceFile<'a> {
                 None
             }
         }
+    }
+
+    fn table(&self, table: &DeTable<'_>) -> Table {
+        table
+            .iter()
+            .map(|(key, value)| {
+                (
+                    key.get_ref().as_ref().to_owned(),
+                    self.value(value.get_ref()),
+                    self.at(key.span()),
+                )
+            })
+            .collect()
+    }
+
+    fn value(&self, value: &DeValue<'_>) -> Value {
+        match value {
+            DeValue::String(s) => Value::Str(s.as_ref().to_owned()),
+            DeValue::Integer(i) => Value::Int(i128::from_str_radix(i.as_str(), i.radix()).ok()),
+            DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
+            DeValue::Boolean(b) => Value::Bool(*b),
+            DeValue::Datetime(_) => Value::Date,
+            DeValue::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| (self.value(item.get_ref()), self.at(item.span())))
+                    .collect(),
+            ),
+            DeValue::Table(t) => Value::Table(self.table(t)),
+        }
+    }
+}
+
+/// A JSON value as the loader reads it; every part is located at `at`.
+fn from_json(value: &serde_json::Value, at: &Located) -> Value {
+    use serde_json::Value as J;
+    match value {
+        J::Null => Value::Date,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::Int(Some(i.into())),
+            (_, Some(u), _) => Value::Int(Some(u.into())),
+            (_, _, Some(f)) => Value::Float(f),
+            _ => Value::Int(None),
+        },
+        J::String(s) => Value::Str(s.clone()),
+        J::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| (from_json(item, at), at.clone()))
+                .collect(),
+        ),
+        J::Object(map) => Value::Table(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_json(v, at), at.clone()))
+                .collect(),
+        ),
     }
 }
 
@@ -330,32 +443,32 @@ fn nearest(written: &str, known: &[&'static str]) -> &'static str {
         .unwrap_or(known[0])
 }
 
+/// A table's known keys by canonical name, each with its value and place.
+type Entries<'t> = BTreeMap<&'static str, (&'t Value, Located)>;
+
 /// Walks a table's keys, reporting unknown and repeated ones, and yields the rest canonically.
-fn known_entries<'t, 'i>(
-    file: &SourceFile<'_>,
-    table: &'t DeTable<'i>,
+fn known_entries<'t>(
+    table: &'t Table,
     known: &[&'static str],
     what: &str,
     issues: &mut Issues,
-) -> BTreeMap<&'static str, (&'t Spanned<DeValue<'i>>, Located)> {
-    let mut out: BTreeMap<&'static str, (&'t Spanned<DeValue<'i>>, Located)> = BTreeMap::new();
-    for (key, value) in table.iter() {
-        let here = file.at(key.span());
-        let written = key.get_ref().as_ref();
+) -> Entries<'t> {
+    let mut out: Entries<'t> = BTreeMap::new();
+    for (written, value, here) in table {
         match canonical(written, known) {
             Some(k) => {
                 if let Some((_, first)) = out.get(k) {
-                    let first_line = first.line.unwrap_or(0);
-                    issues.error(
-                        &here,
-                        format!("`{written}` repeats `{k}` from line {first_line}; keep one"),
-                    );
+                    let first = match first.line {
+                        Some(line) => format!(" from line {line}"),
+                        None => String::new(),
+                    };
+                    issues.error(here, format!("`{written}` repeats `{k}`{first}; keep one"));
                 } else {
-                    out.insert(k, (value, here));
+                    out.insert(k, (value, here.clone()));
                 }
             }
             None => issues.error(
-                &here,
+                here,
                 format!(
                     "unknown key `{written}` in {what}; the nearest known key is `{}`",
                     nearest(written, known)
@@ -366,26 +479,21 @@ fn known_entries<'t, 'i>(
     out
 }
 
-fn kind_of(v: &DeValue<'_>) -> &'static str {
+fn kind_of(v: &Value) -> &'static str {
     match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
+        Value::Str(_) => "a string",
+        Value::Int(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Bool(_) => "a boolean",
+        Value::Date => "a date or null",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
     }
 }
 
-fn want_str<'v>(
-    key: &str,
-    v: &'v DeValue<'_>,
-    at: &Located,
-    issues: &mut Issues,
-) -> Option<&'v str> {
+fn want_str<'v>(key: &str, v: &'v Value, at: &Located, issues: &mut Issues) -> Option<&'v str> {
     match v {
-        DeValue::String(s) => Some(s.as_ref()),
+        Value::Str(s) => Some(s),
         other => {
             issues.error(
                 at,
@@ -396,9 +504,28 @@ fn want_str<'v>(
     }
 }
 
-fn want_bool(key: &str, v: &DeValue<'_>, at: &Located, issues: &mut Issues) -> Option<bool> {
+/// A string that names a file or folder: not empty.
+fn want_path(
+    key: &str,
+    v: &Value,
+    at: &Located,
+    base: &Path,
+    issues: &mut Issues,
+) -> Option<PathBuf> {
+    let s = want_str(key, v, at, issues)?;
+    if s.is_empty() {
+        issues.error(
+            at,
+            format!("`{key}` is empty; name a path or leave the key out"),
+        );
+        return None;
+    }
+    Some(resolve(base, s))
+}
+
+fn want_bool(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option<bool> {
     match v {
-        DeValue::Boolean(b) => Some(*b),
+        Value::Bool(b) => Some(*b),
         other => {
             issues.error(
                 at,
@@ -409,73 +536,95 @@ fn want_bool(key: &str, v: &DeValue<'_>, at: &Located, issues: &mut Issues) -> O
     }
 }
 
-fn integer_of(v: &DeValue<'_>) -> Option<i128> {
-    match v {
-        DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix()).ok(),
-        _ => None,
-    }
-}
-
-fn want_uint<T: TryFrom<i128>>(
+/// A whole number in `range`.
+fn want_uint<T: TryFrom<i128> + Into<i128> + Copy>(
     key: &str,
-    v: &DeValue<'_>,
+    v: &Value,
+    range: std::ops::RangeInclusive<T>,
     at: &Located,
     issues: &mut Issues,
 ) -> Option<T> {
-    match integer_of(v) {
-        Some(n) => match T::try_from(n) {
-            Ok(x) => Some(x),
-            Err(_) => {
-                issues.error(at, format!("`{key}` = {n} is out of range"));
-                None
-            }
-        },
-        None => {
+    let (low, high) = ((*range.start()).into(), (*range.end()).into());
+    let out_of_range =
+        |n: &dyn fmt::Display| format!("`{key}` = {n} is out of range; use {low} to {high}");
+    match v {
+        Value::Int(Some(n)) if (low..=high).contains(n) => T::try_from(*n).ok(),
+        Value::Int(Some(n)) => {
+            issues.error(at, out_of_range(n));
+            None
+        }
+        Value::Int(None) => {
+            issues.error(at, out_of_range(&"a number that large"));
+            None
+        }
+        other => {
             issues.error(
                 at,
-                format!("`{key}` must be a whole number, not {}", kind_of(v)),
+                format!("`{key}` must be a whole number, not {}", kind_of(other)),
             );
             None
         }
     }
 }
 
+/// The most rotated log files kept.
+pub const MAX_LOG_BACKUPS: u32 = 1000;
+
 fn want_duration(
     key: &str,
-    v: &DeValue<'_>,
+    v: &Value,
     at: &Located,
     issues: &mut Issues,
 ) -> Option<std::time::Duration> {
     let parsed = match v {
-        DeValue::String(s) => parse_duration(s.as_ref()),
-        DeValue::Integer(_) => match integer_of(v) {
-            Some(n) if n >= 0 => Ok(std::time::Duration::from_secs(n as u64)),
-            _ => Err("a duration cannot be negative".to_owned()),
-        },
-        DeValue::Float(f) => parse_duration(f.as_str()),
+        Value::Str(s) => parse_duration(s).map_err(|e| e.to_string()),
+        Value::Int(Some(n)) if *n < 0 => Err("a duration cannot be negative".to_owned()),
+        Value::Int(Some(n)) => {
+            Ok(u64::try_from(*n).map_or(std::time::Duration::MAX, std::time::Duration::from_secs))
+        }
+        Value::Int(None) => Ok(std::time::Duration::MAX),
+        Value::Float(f) if *f < 0.0 || f.is_nan() => {
+            Err("a duration cannot be negative".to_owned())
+        }
+        Value::Float(f) => {
+            Ok(std::time::Duration::try_from_secs_f64(*f).unwrap_or(std::time::Duration::MAX))
+        }
         other => Err(format!(
             "it must be a duration like \"10s\" or a number of seconds, not {}",
             kind_of(other)
         )),
     };
-    parsed
+    let checked = parsed.and_then(|d| {
+        if d <= MAX_DURATION {
+            Ok(d)
+        } else {
+            Err("it is out of range; use 0s to 24h".to_owned())
+        }
+    });
+    checked
         .map_err(|e| issues.error(at, format!("`{key}`: {e}")))
         .ok()
 }
 
-fn want_size(key: &str, v: &DeValue<'_>, at: &Located, issues: &mut Issues) -> Option<u64> {
+fn want_size(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option<u64> {
     let parsed = match v {
-        DeValue::String(s) => parse_size(s.as_ref()),
-        DeValue::Integer(_) => match integer_of(v) {
-            Some(n) if n >= 0 => Ok(n as u64),
-            _ => Err("a size cannot be negative".to_owned()),
-        },
+        Value::Str(s) => parse_size(s).map_err(|e| e.to_string()),
+        Value::Int(Some(n)) if *n < 0 => Err("a size cannot be negative".to_owned()),
+        Value::Int(Some(n)) => Ok(u64::try_from(*n).unwrap_or(u64::MAX)),
+        Value::Int(None) => Ok(u64::MAX),
         other => Err(format!(
             "it must be a size like \"50MB\" or a number of bytes, not {}",
             kind_of(other)
         )),
     };
-    parsed
+    let checked = parsed.and_then(|n| {
+        if n <= MAX_SIZE {
+            Ok(n)
+        } else {
+            Err("it is out of range; use 0 (never rotate) to 1TiB".to_owned())
+        }
+    });
+    checked
         .map_err(|e| issues.error(at, format!("`{key}`: {e}")))
         .ok()
 }
@@ -491,8 +640,8 @@ impl DaemonConfig {
             protocol: Protocol::Http,
             http_port: 7000,
             rpc_port: 9876,
-            token: None,
-            bind: "127.0.0.1".to_owned(),
+            token: String::new(),
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             cert_file: None,
             key_file: None,
             daemon_log: log_dir.join("zistd.log"),
@@ -500,22 +649,24 @@ impl DaemonConfig {
         }
     }
 
-    fn read<'t, 'i>(
+    fn read<'t>(
         &mut self,
-        file: &SourceFile<'_>,
-        table: &'t DeTable<'i>,
+        table: &'t Table,
         base: &Path,
         issues: &mut Issues,
-        programs: &mut Vec<(usize, &'t Spanned<DeValue<'i>>)>,
+        programs: &mut Vec<(&'t Value, Located)>,
     ) {
-        let entries = known_entries(file, table, DAEMON_KEYS, "the daemon file", issues);
+        let entries = known_entries(table, DAEMON_KEYS, "the daemon file", issues);
         let mut daemon_log = None;
-        for (key, (value, at)) in entries {
-            let v = value.get_ref();
+        let top = Located {
+            file: self.file.clone(),
+            line: None,
+        };
+        for (key, (v, at)) in entries {
             match key {
                 "Confdir" => {
-                    if let Some(s) = want_str(key, v, &at, issues) {
-                        self.confdir = resolve(base, s);
+                    if let Some(dir) = want_path(key, v, &at, base, issues) {
+                        self.confdir = dir;
                         self.confdir_named = true;
                     }
                 }
@@ -533,45 +684,44 @@ impl DaemonConfig {
                     }
                 }
                 "HTTPPort" => {
-                    self.http_port = want_uint(key, v, &at, issues).unwrap_or(self.http_port)
+                    self.http_port =
+                        want_uint(key, v, 0..=u16::MAX, &at, issues).unwrap_or(self.http_port)
                 }
                 "RPCPort" => {
-                    self.rpc_port = want_uint(key, v, &at, issues).unwrap_or(self.rpc_port)
+                    self.rpc_port =
+                        want_uint(key, v, 0..=u16::MAX, &at, issues).unwrap_or(self.rpc_port)
                 }
                 "Token" => {
-                    self.token = want_str(key, v, &at, issues)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
+                    if let Some(token) = want_str(key, v, &at, issues) {
+                        self.token = token.to_owned();
+                    }
                 }
                 "Bind" => {
                     if let Some(s) = want_str(key, v, &at, issues) {
-                        if s.parse::<std::net::IpAddr>().is_ok() {
-                            self.bind = s.to_owned();
-                        } else {
-                            issues.error(
+                        match s.parse() {
+                            Ok(ip) => self.bind = ip,
+                            Err(_) => issues.error(
                                 &at,
                                 format!(
                                     "`Bind` = {s:?} is not an IP address; use \"127.0.0.1\" or \"0.0.0.0\""
                                 ),
-                            );
+                            ),
                         }
                     }
                 }
-                "CertFile" => {
-                    self.cert_file = want_str(key, v, &at, issues).map(|s| resolve(base, s))
-                }
-                "KeyFile" => {
-                    self.key_file = want_str(key, v, &at, issues).map(|s| resolve(base, s))
-                }
+                "CertFile" => self.cert_file = want_path(key, v, &at, base, issues),
+                "KeyFile" => self.key_file = want_path(key, v, &at, base, issues),
                 "LogDir" => {
-                    if let Some(s) = want_str(key, v, &at, issues) {
-                        self.log_dir = resolve(base, s);
+                    if let Some(dir) = want_path(key, v, &at, base, issues) {
+                        self.log_dir = dir;
                     }
                 }
-                "DaemonLog" => daemon_log = want_str(key, v, &at, issues).map(|s| resolve(base, s)),
+                "DaemonLog" => daemon_log = want_path(key, v, &at, base, issues),
                 "Program" => match v {
-                    DeValue::Array(items) => programs.extend(items.iter().enumerate()),
-                    DeValue::Table(_) => programs.push((0, value)),
+                    Value::Array(items) => {
+                        programs.extend(items.iter().map(|(v, at)| (v, at.clone())))
+                    }
+                    Value::Table(_) => programs.push((v, at)),
                     other => issues.error(
                         &at,
                         format!(
@@ -583,7 +733,40 @@ impl DaemonConfig {
                 _ => {}
             }
         }
+        if self.token.is_empty() {
+            issues.error(
+                &top,
+                "no Token: run `zistd generate` and add Token = \"<it>\" to this file".to_owned(),
+            );
+        }
         self.daemon_log = daemon_log.unwrap_or_else(|| self.log_dir.join("zistd.log"));
+    }
+
+    /// The certificate and key files for https: the flags given to zistd,
+    /// else CertFile and KeyFile. `None` for plain http. The error says
+    /// what is missing.
+    pub fn tls_files(
+        &self,
+        cert_flag: Option<&Path>,
+        key_flag: Option<&Path>,
+    ) -> Result<Option<(PathBuf, PathBuf)>, ConfigIssue> {
+        if self.protocol == Protocol::Http {
+            return Ok(None);
+        }
+        let cert = cert_flag
+            .map(Path::to_owned)
+            .or_else(|| self.cert_file.clone());
+        let key = key_flag
+            .map(Path::to_owned)
+            .or_else(|| self.key_file.clone());
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            _ => Err(ConfigIssue {
+                file: self.file.clone(),
+                line: None,
+                message: "Protocol = \"https\" needs CertFile and KeyFile in the config (or --certfile and --keyfile)".to_owned(),
+            }),
+        }
     }
 }
 
@@ -641,9 +824,12 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
         };
         let source = SourceFile::new(&path, &text);
         let base = folder_of(&path);
+        let top = Located {
+            file: path.clone(),
+            line: None,
+        };
         if let Some(table) = source.parse(issues)
-            && let Some(found_one) =
-                read_program(&source, &table, None, &base, &daemon.log_dir, issues)
+            && let Some(found_one) = read_program(&table, &top, &base, &daemon.log_dir, issues)
         {
             out.push(found_one);
         }
@@ -675,30 +861,29 @@ fn check_unique(found: Vec<(ProgramSpec, Located)>, issues: &mut Issues) -> Vec<
     programs
 }
 
+/// Reads one program's table; `top` is where the program itself is.
 fn read_program(
-    file: &SourceFile<'_>,
-    table: &DeTable<'_>,
-    line: Option<usize>,
+    table: &Table,
+    top: &Located,
     base: &Path,
     log_dir: &Path,
     issues: &mut Issues,
 ) -> Option<(ProgramSpec, Located)> {
     let errors_before = issues.errors.len();
-    let entries = known_entries(file, table, PROGRAM_KEYS, "a program", issues);
-    let top = Located {
-        file: file.path.to_owned(),
-        line,
-    };
+    let entries = known_entries(table, PROGRAM_KEYS, "a program", issues);
     let name = match entries.get("Name") {
-        Some((v, at)) => want_str("Name", v.get_ref(), at, issues)
-            .and_then(|s| ProgramName::new(s).map_err(|e| issues.error(at, e)).ok()),
+        Some((v, at)) => want_str("Name", v, at, issues).and_then(|s| {
+            ProgramName::new(s)
+                .map_err(|e| issues.error(at, e.to_string()))
+                .ok()
+        }),
         None => {
-            issues.error(&top, "program has no `Name`; add Name = \"...\"".to_owned());
+            issues.error(top, "program has no `Name`; add Name = \"...\"".to_owned());
             None
         }
     };
     let path = match entries.get("Path") {
-        Some((v, at)) => want_str("Path", v.get_ref(), at, issues).and_then(|s| {
+        Some((v, at)) => want_str("Path", v, at, issues).and_then(|s| {
             if s.is_empty() {
                 issues.error(at, "`Path` is empty; name the executable".to_owned());
                 None
@@ -710,7 +895,7 @@ fn read_program(
         }),
         None => {
             issues.error(
-                &top,
+                top,
                 "program has no `Path`; add Path = \"/path/to/executable\"".to_owned(),
             );
             None
@@ -730,44 +915,79 @@ fn read_program(
     if issues.errors.len() > errors_before {
         return None;
     }
+    warn_what_start_would_refuse(&spec, &entries, issues);
+    let name_at = entries
+        .get("Name")
+        .map(|(_, at)| at.clone())
+        .unwrap_or_else(|| top.clone());
+    Some((spec, name_at))
+}
+
+/// What would make the program fatal at its start, said now: an executable
+/// that is missing or cannot be run, a working directory that is not one,
+/// a user that does not exist. Warnings: the file or user may appear later.
+fn warn_what_start_would_refuse(spec: &ProgramSpec, entries: &Entries<'_>, issues: &mut Issues) {
+    let later = "it will be fatal until started again once that is fixed";
     if let Some((_, at)) = entries.get("Path")
         && let Err(why) = crate::spawn::check_executable(&spec.path, &spec.env)
+    {
+        issues.warning(at, format!("program `{}`: {why}; {later}", spec.name));
+    }
+    if let (Some(dir), Some((_, at))) = (&spec.workingdir, entries.get("Workingdir"))
+        && !dir.is_dir()
     {
         issues.warning(
             at,
             format!(
-                "program `{}`: {why}; it will be fatal until started again after the file appears",
-                spec.name
+                "program `{}`: Workingdir {} is not a folder; {later}",
+                spec.name,
+                dir.display()
             ),
         );
     }
-    let name_at = entries.get("Name").map(|(_, at)| at.clone()).unwrap_or(top);
-    Some((spec, name_at))
+    if let (Some(user), Some((_, at))) = (&spec.user, entries.get("User"))
+        && let Err(why) = crate::spawn::check_user(user)
+    {
+        issues.warning(at, format!("program `{}`: {why}; {later}", spec.name));
+    }
+}
+
+/// Checks an environment variable's name: not empty, no `=` and no NUL.
+fn env_key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("is empty")
+    } else if key.contains('=') {
+        Some("contains `=`")
+    } else if key.contains('\0') {
+        Some("contains a NUL byte")
+    } else {
+        None
+    }
 }
 
 fn apply_program_keys(
     mut spec: ProgramSpec,
-    entries: &BTreeMap<&'static str, (&Spanned<DeValue<'_>>, Located)>,
+    entries: &Entries<'_>,
     base: &Path,
     log_dir: &Path,
     issues: &mut Issues,
 ) -> ProgramSpec {
-    for (&key, (value, at)) in entries {
-        let v = value.get_ref();
+    for (&key, (v, at)) in entries {
+        let v = *v;
         match key {
             "Args" => match v {
-                DeValue::String(s) => match shlex::split(s.as_ref()) {
+                Value::Str(s) => match shlex::split(s) {
                     Some(words) => spec.args = words,
                     None => issues.error(
                         at,
                         "`Args` has an unclosed quote or a trailing backslash".to_owned(),
                     ),
                 },
-                DeValue::Array(items) => {
+                Value::Array(items) => {
                     let mut args = Vec::new();
-                    for item in items.iter() {
-                        match item.get_ref() {
-                            DeValue::String(s) => args.push(s.as_ref().to_owned()),
+                    for (item, _) in items {
+                        match item {
+                            Value::Str(s) => args.push(s.clone()),
                             other => issues.error(
                                 at,
                                 format!("`Args` items must be strings, not {}", kind_of(other)),
@@ -784,34 +1004,28 @@ fn apply_program_keys(
                     ),
                 ),
             },
-            "Workingdir" => {
-                spec.workingdir = want_str(key, v, at, issues).map(|s| resolve(base, s))
-            }
+            "Workingdir" => spec.workingdir = want_path(key, v, at, base, issues),
             "Env" => match v {
-                DeValue::Table(t) => {
-                    for (k, val) in t.iter() {
-                        match val.get_ref() {
-                            DeValue::String(s) => {
-                                spec.env
-                                    .insert(k.get_ref().as_ref().to_owned(), s.as_ref().to_owned());
-                            }
-                            DeValue::Integer(i) => {
-                                spec.env
-                                    .insert(k.get_ref().as_ref().to_owned(), i.as_str().to_owned());
-                            }
-                            DeValue::Boolean(b) => {
-                                spec.env
-                                    .insert(k.get_ref().as_ref().to_owned(), b.to_string());
-                            }
-                            other => issues.error(
-                                at,
-                                format!(
-                                    "`Env.{}` must be a string, not {}",
-                                    k.get_ref().as_ref(),
-                                    kind_of(other)
-                                ),
-                            ),
+                Value::Table(t) => {
+                    for (k, val, _) in t {
+                        if let Some(problem) = env_key_problem(k) {
+                            issues
+                                .error(at, format!("`Env` key {k:?} {problem}; name the variable"));
+                            continue;
                         }
+                        let value = match val {
+                            Value::Str(s) => s.clone(),
+                            Value::Int(Some(i)) => i.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            other => {
+                                issues.error(
+                                    at,
+                                    format!("`Env.{k}` must be a string, not {}", kind_of(other)),
+                                );
+                                continue;
+                            }
+                        };
+                        spec.env.insert(k.clone(), value);
                     }
                 }
                 other => issues.error(
@@ -824,17 +1038,13 @@ fn apply_program_keys(
             },
             "Autostart" => spec.autostart = want_bool(key, v, at, issues).unwrap_or(spec.autostart),
             "Restart" => match v {
-                DeValue::Boolean(true) => spec.restart = RestartPolicy::Always,
-                DeValue::Boolean(false) => spec.restart = RestartPolicy::Never,
-                DeValue::String(s) => match RestartPolicy::parse(s.as_ref()) {
+                Value::Bool(true) => spec.restart = RestartPolicy::Always,
+                Value::Bool(false) => spec.restart = RestartPolicy::Never,
+                Value::Str(s) => match RestartPolicy::parse(s) {
                     Some(p) => spec.restart = p,
                     None => issues.error(
                         at,
-                        format!(
-                            "`Restart` = {:?}; use {}",
-                            s.as_ref(),
-                            RestartPolicy::CHOICES
-                        ),
+                        format!("`Restart` = {s:?}; use {}", RestartPolicy::CHOICES),
                     ),
                 },
                 other => issues.error(
@@ -850,7 +1060,8 @@ fn apply_program_keys(
                 spec.start_secs = want_duration(key, v, at, issues).unwrap_or(spec.start_secs)
             }
             "MaxRestarts" => {
-                spec.max_restarts = want_uint(key, v, at, issues).unwrap_or(spec.max_restarts)
+                spec.max_restarts =
+                    want_uint(key, v, 0..=u32::MAX, at, issues).unwrap_or(spec.max_restarts)
             }
             "RestartDelay" => {
                 spec.restart_delay = want_duration(key, v, at, issues).unwrap_or(spec.restart_delay)
@@ -866,16 +1077,26 @@ fn apply_program_keys(
             "StopTimeout" => {
                 spec.stop_timeout = want_duration(key, v, at, issues).unwrap_or(spec.stop_timeout)
             }
-            "User" => spec.user = want_str(key, v, at, issues).map(str::to_owned),
-            "Logfile" => spec.logfile = want_str(key, v, at, issues).map(|s| resolve(base, s)),
-            "ErrLogfile" => {
-                spec.err_logfile = want_str(key, v, at, issues).map(|s| resolve(base, s))
+            "User" => {
+                if let Some(user) = want_str(key, v, at, issues) {
+                    if user.is_empty() {
+                        issues.error(
+                            at,
+                            "`User` is empty; name a user or leave the key out".to_owned(),
+                        );
+                    } else {
+                        spec.user = Some(user.to_owned());
+                    }
+                }
             }
+            "Logfile" => spec.logfile = want_path(key, v, at, base, issues),
+            "ErrLogfile" => spec.err_logfile = want_path(key, v, at, base, issues),
             "LogMaxBytes" => {
                 spec.log_max_bytes = want_size(key, v, at, issues).unwrap_or(spec.log_max_bytes)
             }
             "LogBackups" => {
-                spec.log_backups = want_uint(key, v, at, issues).unwrap_or(spec.log_backups)
+                spec.log_backups =
+                    want_uint(key, v, 0..=MAX_LOG_BACKUPS, at, issues).unwrap_or(spec.log_backups)
             }
             "Web" => spec.web = want_bool(key, v, at, issues).unwrap_or(spec.web),
             _ => {}

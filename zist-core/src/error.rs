@@ -1,6 +1,14 @@
 //! The one error type of zist-core; every message says what to do.
+//!
+//! Each error has an [`ErrorKind`] that no protocol owns: zist-rpc maps
+//! kinds to JSON-RPC codes and zist-http to HTTP statuses, each in one
+//! place, so one code always means one thing.
+
+use std::sync::Arc;
 
 use crate::config::ConfigErrors;
+use crate::spawn::SpawnError;
+use crate::spec::ValueError;
 
 /// What can go wrong when asking the supervisor for something.
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +36,12 @@ pub enum Error {
         state: crate::ProcessState,
     },
     /// The program could not be spawned.
-    #[error("could not start program `{name}`: {reason}")]
+    #[error("could not start program `{name}`: {source}")]
     Spawn {
         /// The program.
         name: String,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        source: Arc<SpawnError>,
     },
     /// A program spec or config was refused; the errors say what and where.
     #[error("{0}")]
@@ -44,9 +52,32 @@ pub enum Error {
         /// The name.
         name: String,
     },
-    /// An argument was not valid (a signal name, a stream, ...).
-    #[error("{0}")]
-    Invalid(String),
+    /// A value that does not read (a signal name, a stream, a program name, ...).
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// A signal could not be sent.
+    #[error("cannot send {signal} to `{name}`: {source}")]
+    Signal {
+        /// The program.
+        name: String,
+        /// The signal.
+        signal: nix::sys::signal::Signal,
+        /// Why.
+        source: nix::Error,
+    },
+    /// The program's spec says `Web = false`: its stats and logs are not
+    /// shown over the network APIs.
+    #[error("program `{name}` has Web = false: its stats and logs are not exposed")]
+    NotExposed {
+        /// The program.
+        name: String,
+    },
+    /// A reload read a config with errors; nothing changed.
+    #[error("config refused, nothing changed:\n{0}")]
+    ConfigRefused(ConfigErrors),
+    /// A reload was asked of a supervisor that was not made from a config file.
+    #[error("this supervisor has no config file to reload")]
+    NoConfigFile,
     /// The supervisor is shutting down and takes no more work.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
@@ -58,18 +89,47 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// Measuring a program failed inside zist.
+    #[error("the stats sampler failed: {0}")]
+    Sampler(String),
+}
+
+/// What kind of failure an [`Error`] is, for protocols to map to their codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Nothing has that name.
+    NotFound,
+    /// It exists or runs already.
+    Conflict,
+    /// No process to act on.
+    NotRunning,
+    /// Starting or detaching failed.
+    SpawnFailed,
+    /// The request or config is not valid; nothing changed.
+    Invalid,
+    /// The rules forbid it (for example `Web = false`).
+    NotAllowed,
+    /// The supervisor is shutting down.
+    Unavailable,
+    /// zist itself failed.
+    Internal,
 }
 
 impl Error {
-    /// The JSON-RPC application error code of SPEC §4.
-    pub fn rpc_code(&self) -> i32 {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::NoSuchProcess { .. } => -32001,
-            Self::AlreadyRunning { .. } | Self::AlreadyExists { .. } => -32002,
-            Self::NotRunning { .. } => -32003,
-            Self::Spawn { .. } | Self::Detach { .. } => -32004,
-            Self::Config(_) | Self::Invalid(_) => -32005,
-            Self::ShuttingDown => -32006,
+            Self::NoSuchProcess { .. } => ErrorKind::NotFound,
+            Self::AlreadyRunning { .. } | Self::AlreadyExists { .. } => ErrorKind::Conflict,
+            Self::NotRunning { .. } => ErrorKind::NotRunning,
+            Self::Spawn { .. } | Self::Detach { .. } => ErrorKind::SpawnFailed,
+            Self::Config(_) | Self::ConfigRefused(_) | Self::Value(_) | Self::NoConfigFile => {
+                ErrorKind::Invalid
+            }
+            Self::Signal { .. } => ErrorKind::Invalid,
+            Self::NotExposed { .. } => ErrorKind::NotAllowed,
+            Self::ShuttingDown => ErrorKind::Unavailable,
+            Self::Sampler(_) => ErrorKind::Internal,
         }
     }
 }

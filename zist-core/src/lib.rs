@@ -14,14 +14,16 @@ mod supervisor;
 mod wire;
 
 pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol};
-pub use error::{Error, Result};
-pub use logs::LogHealth;
+pub use error::{Error, ErrorKind, Result};
+pub use logs::{DEFAULT_LINES, LogHealth};
 pub use nix::sys::signal::Signal;
-pub use spawn::check_executable;
-pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, parse_signal};
+pub use spawn::{SpawnError, SpawnStep, check_executable};
+pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, ValueError, parse_signal};
 pub use state::ProcessState;
-pub use supervisor::{EVENT_BUFFER, ProcessAction, Supervisor, SupervisorOptions};
-pub use wire::{Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode};
+pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
+pub use wire::{
+    DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
+};
 
 /// The version of zist-core.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
+use crate::spawn::SpawnError;
 use crate::state::{AfterExit, ExitKind, ProcessState, RestartRules, after_exit, next_spawn_at};
 use crate::wire::ShutdownMode;
 
@@ -179,7 +180,7 @@ pub(crate) enum Event<C> {
     /// A [`Effect::Spawn`] made this child.
     Spawned(C),
     /// A [`Effect::Spawn`] failed.
-    SpawnFailed(Arc<str>),
+    SpawnFailed(Arc<SpawnError>),
     /// The relays for a detach are ready.
     DetachReady { ending: bool },
     /// The relays for a detach could not be prepared.
@@ -196,7 +197,7 @@ pub(crate) enum Event<C> {
 }
 
 /// The answer to the control being applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum Outcome {
     /// Applied.
     Done,
@@ -205,7 +206,7 @@ pub(crate) enum Outcome {
     /// No supervised process to act on; the state it is in.
     NotRunning(ProcessState),
     /// The spawn failed.
-    SpawnFailed(Arc<str>),
+    SpawnFailed(Arc<SpawnError>),
     /// The detach failed; the program is still supervised.
     DetachFailed(String),
 }
@@ -305,13 +306,13 @@ pub(crate) fn step<C: HasPid>(
                 vec![Effect::Answer(Outcome::Done)],
             )
         }
-        (_, Event::SpawnFailed(reason)) => {
+        (_, Event::SpawnFailed(error)) => {
             history.last_spawn = Some(now.mono);
             (
                 L::Fatal {
-                    reason: reason.clone(),
+                    reason: error.to_string().into(),
                 },
-                vec![Effect::Answer(Outcome::SpawnFailed(reason))],
+                vec![Effect::Answer(Outcome::SpawnFailed(error))],
             )
         }
         (
@@ -578,7 +579,7 @@ mod tests {
             "shutdown-stop" => Event::Shutdown(ShutdownMode::Stop),
             "shutdown-detach" => Event::Shutdown(ShutdownMode::Detach),
             "spawned" => Event::Spawned(Kid(8)),
-            "spawn-failed" => Event::SpawnFailed("no such file".into()),
+            "spawn-failed" => Event::SpawnFailed(Arc::new(SpawnError::Missing("/x".into()))),
             "detach-ready" => Event::DetachReady { ending: false },
             "detach-refused" => Event::DetachRefused {
                 reason: "no cat".into(),
@@ -714,9 +715,9 @@ mod tests {
         ("fatal", "spawned", "starting", "ok"),
         ("detached", "spawned", "starting", "ok"),
         // spawn failed: fatal with the reason, answered.
-        ("stopped", "spawn-failed", "fatal", "err spawn no such file"),
-        ("backoff", "spawn-failed", "fatal", "err spawn no such file"),
-        ("fatal", "spawn-failed", "fatal", "err spawn no such file"),
+        ("stopped", "spawn-failed", "fatal", "err spawn executable /x does not exist"),
+        ("backoff", "spawn-failed", "fatal", "err spawn executable /x does not exist"),
+        ("fatal", "spawn-failed", "fatal", "err spawn executable /x does not exist"),
         // detach prepared: released; refused: still supervised.
         ("starting", "detach-ready", "detached", "release 7, ok"),
         ("running", "detach-ready", "detached", "release 7, ok"),

@@ -34,6 +34,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const TAIL_BYTES: usize = 1 << 20;
 /// Most lines kept in memory per stream.
 pub const TAIL_LINES: usize = 10_000;
+/// Lines of a stream given when the caller does not say how many.
+pub const DEFAULT_LINES: usize = 100;
 /// Lines buffered for each follower before it sees a gap.
 pub const FOLLOW_BUFFER: usize = 4096;
 const READ_SIZE: usize = 64 * 1024;

@@ -30,7 +30,7 @@ use tokio::time::{sleep_until, timeout_at};
 use crate::error::{Error, Result};
 use crate::lifecycle::{Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, step};
 use crate::logs::{RotatingFile, SharedLog, pump};
-use crate::spawn::{self, Process};
+use crate::spawn::{self, Process, SpawnError};
 use crate::spec::{ProgramSpec, signal_name};
 use crate::state::{ExitKind, ProcessState, RestartRules};
 use crate::wire::{ProcessEvent, ProcessInfo, ShutdownMode, rfc3339, rfc3339_millis, secs};
@@ -312,7 +312,7 @@ pub(crate) trait Host: Send + 'static {
     type Child: HasPid + Send + 'static;
     /// Spawns the program; `fresh` prepares its arguments, environment and
     /// user anew. The error says why, for a person.
-    fn spawn(&mut self, fresh: bool) -> Result<Self::Child, String>;
+    fn spawn(&mut self, fresh: bool) -> Result<Self::Child, SpawnError>;
     /// Resolves when the child has ended (cancel-safe; the exit is kept).
     fn wait(child: &mut Self::Child) -> impl Future<Output = ExitKind> + Send;
     /// Whether a stop signal has reached the child (a bulk stop, before the actor's own).
@@ -366,7 +366,7 @@ struct Os {
 impl Host for Os {
     type Child = Child;
 
-    fn spawn(&mut self, fresh: bool) -> Result<Child, String> {
+    fn spawn(&mut self, fresh: bool) -> Result<Child, SpawnError> {
         if fresh {
             self.prepared = None;
         }
@@ -383,8 +383,10 @@ impl Host for Os {
         let spawned = spawn::spawn(&self.spec, &prepared, &self.lease).and_then(|s| {
             let mut pumps = Vec::with_capacity(2);
             for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
-                let rx = pipe::Receiver::from_owned_fd(fd)
-                    .map_err(|e| format!("cannot watch the output pipe: {e}"))?;
+                let rx = pipe::Receiver::from_owned_fd(fd).map_err(|source| SpawnError::Setup {
+                    what: "watch the output pipe",
+                    source,
+                })?;
                 let (handoff, handoff_rx) = oneshot::channel();
                 let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
                 pumps.push(Pump { handoff, task });
@@ -582,7 +584,7 @@ impl<H: Host> Actor<H> {
                 match effect {
                     Effect::Spawn { fresh } => queue.push_back(match self.host.spawn(fresh) {
                         Ok(child) => Event::Spawned(child),
-                        Err(reason) => Event::SpawnFailed(reason.into()),
+                        Err(error) => Event::SpawnFailed(Arc::new(error)),
                     }),
                     Effect::SignalStop => self.host.signal_stop(),
                     Effect::Kill => {
@@ -592,10 +594,11 @@ impl<H: Host> Actor<H> {
                     }
                     Effect::Signal(sig) => answers.push(match self.host.signal(sig) {
                         Some(Ok(())) => Ok(()),
-                        Some(Err(e)) => Err(Error::Invalid(format!(
-                            "cannot send {sig} to `{}`: {e}",
-                            self.name
-                        ))),
+                        Some(Err(source)) => Err(Error::Signal {
+                            name: self.name.to_string(),
+                            signal: sig,
+                            source,
+                        }),
                         None => self.answer(Outcome::NotRunning(self.life.state())),
                     }),
                     Effect::Reap { child, grace_until } => {
@@ -629,10 +632,7 @@ impl<H: Host> Actor<H> {
             Outcome::Done => return Ok(()),
             Outcome::AlreadyRunning(state) => Error::AlreadyRunning { name, state },
             Outcome::NotRunning(state) => Error::NotRunning { name, state },
-            Outcome::SpawnFailed(reason) => Error::Spawn {
-                name,
-                reason: reason.to_string(),
-            },
+            Outcome::SpawnFailed(source) => Error::Spawn { name, source },
             Outcome::DetachFailed(reason) => Error::Detach { name, reason },
         })
     }
@@ -777,7 +777,7 @@ mod tests {
     impl Host for Fake {
         type Child = FakeChild;
 
-        fn spawn(&mut self, fresh: bool) -> Result<FakeChild, String> {
+        fn spawn(&mut self, fresh: bool) -> Result<FakeChild, SpawnError> {
             let mut w = self.world();
             w.spawned += 1;
             let pid = 100 + w.spawned;

@@ -173,11 +173,147 @@ impl Drop for LentSlots {
     }
 }
 
+/// A step of a child's start between clone and exec, as the child reports
+/// the one that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum SpawnStep {
+    /// The exec itself.
+    Exec = 0,
+    /// Making the child a session (and process group) leader.
+    Setsid = 1,
+    /// Pointing fds 0, 1 and 2 at /dev/null and the output pipes.
+    Stdio = 2,
+    /// Changing to the working directory.
+    Chdir = 3,
+    /// Restoring the open-file limit.
+    FileLimit = 4,
+    /// Setting the supplementary groups.
+    Groups = 5,
+    /// Setting the group id.
+    Gid = 6,
+    /// Setting the user id.
+    Uid = 7,
+    /// Making a private descriptor table.
+    Unshare = 8,
+    /// Restoring the CPU affinity.
+    Affinity = 9,
+}
+
+impl SpawnStep {
+    const ALL: [Self; 10] = [
+        Self::Exec,
+        Self::Setsid,
+        Self::Stdio,
+        Self::Chdir,
+        Self::FileLimit,
+        Self::Groups,
+        Self::Gid,
+        Self::Uid,
+        Self::Unshare,
+        Self::Affinity,
+    ];
+
+    fn from_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|step| *step as i32 == code)
+    }
+}
+
+impl std::fmt::Display for SpawnStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Exec => "exec",
+            Self::Setsid => "setsid",
+            Self::Stdio => "redirecting stdio",
+            Self::Chdir => "changing to the working directory",
+            Self::FileLimit => "setting the open-file limit",
+            Self::Groups => "setting the supplementary groups",
+            Self::Gid => "setting the group id",
+            Self::Uid => "setting the user id",
+            Self::Unshare => "making a private descriptor table",
+            Self::Affinity => "restoring the CPU affinity",
+        })
+    }
+}
+
+/// Why a program could not be started; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The executable does not exist.
+    #[error("executable {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A bare name that no folder of PATH holds.
+    #[error("executable `{}` was not found on PATH ({search})", .name.display())]
+    NotOnPath {
+        /// The name.
+        name: PathBuf,
+        /// The PATH searched.
+        search: String,
+    },
+    /// The path names a folder.
+    #[error("{} is a directory, not an executable", .0.display())]
+    Directory(PathBuf),
+    /// The file has no execute permission.
+    #[error("{} is not executable; run chmod +x on it", .0.display())]
+    NotExecutable(PathBuf),
+    /// The file could not be looked at.
+    #[error("cannot look at {}: {source}", .path.display())]
+    Inspect {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The working directory is not a folder.
+    #[error("working directory {} does not exist", .0.display())]
+    WorkingDir(PathBuf),
+    /// An argument, variable or path with a NUL byte.
+    #[error("{0} contains a NUL byte")]
+    Nul(&'static str),
+    /// The user database could not be read.
+    #[error("cannot look up user `{user}`: {source}")]
+    UserLookup {
+        /// The user.
+        user: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// No such user.
+    #[error("user `{0}` does not exist on this machine")]
+    NoSuchUser(String),
+    /// Running as another user needs root.
+    #[error("User = \"{user}\" needs zistd to run as root (it runs as uid {uid})")]
+    NeedsRoot {
+        /// The user asked for.
+        user: String,
+        /// zist's own uid.
+        uid: u32,
+    },
+    /// Setting up the child failed before it was created.
+    #[error("cannot {what}: {source}")]
+    Setup {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The child failed at one step between clone and exec.
+    #[error("cannot start {}: {step} failed: {source}", .exe.display())]
+    Step {
+        /// The executable.
+        exe: PathBuf,
+        /// The step.
+        step: SpawnStep,
+        /// The error the step got.
+        source: io::Error,
+    },
+}
+
 /// Finds the executable a spec names: a path with a `/` as it is, a bare name on `PATH`.
 pub(crate) fn resolve_executable(
     path: &Path,
     env: &BTreeMap<String, String>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, SpawnError> {
     if path.as_os_str().as_bytes().contains(&b'/') {
         return check_file(path).map(|()| path.to_owned());
     }
@@ -192,31 +328,28 @@ pub(crate) fn resolve_executable(
             return Ok(candidate);
         }
     }
-    Err(format!(
-        "executable `{}` was not found on PATH ({search})",
-        path.display()
-    ))
+    Err(SpawnError::NotOnPath {
+        name: path.to_owned(),
+        search,
+    })
 }
 
 /// Whether the spec's executable can be run now; the error says why not.
-pub fn check_executable(path: &Path, env: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn check_executable(path: &Path, env: &BTreeMap<String, String>) -> Result<(), SpawnError> {
     resolve_executable(path, env).map(|_| ())
 }
 
-fn check_file(path: &Path) -> Result<(), String> {
+fn check_file(path: &Path) -> Result<(), SpawnError> {
     match std::fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(format!("executable {} does not exist", path.display()))
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpawnError::Missing(path.to_owned())),
+        Err(source) => Err(SpawnError::Inspect {
+            path: path.to_owned(),
+            source,
+        }),
+        Ok(m) if m.is_dir() => Err(SpawnError::Directory(path.to_owned())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Err(SpawnError::NotExecutable(path.to_owned()))
         }
-        Err(e) => Err(format!("cannot look at {}: {e}", path.display())),
-        Ok(m) if m.is_dir() => Err(format!(
-            "{} is a directory, not an executable",
-            path.display()
-        )),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(format!(
-            "{} is not executable; run chmod +x on it",
-            path.display()
-        )),
         Ok(_) => Ok(()),
     }
 }
@@ -358,17 +491,45 @@ struct Identity {
     groups: Vec<libc::gid_t>,
 }
 
-fn identity(name: &str) -> Result<(Identity, User), String> {
-    let user = User::from_name(name)
-        .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
-        .ok_or_else(|| format!("user `{name}` does not exist on this machine"))?;
+/// The user a program runs as, by name or by numeric uid (a uid without
+/// an entry in the user database runs with the group of the same number).
+fn lookup_user(name: &str) -> Result<User, SpawnError> {
+    let found = match name.parse::<libc::uid_t>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).map(|user| {
+            Some(user.unwrap_or_else(|| User {
+                name: name.to_owned(),
+                passwd: CString::default(),
+                uid: Uid::from_raw(uid),
+                gid: Gid::from_raw(uid),
+                gecos: CString::default(),
+                dir: PathBuf::from("/"),
+                shell: PathBuf::from("/bin/sh"),
+            }))
+        }),
+        Err(_) => User::from_name(name),
+    };
+    found
+        .map_err(|source| SpawnError::UserLookup {
+            user: name.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| SpawnError::NoSuchUser(name.to_owned()))
+}
+
+/// Whether a program could run as `user` now; the error says why not.
+pub(crate) fn check_user(user: &str) -> Result<(), SpawnError> {
+    lookup_user(user).map(|_| ())
+}
+
+fn identity(name: &str) -> Result<(Identity, User), SpawnError> {
+    let user = lookup_user(name)?;
     if !Uid::effective().is_root() && Uid::effective() != user.uid {
-        return Err(format!(
-            "User = \"{name}\" needs zistd to run as root (it runs as uid {})",
-            Uid::effective()
-        ));
+        return Err(SpawnError::NeedsRoot {
+            user: name.to_owned(),
+            uid: Uid::effective().as_raw(),
+        });
     }
-    let cname = CString::new(name).map_err(|_| format!("user name {name:?} has a NUL byte"))?;
+    let cname = cstring("the user name", user.name.as_bytes())?;
     let groups = nix::unistd::getgrouplist(&cname, user.gid)
         .unwrap_or_else(|_| vec![user.gid])
         .into_iter()
@@ -384,8 +545,8 @@ fn identity(name: &str) -> Result<(Identity, User), String> {
     ))
 }
 
-fn cstring(what: &str, bytes: &[u8]) -> Result<CString, String> {
-    CString::new(bytes).map_err(|_| format!("{what} contains a NUL byte"))
+fn cstring(what: &'static str, bytes: &[u8]) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError::Nul(what))
 }
 
 /// Everything the child needs between clone and exec, prepared by the parent.
@@ -409,19 +570,6 @@ struct ChildPlan<'a> {
     failure: AtomicI32,
 }
 
-const STEP_NAMES: [&str; 10] = [
-    "exec",
-    "setsid",
-    "redirecting stdio",
-    "changing to the working directory",
-    "setting the open-file limit",
-    "setting the supplementary groups",
-    "setting the group id",
-    "setting the user id",
-    "making a private descriptor table",
-    "restoring the CPU affinity",
-];
-
 /// Returns a descriptor equal to `fd` but numbered 3 or above.
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
@@ -444,7 +592,7 @@ pub(crate) struct Prepared {
 /// The supervisor's own environment as C strings, read once.
 static BASE_ENV: OnceLock<Arc<[CString]>> = OnceLock::new();
 
-fn env_block(env: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Arc<[CString]>, String> {
+fn env_block(env: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Arc<[CString]>, SpawnError> {
     env.into_iter()
         .map(|(mut k, v)| {
             k.push(b'=');
@@ -462,7 +610,7 @@ fn own_environment() -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 impl Prepared {
     /// Prepares `spec`; the environment is the supervisor's own plus the spec's.
-    pub(crate) fn new(spec: &ProgramSpec) -> Result<Self, String> {
+    pub(crate) fn new(spec: &ProgramSpec) -> Result<Self, SpawnError> {
         let (identity, user) = match &spec.user {
             Some(name) => {
                 let (id, user) = identity(name)?;
@@ -518,7 +666,7 @@ pub(crate) fn spawn(
     spec: &ProgramSpec,
     prepared: &Prepared,
     lease: &Arc<Lease>,
-) -> Result<Spawned, String> {
+) -> Result<Spawned, SpawnError> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
     let workdir = match &spec.workingdir {
         Some(dir) => dir.clone(),
@@ -529,14 +677,11 @@ pub(crate) fn spawn(
             .unwrap_or_else(|| PathBuf::from("/")),
     };
     if !workdir.is_dir() {
-        return Err(format!(
-            "working directory {} does not exist",
-            workdir.display()
-        ));
+        return Err(SpawnError::WorkingDir(workdir));
     }
     let path = cstring("the executable path", exe.as_os_str().as_bytes())?;
 
-    let io_err = |what: &str, e: io::Error| format!("cannot {what}: {e}");
+    let io_err = |what: &'static str, source: io::Error| SpawnError::Setup { what, source };
     let own_stdin;
     let stdin = match spawn_slots() {
         Some(slots) => &slots.devnull,
@@ -593,14 +738,11 @@ pub(crate) fn spawn(
     if failure != 0 {
         // The child reported a failure and exited; reap it now.
         let _ = waitpid(Pid::from_raw(pid), None);
-        let step = STEP_NAMES
-            .get((failure >> 16) as usize)
-            .unwrap_or(&"starting");
-        let errno = io::Error::from_raw_os_error(failure & 0xffff);
-        return Err(format!(
-            "cannot start {}: {step} failed: {errno}",
-            exe.display()
-        ));
+        return Err(SpawnError::Step {
+            step: SpawnStep::from_code(failure >> 16).unwrap_or(SpawnStep::Exec),
+            source: io::Error::from_raw_os_error(failure & 0xffff),
+            exe,
+        });
     }
     // SAFETY: the OwnedFd is moved into the AsyncFd, so the descriptor stays
     // open and the same until the AsyncFd is dropped, as registration requires.
@@ -610,7 +752,7 @@ pub(crate) fn spawn(
             // Never leave a child that nobody watches.
             let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
-            return Err(format!("cannot watch the new process: {e}"));
+            return Err(io_err("watch the new process", e.into_parts().1));
         }
     };
     {
@@ -730,10 +872,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildPlan` the parent keeps alive until we exec
     // or exit; we only read it, and write its atomic `failure`.
     let plan = unsafe { &*(arg as *const ChildPlan<'_>) };
-    let fail = |step: i32| -> libc::c_int {
+    let fail = |step: SpawnStep| -> libc::c_int {
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         plan.failure
-            .store((step << 16) | (errno & 0xffff), Ordering::Release);
+            .store(((step as i32) << 16) | (errno & 0xffff), Ordering::Release);
         // SAFETY: ends this child at once, without running anything of the parent's.
         unsafe { libc::_exit(127) }
     };
@@ -741,7 +883,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         reset_signal_dispositions();
         if libc::syscall(libc::SYS_setsid) < 0 {
-            return fail(1);
+            return fail(SpawnStep::Setsid);
         }
         // Until here the child shares our descriptor table and must not touch it.
         if let Some(limit) = plan.unshare_below
@@ -752,15 +894,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::CLOSE_RANGE_UNSHARE,
             ) < 0
         {
-            return fail(8);
+            return fail(SpawnStep::Unshare);
         }
         for (target, &source) in plan.stdio.iter().enumerate() {
             if libc::syscall(libc::SYS_dup2, source, target as libc::c_int) < 0 {
-                return fail(2);
+                return fail(SpawnStep::Stdio);
             }
         }
         if libc::syscall(libc::SYS_chdir, plan.workdir.as_ptr()) < 0 {
-            return fail(3);
+            return fail(SpawnStep::Chdir);
         }
         if let Some(limit) = &plan.nofile
             && libc::syscall(
@@ -771,19 +913,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 std::ptr::null_mut::<libc::rlimit>(),
             ) < 0
         {
-            return fail(4);
+            return fail(SpawnStep::FileLimit);
         }
         if let Some(id) = plan.identity {
             // Groups first, then the group id, the user id last: after it
             // the process may no longer change the others.
             if libc::syscall(libc::SYS_setgroups, id.groups.len(), id.groups.as_ptr()) < 0 {
-                return fail(5);
+                return fail(SpawnStep::Groups);
             }
             if libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid) < 0 {
-                return fail(6);
+                return fail(SpawnStep::Gid);
             }
             if libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid) < 0 {
-                return fail(7);
+                return fail(SpawnStep::Uid);
             }
         }
         close_other_descriptors_on_exec();
@@ -796,7 +938,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 mask as *const libc::cpu_set_t,
             ) < 0
         {
-            return fail(9);
+            return fail(SpawnStep::Affinity);
         }
         let empty = unsafe_zeroed_sigset();
         libc::syscall(
@@ -812,7 +954,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             plan.argv.as_ptr(),
             plan.envp.as_ptr(),
         );
-        fail(0)
+        fail(SpawnStep::Exec)
     }
 }
 

@@ -9,6 +9,55 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+/// A value that does not read as what it should be; the message says what
+/// is wrong and how to write it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A program name of the wrong length.
+    #[error("program name {0:?} must be 1 to 64 characters long")]
+    NameLength(String),
+    /// A program name with a character outside `[A-Za-z0-9_.-]`.
+    #[error("program name {name:?} has {bad:?}; use only letters, digits, '_', '.' and '-'")]
+    NameCharacter {
+        /// The name.
+        name: String,
+        /// The first character not allowed.
+        bad: char,
+    },
+    /// `.`, `..` or `all`.
+    #[error("program name {0:?} is reserved; choose another name")]
+    NameReserved(String),
+    /// Not a duration.
+    #[error("{0:?} is not a duration; write it like \"500ms\", \"10s\" or \"2m\"")]
+    Duration(String),
+    /// A duration past [`MAX_DURATION`] or below zero.
+    #[error("{0:?} is out of range; use 0s to 24h")]
+    DurationRange(String),
+    /// Not a size.
+    #[error("{0:?} is not a size; write it like \"50MB\" or \"1KiB\"")]
+    Size(String),
+    /// A size with a unit zist does not know.
+    #[error("{0:?} has an unknown size unit; use B, KB, MB or GB (or KiB, MiB, GiB)")]
+    SizeUnit(String),
+    /// A size past [`MAX_SIZE`].
+    #[error("{0:?} is out of range; use 0 (never rotate) to 1TiB")]
+    SizeRange(String),
+    /// Not a signal name or number.
+    #[error("unknown signal {0:?}; use a name such as \"TERM\", \"INT\", \"HUP\", \"USR1\"")]
+    Signal(String),
+    /// Neither `stdout` nor `stderr`.
+    #[error("unknown stream {0:?}; use \"stdout\" or \"stderr\"")]
+    Stream(String),
+    /// Not one of start, stop, restart, detach.
+    #[error("no action `{0}`; use start, stop, restart or detach")]
+    Action(String),
+}
+
+/// The longest duration a program key takes: a day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+/// The largest size a program key takes: 1 TiB.
+pub const MAX_SIZE: u64 = 1 << 40;
+
 /// A program's unique name: `[A-Za-z0-9_.-]{1,64}`, not `.`, `..` or `all`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -16,24 +65,21 @@ pub struct ProgramName(String);
 
 impl ProgramName {
     /// Checks `name` and wraps it; the error says what is wrong with it.
-    pub fn new(name: &str) -> Result<Self, String> {
+    pub fn new(name: &str) -> Result<Self, ValueError> {
         if name.is_empty() || name.len() > 64 {
-            return Err(format!(
-                "program name {name:?} must be 1 to 64 characters long"
-            ));
+            return Err(ValueError::NameLength(name.to_owned()));
         }
         if let Some(bad) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
         {
-            return Err(format!(
-                "program name {name:?} has {bad:?}; use only letters, digits, '_', '.' and '-'"
-            ));
+            return Err(ValueError::NameCharacter {
+                name: name.to_owned(),
+                bad,
+            });
         }
         if matches!(name, "." | ".." | "all") {
-            return Err(format!(
-                "program name {name:?} is reserved; choose another name"
-            ));
+            return Err(ValueError::NameReserved(name.to_owned()));
         }
         Ok(Self(name.to_owned()))
     }
@@ -51,8 +97,8 @@ impl fmt::Display for ProgramName {
 }
 
 impl FromStr for ProgramName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         Self::new(s)
     }
 }
@@ -112,14 +158,12 @@ impl LogStream {
 }
 
 impl FromStr for LogStream {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s {
             "stdout" => Ok(Self::Stdout),
             "stderr" => Ok(Self::Stderr),
-            other => Err(format!(
-                "unknown stream {other:?}; use \"stdout\" or \"stderr\""
-            )),
+            other => Err(ValueError::Stream(other.to_owned())),
         }
     }
 }
@@ -131,19 +175,17 @@ impl fmt::Display for LogStream {
 }
 
 /// Parses a signal written `"TERM"`, `"SIGTERM"`, `"term"` or as its number.
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
+pub fn parse_signal(s: &str) -> Result<Signal, ValueError> {
     let upper = s.trim().to_ascii_uppercase();
     if let Ok(n) = upper.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"));
+        return Signal::try_from(n).map_err(|_| ValueError::Signal(s.to_owned()));
     }
     let full = if upper.starts_with("SIG") {
         upper
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&full).map_err(|_| {
-        format!("unknown signal {s:?}; use a name such as \"TERM\", \"INT\", \"HUP\", \"USR1\"")
-    })
+    Signal::from_str(&full).map_err(|_| ValueError::Signal(s.to_owned()))
 }
 
 /// The short name of a signal, `"TERM"` for SIGTERM.
@@ -232,22 +274,35 @@ impl ProgramSpec {
     }
 }
 
-/// Parses a duration: a string with a unit (`"500ms"`, `"10s"`, `"2m"`) or seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Parses a duration: a string with a unit (`"500ms"`, `"10s"`, `"2m"`) or
+/// seconds, from 0 to [`MAX_DURATION`].
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("{s:?} is not a duration of zero or more seconds"));
-    }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"2m\""))
+    let parsed = match t.parse::<f64>() {
+        Ok(secs) if secs.is_nan() => Err(ValueError::Duration(s.to_owned())),
+        Ok(secs) => {
+            Duration::try_from_secs_f64(secs).map_err(|_| ValueError::DurationRange(s.to_owned()))
+        }
+        Err(_) => humantime::parse_duration(t).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => ValueError::DurationRange(s.to_owned()),
+            _ => ValueError::Duration(s.to_owned()),
+        }),
+    };
+    parsed.and_then(|d| {
+        if d <= MAX_DURATION {
+            Ok(d)
+        } else {
+            Err(ValueError::DurationRange(s.to_owned()))
+        }
+    })
 }
 
-/// Parses a size: a string with a unit (`"50MB"`, `"1KiB"`, `"512B"`) or bytes.
+/// Parses a size: a string with a unit (`"50MB"`, `"1KiB"`, `"512B"`) or
+/// bytes, from 0 to [`MAX_SIZE`].
 ///
 /// KB, MB and GB are powers of 1024, as supervisord reads them; KiB, MiB and
 /// GiB are the same values under their unambiguous names.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -259,16 +314,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown size unit; use B, KB, MB or GB (or KiB, MiB, GiB)"
-            ));
-        }
+        _ => return Err(ValueError::SizeUnit(s.to_owned())),
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; write it like \"50MB\" or \"1KiB\""))?;
-    Ok((value * factor as f64) as u64)
+    let value: f64 = number.parse().map_err(|_| ValueError::Size(s.to_owned()))?;
+    let bytes = value * factor as f64;
+    if bytes.is_finite() && bytes <= MAX_SIZE as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(ValueError::SizeRange(s.to_owned()))
+    }
 }
 
 #[cfg(test)]

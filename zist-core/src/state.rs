@@ -48,9 +48,19 @@ impl ProcessState {
         }
     }
 
-    /// Whether a supervised process exists in this state.
+    /// Whether a supervised process exists in this state (zist can signal
+    /// it and measure it).
     pub fn is_live(self) -> bool {
         matches!(self, Self::Starting | Self::Running | Self::Stopping)
+    }
+
+    /// Whether the program is meant to be running: it runs, starts, stops,
+    /// or waits to be restarted.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Self::Starting | Self::Running | Self::Backoff | Self::Stopping
+        )
     }
 }
 

@@ -18,9 +18,10 @@ use crate::error::{Error, Result};
 use crate::logs::{LogHealth, SharedLog};
 use crate::program::{Control, Program};
 use crate::spec::{LogStream, ProgramSpec};
-use crate::state::ProcessState;
 use crate::stats::Sampler;
-use crate::wire::{Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode};
+use crate::wire::{
+    DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
+};
 
 /// An action on one program, as frontends name it (`"start"`, `"stop"`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,16 +37,14 @@ pub enum ProcessAction {
 }
 
 impl std::str::FromStr for ProcessAction {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = crate::spec::ValueError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
             "start" => Ok(Self::Start),
             "stop" => Ok(Self::Stop),
             "restart" => Ok(Self::Restart),
             "detach" => Ok(Self::Detach),
-            other => Err(format!(
-                "no action `{other}`; use start, stop, restart or detach"
-            )),
+            other => Err(crate::spec::ValueError::Action(other.to_owned())),
         }
     }
 }
@@ -58,12 +57,15 @@ pub const EVENT_BUFFER: usize = 1024;
 pub struct SupervisorOptions {
     /// Folder for log files of programs whose spec names none.
     pub log_dir: PathBuf,
+    /// The daemon file that [`Supervisor::reload_config`] reads again.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for SupervisorOptions {
     fn default() -> Self {
         Self {
             log_dir: PathBuf::from("logs"),
+            config_file: None,
         }
     }
 }
@@ -84,6 +86,7 @@ struct Inner {
     events: broadcast::Sender<ProcessEvent>,
     sampler: Arc<Sampler>,
     log_dir: PathBuf,
+    config_file: Option<PathBuf>,
     closing: AtomicBool,
     started: Instant,
     reloading: tokio::sync::Mutex<()>,
@@ -101,6 +104,7 @@ impl Supervisor {
                 events,
                 sampler: Arc::new(Sampler::new()),
                 log_dir: options.log_dir,
+                config_file: options.config_file,
                 closing: AtomicBool::new(false),
                 started: Instant::now(),
                 reloading: tokio::sync::Mutex::new(()),
@@ -114,6 +118,7 @@ impl Supervisor {
     pub async fn from_config(config: &Config) -> Self {
         let supervisor = Self::new(SupervisorOptions {
             log_dir: config.daemon.log_dir.clone(),
+            config_file: Some(config.daemon.file.clone()),
         });
         let mut starting = Vec::new();
         for spec in &config.programs {
@@ -136,6 +141,22 @@ impl Supervisor {
     /// How long this supervisor has existed.
     pub fn uptime(&self) -> std::time::Duration {
         self.inner.started.elapsed()
+    }
+
+    /// Version, pid, uptime and number of programs (`daemon.status`).
+    pub fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            version: crate::VERSION.to_owned(),
+            pid: std::process::id(),
+            uptime_secs: crate::wire::secs(self.uptime()),
+            programs: self.len(),
+        }
+    }
+
+    /// What the network APIs may show: the same programs, with the stats
+    /// and logs of those whose spec says `Web = false` withheld.
+    pub fn exposed(&self) -> Exposed {
+        Exposed(self.clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Program>>> {
@@ -195,6 +216,18 @@ impl Supervisor {
         }
     }
 
+    /// Adds a program from a JSON object with the keys of a program file
+    /// (`process.add`), checked by the rules of a program file; errors name
+    /// the key. Starts it if its spec says Autostart.
+    pub async fn register_json(&self, spec: &serde_json::Value) -> Result<ProcessInfo> {
+        let (spec, warnings) =
+            crate::config::program_from_json("process.add", spec, &self.inner.log_dir)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        self.register(spec).await
+    }
+
     /// Stops a program and forgets it.
     pub async fn remove(&self, name: &str) -> Result<()> {
         let program = self.get(name)?;
@@ -234,6 +267,21 @@ impl Supervisor {
     /// One program's info.
     pub fn info(&self, name: &str) -> Result<ProcessInfo> {
         Ok(self.get(name)?.info())
+    }
+
+    /// A program by name, or by the pid of its current process (the seed's
+    /// routes name programs either way).
+    pub fn find(&self, key: &str) -> Result<ProcessInfo> {
+        match self.info(key) {
+            Err(Error::NoSuchProcess { .. }) => {
+                let pid: Option<i32> = key.parse().ok();
+                pid.and_then(|pid| self.list().into_iter().find(|i| i.pid == Some(pid)))
+                    .ok_or_else(|| Error::NoSuchProcess {
+                        name: key.to_owned(),
+                    })
+            }
+            found => found,
+        }
     }
 
     /// How many programs there are (without building their infos).
@@ -309,18 +357,32 @@ impl Supervisor {
         let sampler = self.inner.sampler.clone();
         tokio::task::spawn_blocking(move || sampler.measure(pid))
             .await
-            .map_err(|e| Error::Invalid(format!("the stats sampler failed: {e}")))
+            .map_err(|e| Error::Sampler(e.to_string()))
     }
 
     /// Every program's info with the CPU and memory of its process tree
     /// (one scan of the process table for all); zeros for programs with no
     /// process.
     pub async fn stats_all(&self) -> Vec<(ProcessInfo, ProcessStats)> {
+        self.stats_where(|_| true)
+            .await
+            .into_iter()
+            .map(|(info, stats)| (info, stats.unwrap_or_default()))
+            .collect()
+    }
+
+    /// Every program's info, with the stats of those `measure` picks (one
+    /// scan of the process table for all of them).
+    async fn stats_where(
+        &self,
+        measure: impl Fn(&ProcessInfo) -> bool,
+    ) -> Vec<(ProcessInfo, Option<ProcessStats>)> {
         let list = self.list();
+        let live = |info: &ProcessInfo| info.pid.filter(|_| info.state.is_live());
         let pids: Vec<i32> = list
             .iter()
-            .filter(|info| info.state.is_live())
-            .filter_map(|info| info.pid)
+            .filter(|info| measure(info))
+            .filter_map(live)
             .collect();
         let sampler = self.inner.sampler.clone();
         let measured = tokio::task::spawn_blocking(move || sampler.measure_many(&pids))
@@ -329,9 +391,10 @@ impl Supervisor {
         let mut measured = measured.into_iter();
         list.into_iter()
             .map(|info| {
-                let stats = match info.pid {
-                    Some(_) if info.state.is_live() => measured.next().unwrap_or_default(),
-                    _ => ProcessStats::default(),
+                let stats = match live(&info) {
+                    _ if !measure(&info) => None,
+                    Some(_) => Some(measured.next().unwrap_or_default()),
+                    None => Some(ProcessStats::default()),
                 };
                 (info, stats)
             })
@@ -406,13 +469,7 @@ impl Supervisor {
                 Some(spec) if **spec == *program.spec => report.unchanged.push(name.clone()),
                 Some(spec) => {
                     report.changed.push(name.clone());
-                    let was_running = !matches!(
-                        program.snapshot().state,
-                        ProcessState::Stopped
-                            | ProcessState::Exited
-                            | ProcessState::Fatal
-                            | ProcessState::Detached
-                    );
+                    let was_running = program.snapshot().state.is_active();
                     to_stop.push(program.clone());
                     to_start.push(((*spec).clone(), was_running || spec.autostart));
                 }
@@ -445,6 +502,19 @@ impl Supervisor {
         Ok(report)
     }
 
+    /// Reads the config file this supervisor was made from again and
+    /// applies the difference ([`Supervisor::reload`]). A config with
+    /// errors changes nothing ([`Error::ConfigRefused`]); its warnings go
+    /// to the log.
+    pub async fn reload_config(&self) -> Result<ReloadReport> {
+        let file = self.inner.config_file.as_ref().ok_or(Error::NoConfigFile)?;
+        let config = Config::load(file).map_err(Error::ConfigRefused)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        self.reload(&config).await
+    }
+
     /// Ends supervision: stops or detaches every program, then refuses all
     /// further calls. Returns once every program is stopped or detached.
     pub async fn shutdown(&self, mode: ShutdownMode) {
@@ -469,5 +539,51 @@ async fn send_all(programs: &[Arc<Program>], make: impl Fn(crate::program::Reply
     }
     for applied in pending {
         let _ = applied.await;
+    }
+}
+
+/// A [`Supervisor`] as the network APIs see it ([`Supervisor::exposed`]):
+/// a program whose spec says `Web = false` has its stats and logs withheld
+/// ([`Error::NotExposed`]) and is left out of [`Exposed::stats_all`].
+#[derive(Clone)]
+pub struct Exposed(Supervisor);
+
+impl Exposed {
+    fn check(&self, name: &str) -> Result<()> {
+        if self.0.get(name)?.spec.web {
+            Ok(())
+        } else {
+            Err(Error::NotExposed {
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    /// [`Supervisor::stats`], for an exposed program.
+    pub async fn stats(&self, name: &str) -> Result<ProcessStats> {
+        self.check(name)?;
+        self.0.stats(name).await
+    }
+
+    /// [`Supervisor::logs`], for an exposed program.
+    pub fn logs(&self, name: &str, stream: LogStream, lines: usize) -> Result<Vec<String>> {
+        self.check(name)?;
+        self.0.logs(name, stream, lines)
+    }
+
+    /// [`Supervisor::follow`], for an exposed program.
+    pub fn follow(
+        &self,
+        name: &str,
+        stream: LogStream,
+    ) -> Result<impl Stream<Item = Feed<String>> + Send + Unpin + 'static> {
+        self.check(name)?;
+        self.0.follow(name, stream)
+    }
+
+    /// Every program's info, with its stats when they are exposed
+    /// (`None` for a program with `Web = false`).
+    pub async fn stats_all(&self) -> Vec<(ProcessInfo, Option<ProcessStats>)> {
+        self.0.stats_where(|info| info.web).await
     }
 }

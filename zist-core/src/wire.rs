@@ -37,6 +37,19 @@ pub struct ProcessInfo {
     pub error: Option<String>,
 }
 
+/// What a supervisor is: `daemon.status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// zist's version.
+    pub version: String,
+    /// The pid of the process the supervisor runs in.
+    pub pid: u32,
+    /// Seconds since the supervisor was made.
+    pub uptime_secs: f64,
+    /// Number of programs.
+    pub programs: usize,
+}
+
 /// Resource use of a program's whole process tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessStats {
@@ -108,6 +121,12 @@ pub(crate) fn secs(d: Duration) -> f64 {
 }
 
 impl ProcessInfo {
+    /// Whether a process of this program exists, supervised or detached
+    /// (the seed's `isalive`).
+    pub fn is_alive(&self) -> bool {
+        self.pid.is_some()
+    }
+
     /// The name as a [`ProgramName`].
     pub fn program_name(&self) -> Option<ProgramName> {
         ProgramName::new(&self.name).ok()

@@ -37,9 +37,9 @@ fn the_seed_files_load_unchanged() {
     let config = Config::load(&file).expect("seed config loads");
     assert_eq!(config.daemon.http_port, 7000);
     assert_eq!(config.daemon.rpc_port, 9876);
-    assert_eq!(config.daemon.token.as_deref(), Some("zis"));
+    assert_eq!(config.daemon.token, "zis");
     assert_eq!(config.daemon.protocol, Protocol::Http);
-    assert_eq!(config.daemon.bind, "127.0.0.1");
+    assert_eq!(config.daemon.bind.to_string(), "127.0.0.1");
     let app = &config.programs[0];
     assert_eq!(app.name.as_str(), "app1");
     assert_eq!(app.args, ["-your", "-app", "-args"]);
@@ -93,6 +93,7 @@ Workingdir = "work"
 LogMaxBytes = 4096
 "#,
     );
+    std::fs::create_dir_all(dir.join("work")).unwrap();
     let config = Config::load(&file).unwrap();
     assert_eq!(config.daemon.http_port, 0);
     let one = &config.programs[0];
@@ -223,5 +224,319 @@ Program = 3
     for (i, input) in inputs.iter().enumerate() {
         let file = dir.write(&format!("f{i}.toml"), input);
         let _ = Config::load(&file);
+    }
+}
+
+/// A config with one program whose extra keys are `keys`.
+fn with_program(dir: &Dir, keys: &str) -> std::path::PathBuf {
+    dir.write(
+        "conf.toml",
+        &format!("Token = \"t\"\n[[Program]]\nName = \"p\"\nPath = \"/bin/sleep\"\n{keys}\n"),
+    )
+}
+
+#[test]
+fn durations_and_sizes_out_of_range_are_errors_that_name_key_line_and_range() {
+    let dir = Dir::new();
+    for (keys, key, range) in [
+        ("StartSecs = 18446744073709551615", "StartSecs", "0s to 24h"),
+        ("StartSecs = 1e19", "StartSecs", "0s to 24h"),
+        ("StartSecs = \"25h\"", "StartSecs", "0s to 24h"),
+        (
+            "StopTimeout = 9223372036854775807",
+            "StopTimeout",
+            "0s to 24h",
+        ),
+        (
+            "RestartDelay = 18446744073709551616",
+            "RestartDelay",
+            "0s to 24h",
+        ),
+        (
+            "RestartDelay = 340282366920938463463374607431768211456",
+            "RestartDelay",
+            "0s to 24h",
+        ),
+        (
+            "StopTimeout = \"18446744073709551615s\"",
+            "StopTimeout",
+            "0s to 24h",
+        ),
+        (
+            "StopTimeout = \"18446744073709551615ms\"",
+            "StopTimeout",
+            "0s to 24h",
+        ),
+        (
+            "LogMaxBytes = \"9999999999999999999999GB\"",
+            "LogMaxBytes",
+            "1TiB",
+        ),
+        ("LogMaxBytes = 18446744073709551616", "LogMaxBytes", "1TiB"),
+        ("LogBackups = 4000000000", "LogBackups", "0 to 1000"),
+        (
+            "MaxRestarts = 99999999999999999999",
+            "MaxRestarts",
+            "0 to 4294967295",
+        ),
+    ] {
+        let file = with_program(&dir, keys);
+        let errors = Config::load(&file).expect_err(keys);
+        let all = messages(&errors);
+        assert_eq!(all.len(), 1, "{keys}: {all:?}");
+        assert!(
+            all[0].contains("conf.toml:5:") && all[0].contains(key) && all[0].contains(range),
+            "{keys}: {}",
+            all[0]
+        );
+    }
+    // The limits themselves are fine.
+    let file = with_program(
+        &dir,
+        "StartSecs = \"24h\"\nStopTimeout = 86400\nLogBackups = 1000",
+    );
+    Config::load(&file).unwrap();
+}
+
+#[test]
+fn empty_paths_and_bad_env_keys_are_errors() {
+    let dir = Dir::new();
+    let file = with_program(
+        &dir,
+        "ErrLogfile = \"\"\nLogfile = \"\"\nWorkingdir = \"\"\nUser = \"\"\nEnv = { \"\" = \"x\", \"A=B\" = \"y\", OK = \"z\" }",
+    );
+    let text = messages(&Config::load(&file).unwrap_err()).join("\n");
+    for what in [
+        "`ErrLogfile` is empty",
+        "`Logfile` is empty",
+        "`Workingdir` is empty",
+        "`User` is empty",
+        "`Env` key \"\" is empty",
+        "`Env` key \"A=B\" contains `=`",
+    ] {
+        assert!(text.contains(what), "no error {what:?} in:\n{text}");
+    }
+    let daemon = dir.write("d.toml", "Token = \"t\"\nLogDir = \"\"\n");
+    let text = Config::load(&daemon).unwrap_err().to_string();
+    assert!(
+        text.contains("d.toml:2:") && text.contains("`LogDir` is empty"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_daemon_file_without_a_token_or_with_a_bad_bind_is_refused() {
+    let dir = Dir::new();
+    let file = dir.write("conf.toml", "Token = \"\"\nBind = \"localhost:80\"\n");
+    let text = messages(&Config::load(&file).unwrap_err()).join("\n");
+    assert!(
+        text.contains("no Token") && text.contains("zistd generate"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conf.toml:2:") && text.contains("`Bind`"),
+        "{text}"
+    );
+    let https = dir.write("https.toml", "Token = \"t\"\nProtocol = \"https\"\n");
+    let config = Config::load(&https).unwrap();
+    let missing = config.daemon.tls_files(None, None).unwrap_err().to_string();
+    assert!(missing.contains("CertFile and KeyFile"), "{missing}");
+    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+    assert_eq!(
+        config.daemon.tls_files(Some(&cert), Some(&key)).unwrap(),
+        Some((cert, key))
+    );
+}
+
+#[test]
+fn what_would_fail_at_start_is_a_warning_at_load() {
+    let dir = Dir::new();
+    let plain = dir.write("bin/plain", "#!/bin/sh\nexit 0\n");
+    let file = dir.write(
+        "conf.toml",
+        &format!(
+            "Token = \"t\"\n[[Program]]\nName = \"plain\"\nPath = \"{}\"\n\
+             [[Program]]\nName = \"nowhere\"\nPath = \"/bin/sleep\"\nWorkingdir = \"missing\"\n\
+             [[Program]]\nName = \"ghost\"\nPath = \"/bin/sleep\"\nUser = \"nosuchuser-zist\"\n\
+             [[Program]]\nName = \"root\"\nPath = \"/bin/sleep\"\nUser = \"0\"\n",
+            plain.display()
+        ),
+    );
+    let config = Config::load(&file).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    let text = warnings.join("\n");
+    assert!(
+        text.contains("conf.toml:4:") && text.contains("not executable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conf.toml:8:") && text.contains("is not a folder"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conf.toml:12:") && text.contains("nosuchuser-zist"),
+        "{text}"
+    );
+    assert_eq!(warnings.len(), 3, "a numeric uid is a user: {text}");
+}
+
+#[tokio::test]
+async fn process_add_checks_json_keys_by_the_same_rules_and_names_them() {
+    let dir = Dir::new();
+    let sup = crate::support::Sup::new(&dir);
+    let err = sup
+        .register_json(&serde_json::json!({
+            "Name": "j", "Path": "/bin/sleep", "StartSecs": 1e19,
+            "Env": {"A=B": "x"}, "Restart": "sometimes", "Nmae": 1
+        }))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    for what in [
+        "process.add",
+        "`StartSecs`",
+        "0s to 24h",
+        "`Env` key \"A=B\"",
+        "`Restart`",
+        "unknown key `Nmae`",
+        "`Name`",
+    ] {
+        assert!(text.contains(what), "no {what:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains(":1:") && !text.contains(".toml"),
+        "lines of a text nobody wrote:\n{text}"
+    );
+    assert!(matches!(err, zist_core::Error::Config(_)));
+    let info = sup
+        .register_json(&serde_json::json!({
+            "Name": "ok", "Path": "/bin/sleep", "Args": ["300"], "StartSecs": 0.2,
+            "Autostart": false, "Env": {"N": 3}
+        }))
+        .await
+        .unwrap();
+    assert_eq!(info.state, zist_core::ProcessState::Stopped);
+    assert_eq!(
+        sup.spec("ok").unwrap().start_secs,
+        Duration::from_millis(200)
+    );
+    let not_object = sup
+        .register_json(&serde_json::json!(["x"]))
+        .await
+        .unwrap_err();
+    assert!(
+        not_object.to_string().contains("must be an object"),
+        "{not_object}"
+    );
+}
+
+/// A small deterministic generator, so a failing case can be run again.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+const PROGRAM_KEYS: [&str; 18] = [
+    "Name",
+    "Path",
+    "Args",
+    "Workingdir",
+    "Env",
+    "Autostart",
+    "Restart",
+    "StartSecs",
+    "MaxRestarts",
+    "RestartDelay",
+    "StopSignal",
+    "StopTimeout",
+    "User",
+    "Logfile",
+    "ErrLogfile",
+    "LogMaxBytes",
+    "LogBackups",
+    "Web",
+];
+
+/// Values at and past every edge, as TOML text.
+const EXTREMES: [&str; 30] = [
+    "0",
+    "-1",
+    "1",
+    "-9223372036854775808",
+    "9223372036854775807",
+    "18446744073709551615",
+    "18446744073709551616",
+    "340282366920938463463374607431768211456",
+    "1e19",
+    "-1e300",
+    "1e308",
+    "nan",
+    "inf",
+    "-0.0",
+    "0.0000001",
+    "\"\"",
+    "\"0s\"",
+    "\"-5s\"",
+    "\"18446744073709551615s\"",
+    "\"18446744073709551615ms\"",
+    "\"1e400\"",
+    "\"9999999999999999999999GB\"",
+    "\"1.5.5MB\"",
+    "\"\\u0000\"",
+    "\"=\"",
+    "true",
+    "[]",
+    "[1, \"a\"]",
+    "{ \"\" = 1, \"a=b\" = [] }",
+    "1979-05-27T07:32:00Z",
+];
+
+#[tokio::test]
+async fn random_and_extreme_values_never_panic_the_loader_or_process_add() {
+    let dir = Dir::new();
+    let sup = crate::support::Sup::new(&dir);
+    let mut rng = Rng(0x5eed_2026_1203);
+    for case in 0..400 {
+        let mut text = String::from(
+            "Token = \"t\"\n[[Program]]\nName = \"p\"\nPath = \"/bin/sleep\"\nAutostart = false\n",
+        );
+        let mut json = serde_json::Map::new();
+        json.insert("Name".into(), format!("j{case}").into());
+        json.insert("Path".into(), "/bin/sleep".into());
+        json.insert("Autostart".into(), false.into());
+        for _ in 0..1 + rng.next() % 4 {
+            let key = *rng.pick(&PROGRAM_KEYS);
+            let value = *rng.pick(&EXTREMES);
+            if !["Name", "Path", "Autostart"].contains(&key) {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            // The same value as JSON, where TOML reads it as one.
+            if let Ok(parsed) = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                && let Ok(v) = serde_json::to_value(&parsed["v"])
+            {
+                json.insert(key.to_owned(), v);
+            }
+        }
+        let file = dir.write(&format!("c{case}.toml"), &text);
+        let _ = Config::load(&file);
+        if let Ok(info) = sup.register_json(&serde_json::Value::Object(json)).await {
+            sup.remove(&info.name).await.unwrap();
+        }
+    }
+    // Every key with every extreme value, one at a time.
+    for key in PROGRAM_KEYS {
+        for value in EXTREMES {
+            let file = with_program(&dir, &format!("{key} = {value}"));
+            let _ = Config::load(&file);
+        }
     }
 }

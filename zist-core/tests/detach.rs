@@ -43,6 +43,7 @@ fn detach_outlives_the_supervisor(dir: &Dir, spec: ProgramSpec) {
     let pid = runtime.block_on(async {
         let sup = Supervisor::new(SupervisorOptions {
             log_dir: dir.join("logs"),
+            ..SupervisorOptions::default()
         });
         let pid = sup.register(spec).await.unwrap().pid.unwrap();
         groups.add(pid);
@@ -165,5 +166,5 @@ async fn detach_of_a_stopped_program_is_an_error() {
     spec.autostart = false;
     sup.register(spec).await.unwrap();
     let err = sup.detach("idle").await.unwrap_err();
-    assert_eq!(err.rpc_code(), -32003);
+    assert_eq!(err.kind(), zist_core::ErrorKind::NotRunning);
 }

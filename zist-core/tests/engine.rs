@@ -246,7 +246,7 @@ async fn start_twice_signal_and_unknown_names_are_clear_errors() {
     sup.run(spec).await;
     let err = sup.start("sig").await.unwrap_err();
     assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
-    assert_eq!(err.rpc_code(), -32002);
+    assert_eq!(err.kind(), zist_core::ErrorKind::Conflict);
     eventually(SECS_5, "ready", || {
         sup.logs("sig", LogStream::Stdout, 1).unwrap() == ["ready"]
     })
@@ -263,7 +263,7 @@ async fn start_twice_signal_and_unknown_names_are_clear_errors() {
         "{err}"
     );
     let err = sup.start("nope").await.unwrap_err();
-    assert_eq!(err.rpc_code(), -32001);
+    assert_eq!(err.kind(), zist_core::ErrorKind::NotFound);
     assert!(err.to_string().contains("`nope`"), "{err}");
 }
 
@@ -276,7 +276,7 @@ async fn a_missing_executable_is_fatal_until_it_appears() {
     spec.path = exe.clone();
     spec.args.clear();
     let err = sup.register(spec).await.unwrap_err();
-    assert_eq!(err.rpc_code(), -32004);
+    assert_eq!(err.kind(), zist_core::ErrorKind::SpawnFailed);
     assert!(err.to_string().contains("later.sh"), "{err}");
     let info = sup.info("later").unwrap();
     assert_eq!(info.state, ProcessState::Fatal);

@@ -15,7 +15,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
-use zist_core::{Feed, LogStream, ProcessAction};
+use zist_core::{DEFAULT_LINES, Feed, LogStream, ProcessAction};
 
 use crate::follow::{Delivery, coalesced};
 use crate::{State, authorized, error, from_core, not_found, ok, unauthorized};
@@ -63,7 +63,7 @@ pub(crate) fn routes(
                 };
                 let action: ProcessAction = match action.parse() {
                     Ok(action) => action,
-                    Err(e) => return not_found(e),
+                    Err(e) => return not_found(e.to_string()),
                 };
                 state
                     .supervisor
@@ -81,11 +81,9 @@ pub(crate) fn routes(
                 Some(state) => state,
                 None => return unauthorized(),
             };
-            if let Some(denied) = state.hidden(&name) {
-                return denied;
-            }
             state
                 .supervisor
+                .exposed()
                 .stats(&name)
                 .await
                 .map_or_else(from_core, |s| ok(&s))
@@ -141,7 +139,7 @@ pub(crate) fn routes(
 fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
     let stream: LogStream = match stream.parse() {
         Ok(s) => s,
-        Err(e) => return not_found(e),
+        Err(e) => return not_found(e.to_string()),
     };
     let follow = match query.get("follow").map(String::as_str) {
         None | Some("false") => false,
@@ -156,7 +154,7 @@ fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
     };
     let lines = match query.get("lines").map(|n| n.parse::<usize>()) {
         None if follow => 0,
-        None => 100,
+        None => DEFAULT_LINES,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
             return error(
@@ -166,10 +164,7 @@ fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
             );
         }
     };
-    if let Some(denied) = state.hidden(name) {
-        return denied;
-    }
-    let sup = &state.supervisor;
+    let sup = &state.supervisor.exposed();
     if !follow {
         return sup
             .logs(name, stream, lines)
@@ -210,11 +205,11 @@ fn events(state: &State) -> Response {
 async fn all_stats(state: &State) -> Response {
     let stats: BTreeMap<String, zist_core::ProcessStats> = state
         .supervisor
+        .exposed()
         .stats_all()
         .await
         .into_iter()
-        .filter(|(info, _)| info.web)
-        .map(|(info, stats)| (info.name, stats))
+        .filter_map(|(info, stats)| Some((info.name, stats?)))
         .collect();
     ok(&stats)
 }

@@ -16,7 +16,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use zist_core::{Feed, LogStream, Supervisor};
+use zist_core::{Exposed, Feed, LogStream};
 
 /// After the first item of a quiet spell, wait this long for more, then take
 /// all that came: at most ~50 batches a second however chatty the program.
@@ -65,7 +65,7 @@ impl Hubs {
     /// New lines of a program's stream, in batches, from now on.
     pub(crate) fn follow(
         &self,
-        supervisor: &Supervisor,
+        supervisor: &Exposed,
         name: &str,
         stream: LogStream,
     ) -> zist_core::Result<impl Stream<Item = Delivery> + Send + 'static> {

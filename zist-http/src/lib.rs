@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
-use zist_core::{Error, ProcessInfo, Supervisor};
+use zist_core::{Error, ErrorKind, Supervisor};
 
 mod api;
 mod dashboard;
@@ -64,19 +64,17 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
-/// The HTTP status and code of a zist-core error.
+/// The HTTP status and code of a zist-core error, by its kind.
 fn from_core(e: Error) -> Response {
-    let (status, code) = match &e {
-        Error::NoSuchProcess { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        Error::AlreadyRunning { .. } | Error::AlreadyExists { .. } => {
-            (StatusCode::CONFLICT, "conflict")
-        }
-        Error::NotRunning { .. } => (StatusCode::CONFLICT, "not_running"),
-        Error::Config(_) | Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
-        Error::Spawn { .. } | Error::Detach { .. } => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "spawn_failed")
-        }
-        Error::ShuttingDown => (StatusCode::INTERNAL_SERVER_ERROR, "shutting_down"),
+    let (status, code) = match e.kind() {
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+        ErrorKind::NotRunning => (StatusCode::CONFLICT, "not_running"),
+        ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+        ErrorKind::NotAllowed => (StatusCode::FORBIDDEN, "forbidden"),
+        ErrorKind::SpawnFailed => (StatusCode::INTERNAL_SERVER_ERROR, "spawn_failed"),
+        ErrorKind::Unavailable => (StatusCode::INTERNAL_SERVER_ERROR, "shutting_down"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     error(status, code, e.to_string())
 }
@@ -87,14 +85,6 @@ fn ok<T: Serialize>(value: &T) -> Response {
 
 fn not_found(what: impl Into<String>) -> Response {
     error(StatusCode::NOT_FOUND, "not_found", what)
-}
-
-fn forbidden(name: &str) -> Response {
-    error(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        format!("program `{name}` has Web = false: its stats and logs are not exposed"),
-    )
 }
 
 fn unauthorized() -> Response {
@@ -123,28 +113,6 @@ impl State {
         header
             .and_then(|h| h.strip_prefix("Bearer "))
             .is_some_and(|t| self.token_is(t.as_bytes()))
-    }
-
-    /// A program by name, or by the pid of its current process (seed routes).
-    fn find(&self, key: &str) -> Option<ProcessInfo> {
-        if let Ok(info) = self.supervisor.info(key) {
-            return Some(info);
-        }
-        let pid: i32 = key.parse().ok()?;
-        self.supervisor
-            .list()
-            .into_iter()
-            .find(|i| i.pid == Some(pid))
-    }
-
-    /// The answer when the HTTP API may not show this program's stats and
-    /// logs (unknown: 404, Web = false: 403); `None` when it may.
-    fn hidden(&self, name: &str) -> Option<Response> {
-        match self.supervisor.info(name) {
-            Err(e) => Some(from_core(e)),
-            Ok(info) if !info.web => Some(forbidden(name)),
-            Ok(_) => None,
-        }
     }
 }
 

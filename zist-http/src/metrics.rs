@@ -64,7 +64,7 @@ async fn metrics(state: &State) -> Response {
 
 async fn render(state: &State) -> Result<String, std::fmt::Error> {
     let sup = &state.supervisor;
-    let all = sup.stats_all().await;
+    let all = sup.exposed().stats_all().await;
 
     let mut registry = Registry::default();
     let up = Family::<ProgramState, Gauge>::default();
@@ -88,8 +88,8 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
             .get_or_create(&program)
             .set(i64::from(info.restarts));
         uptime.get_or_create(&program).set(info.uptime_secs);
-        // Web = false: its CPU and memory are not shown.
-        if info.web {
+        // None for Web = false: its CPU and memory are not shown.
+        if let Some(stats) = stats {
             cpu.get_or_create(&program).set(stats.cpu_percent);
             memory
                 .get_or_create(&program)

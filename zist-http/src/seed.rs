@@ -5,9 +5,9 @@ use serde::Serialize;
 use serde_json::json;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
-use zist_core::{LogStream, ProcessAction, ProcessInfo};
+use zist_core::{DEFAULT_LINES, LogStream, ProcessAction, ProcessInfo};
 
-use crate::{State, forbidden, from_core, not_found, ok, unauthorized, with};
+use crate::{State, from_core, not_found, ok, unauthorized, with};
 
 /// The seed's list entry (SPEC §5.1), kept as the seed had it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -31,7 +31,7 @@ pub struct SeedProcess {
 impl From<&ProcessInfo> for SeedProcess {
     fn from(info: &ProcessInfo) -> Self {
         Self {
-            isalive: info.pid.is_some(),
+            isalive: info.is_alive(),
             name: info.name.clone(),
             numrestarts: info.restarts,
             path: info.path.clone(),
@@ -76,15 +76,16 @@ pub(crate) fn routes(
 }
 
 async fn act(state: &State, key: &str, action: &str) -> Response {
-    let Some(info) = state.find(key) else {
-        return not_found(format!("no program with name or pid `{key}`"));
+    let sup = &state.supervisor;
+    let info = match sup.find(key) {
+        Ok(info) => info,
+        Err(e) => return from_core(e),
     };
     let name = info.name.as_str();
-    let sup = &state.supervisor;
+    let shown = sup.exposed();
     let act = match action {
-        "stats" | "stdout" | "stderr" if !info.web => return forbidden(name),
         "stats" => {
-            return match sup.stats(name).await {
+            return match shown.stats(name).await {
                 Ok(s) => ok(&json!({
                     "cpu": format!("{:.1}", s.cpu_percent),
                     "mem": format!("{:.1}", s.memory_percent),
@@ -92,14 +93,14 @@ async fn act(state: &State, key: &str, action: &str) -> Response {
                 Err(e) => from_core(e),
             };
         }
-        "stdout" => {
-            return sup
-                .logs(name, LogStream::Stdout, 100)
-                .map_or_else(from_core, |l| ok(&l));
-        }
-        "stderr" => {
-            return sup
-                .logs(name, LogStream::Stderr, 100)
+        "stdout" | "stderr" => {
+            let stream = if action == "stdout" {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            };
+            return shown
+                .logs(name, stream, DEFAULT_LINES)
                 .map_or_else(from_core, |l| ok(&l));
         }
         // The seed's `kill` is a stop.

@@ -28,6 +28,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new(SupervisorOptions {
             log_dir: dir.path().join("logs"),
+            ..SupervisorOptions::default()
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let addr = zist_http::serve(

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::proc_macros::rpc;
@@ -21,30 +21,18 @@ use jsonrpsee::server::{
     ServerConfig, ServerHandle, SubscriptionMessage, stop_channel,
 };
 use jsonrpsee::types::ErrorObjectOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_stream::StreamExt;
+pub use zist_core::DaemonStatus;
 use zist_core::{
-    Config, ConfigErrors, Feed, LogStream, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
-    ShutdownMode, Supervisor,
+    DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessEvent, ProcessInfo, ProcessStats,
+    ReloadReport, ShutdownMode, Supervisor,
 };
 
 mod auth;
 pub mod net;
 
 pub use auth::BearerAuthLayer;
-
-/// `daemon.status`: what zistd is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DaemonStatus {
-    /// zist's version.
-    pub version: String,
-    /// zistd's pid.
-    pub pid: u32,
-    /// Seconds since zistd started.
-    pub uptime_secs: f64,
-    /// Number of programs.
-    pub programs: usize,
-}
 
 /// The JSON-RPC API of SPEC §4. Params are by name (by position works too).
 #[rpc(server, client)]
@@ -140,22 +128,20 @@ pub trait ZistApi {
     async fn events_subscribe(&self) -> SubscriptionResult;
 }
 
-/// What only the daemon around the supervisor can do: its own log, reading
-/// its config again, exiting. Embedders without a daemon can use [`NoDaemon`].
+/// What only the daemon around the supervisor can do: its own log and
+/// exiting. Embedders without a daemon can use [`NoDaemon`].
 pub trait DaemonControl: Send + Sync + 'static {
     /// The last `lines` lines of the daemon's own log.
     fn log(&self, lines: usize) -> Vec<String>;
     /// Clears the daemon's in-memory log.
     fn clear_log(&self);
-    /// Reads the config again (`None`: this daemon has no config file).
-    fn load_config(&self) -> Option<Result<Config, ConfigErrors>>;
     /// Asks the daemon to detach or stop every program and exit, after the
     /// answer to `daemon.shutdown` has gone out.
     fn request_exit(&self, mode: ShutdownMode);
 }
 
-/// [`DaemonControl`] for a supervisor embedded without zistd: no own log, no
-/// config file; shutdown shuts the supervisor down.
+/// [`DaemonControl`] for a supervisor embedded without zistd: no own log;
+/// shutdown shuts the supervisor down.
 pub struct NoDaemon(pub Supervisor);
 
 impl DaemonControl for NoDaemon {
@@ -163,53 +149,43 @@ impl DaemonControl for NoDaemon {
         Vec::new()
     }
     fn clear_log(&self) {}
-    fn load_config(&self) -> Option<Result<Config, ConfigErrors>> {
-        None
-    }
     fn request_exit(&self, mode: ShutdownMode) {
         let supervisor = self.0.clone();
         tokio::spawn(async move { supervisor.shutdown(mode).await });
     }
 }
 
-/// The JSON-RPC error for a zist-core error, with SPEC §4's application code.
-pub fn rpc_error(e: zist_core::Error) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(e.rpc_code(), e.to_string(), None::<()>)
+/// The JSON-RPC application code of an error kind (the table in
+/// docs/reference.md): one code, one meaning.
+pub fn rpc_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::NotFound => -32001,
+        ErrorKind::Conflict => -32002,
+        ErrorKind::NotRunning => -32003,
+        ErrorKind::SpawnFailed => -32004,
+        ErrorKind::Invalid => -32005,
+        ErrorKind::NotAllowed => -32006,
+        ErrorKind::Unavailable => -32010,
+        ErrorKind::Internal => -32603,
+    }
 }
 
-fn invalid(message: String) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(-32005, message, None::<()>)
+/// The JSON-RPC error for a zist-core error.
+pub fn rpc_error(e: impl Into<zist_core::Error>) -> ErrorObjectOwned {
+    let e = e.into();
+    ErrorObjectOwned::owned(rpc_code(e.kind()), e.to_string(), None::<()>)
 }
 
 /// The API served over a [`Supervisor`].
 pub struct ZistRpc {
     supervisor: Supervisor,
     daemon: Arc<dyn DaemonControl>,
-    started: Instant,
 }
 
 impl ZistRpc {
     /// The API over `supervisor`, with `daemon` for the `daemon.*` methods.
     pub fn new(supervisor: Supervisor, daemon: Arc<dyn DaemonControl>) -> Self {
-        Self {
-            supervisor,
-            daemon,
-            started: Instant::now(),
-        }
-    }
-
-    /// Refuses stats and logs of a program whose spec says `Web = false`.
-    fn check_web(&self, name: &str) -> RpcResult<()> {
-        let info = self.supervisor.info(name).map_err(rpc_error)?;
-        if info.web {
-            Ok(())
-        } else {
-            Err(ErrorObjectOwned::owned(
-                -32006,
-                format!("program `{name}` has Web = false: its stats and logs are not exposed"),
-                None::<()>,
-            ))
-        }
+        Self { supervisor, daemon }
     }
 }
 
@@ -218,17 +194,10 @@ pub fn rpc_module(supervisor: Supervisor, daemon: Arc<dyn DaemonControl>) -> Rpc
     ZistRpc::new(supervisor, daemon).into_rpc()
 }
 
-const DEFAULT_LINES: usize = 100;
-
 #[async_trait]
 impl ZistApiServer for ZistRpc {
     async fn daemon_status(&self) -> RpcResult<DaemonStatus> {
-        Ok(DaemonStatus {
-            version: zist_core::VERSION.to_owned(),
-            pid: std::process::id(),
-            uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-            programs: self.supervisor.len(),
-        })
+        Ok(self.supervisor.status())
     }
 
     async fn daemon_log(&self, lines: Option<usize>) -> RpcResult<Vec<String>> {
@@ -241,23 +210,7 @@ impl ZistApiServer for ZistRpc {
     }
 
     async fn daemon_reload(&self) -> RpcResult<ReloadReport> {
-        let config = match self.daemon.load_config() {
-            Some(Ok(config)) => config,
-            Some(Err(errors)) => {
-                return Err(invalid(format!(
-                    "config refused, nothing changed:\n{errors}"
-                )));
-            }
-            None => {
-                return Err(invalid(
-                    "this supervisor has no config file to reload".to_owned(),
-                ));
-            }
-        };
-        for warning in &config.warnings {
-            tracing::warn!("{warning}");
-        }
-        self.supervisor.reload(&config).await.map_err(rpc_error)
+        self.supervisor.reload_config().await.map_err(rpc_error)
     }
 
     async fn daemon_shutdown(&self, mode: ShutdownMode) -> RpcResult<bool> {
@@ -290,7 +243,7 @@ impl ZistApiServer for ZistRpc {
     }
 
     async fn process_signal(&self, name: String, signal: String) -> RpcResult<ProcessInfo> {
-        let signal = zist_core::parse_signal(&signal).map_err(invalid)?;
+        let signal = zist_core::parse_signal(&signal).map_err(rpc_error)?;
         self.supervisor
             .signal(&name, signal)
             .await
@@ -310,8 +263,11 @@ impl ZistApiServer for ZistRpc {
     }
 
     async fn process_stats(&self, name: String) -> RpcResult<ProcessStats> {
-        self.check_web(&name)?;
-        self.supervisor.stats(&name).await.map_err(rpc_error)
+        self.supervisor
+            .exposed()
+            .stats(&name)
+            .await
+            .map_err(rpc_error)
     }
 
     async fn process_logs(
@@ -320,15 +276,17 @@ impl ZistApiServer for ZistRpc {
         stream: LogStream,
         lines: Option<usize>,
     ) -> RpcResult<Vec<String>> {
-        self.check_web(&name)?;
         self.supervisor
+            .exposed()
             .logs(&name, stream, lines.unwrap_or(DEFAULT_LINES))
             .map_err(rpc_error)
     }
 
     async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo> {
-        let spec = spec_from_json(&spec, &self.supervisor.log_dir())?;
-        self.supervisor.register(spec).await.map_err(rpc_error)
+        self.supervisor
+            .register_json(&spec)
+            .await
+            .map_err(rpc_error)
     }
 
     async fn process_remove(&self, name: String) -> RpcResult<bool> {
@@ -342,11 +300,7 @@ impl ZistApiServer for ZistRpc {
         name: String,
         stream: LogStream,
     ) -> SubscriptionResult {
-        if let Err(e) = self.check_web(&name) {
-            pending.reject(e).await;
-            return Ok(());
-        }
-        let lines = match self.supervisor.follow(&name, stream) {
+        let lines = match self.supervisor.exposed().follow(&name, stream) {
             Ok(lines) => lines,
             Err(e) => {
                 pending.reject(rpc_error(e)).await;
@@ -404,29 +358,6 @@ async fn forward<T: Serialize>(
             }
         }
     }
-}
-
-/// A program spec from a JSON object with the keys of a program file (SPEC §2.2),
-/// checked by the same rules as a config file.
-pub fn spec_from_json(
-    spec: &serde_json::Value,
-    log_dir: &std::path::Path,
-) -> RpcResult<zist_core::ProgramSpec> {
-    if !spec.is_object() {
-        return Err(invalid(
-            "`spec` must be an object with the keys of a program file".to_owned(),
-        ));
-    }
-    let text = toml::to_string(spec)
-        .map_err(|e| invalid(format!("`spec` cannot be read as program keys: {e}")))?;
-    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-    let (spec, warnings) =
-        zist_core::config::parse_program(&cwd.join("<process.add>"), &text, log_dir)
-            .map_err(|errors| invalid(errors.to_string()))?;
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(spec)
 }
 
 /// Limits of the server zistd runs.

@@ -36,6 +36,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new(SupervisorOptions {
             log_dir: dir.path().join("logs"),
+            ..SupervisorOptions::default()
         });
         let module = rpc_module(sup.clone(), Arc::new(NoDaemon(sup.clone())));
         let (addr, handle) = serve("127.0.0.1:0".parse().unwrap(), TOKEN, module, options)

@@ -104,6 +104,7 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
     let base_rss = rss_bytes();
     let sup = Supervisor::new(SupervisorOptions {
         log_dir: dir.to_owned(),
+        ..SupervisorOptions::default()
     });
     let mut events = sup.events();
     let t0 = Instant::now();
@@ -187,6 +188,7 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
 async fn restart_latency(dir: &Path, rounds: usize, rows: &mut Vec<Row>) {
     let sup = Supervisor::new(SupervisorOptions {
         log_dir: dir.to_owned(),
+        ..SupervisorOptions::default()
     });
     let mut events = sup.events();
     let mut s = spec(dir, "victim", "/bin/sleep", &["3600"]);
@@ -249,6 +251,7 @@ async fn throughput(dir: &Path, bytes: u64, rows: &mut Vec<Row>) {
 
     let sup = Supervisor::new(SupervisorOptions {
         log_dir: dir.to_owned(),
+        ..SupervisorOptions::default()
     });
     let mut s = spec(dir, "writer", exe, &["writer", &total]);
     s.restart = RestartPolicy::Never;

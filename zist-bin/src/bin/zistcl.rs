@@ -98,15 +98,12 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
                 e.0.first().map_or(String::new(), ToString::to_string)
             ))
         })?;
-        let token = config
-            .daemon
-            .token
-            .ok_or_else(|| Failure::Usage(format!("{} has no Token", cli.config.display())))?;
-        let host = match config.daemon.bind.as_str() {
-            "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
-            other => other.to_owned(),
+        let token = config.daemon.token;
+        let host = match config.daemon.bind {
+            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
         };
-        let address = format!("{host}:{}", config.daemon.rpc_port);
+        let address = std::net::SocketAddr::new(host, config.daemon.rpc_port).to_string();
         let https = config.daemon.protocol == zist_core::Protocol::Https;
         return Ok((
             Target {
@@ -287,11 +284,15 @@ async fn run(cli: Cli) -> Outcome {
             });
         }
         [name, stream @ ("stdout" | "stderr"), "-f"] => {
-            let stream: LogStream = stream.parse().map_err(Failure::Usage)?;
+            let stream: LogStream = stream
+                .parse()
+                .map_err(|e: zist_core::ValueError| Failure::Usage(e.to_string()))?;
             follow(&cli, &target, name, stream).await?;
         }
         [name, stream @ ("stdout" | "stderr")] => {
-            let stream: LogStream = stream.parse().map_err(Failure::Usage)?;
+            let stream: LogStream = stream
+                .parse()
+                .map_err(|e: zist_core::ValueError| Failure::Usage(e.to_string()))?;
             let lines = client
                 .process_logs((*name).to_owned(), stream, Some(100))
                 .await
@@ -376,7 +377,7 @@ fn table(list: &[ProcessInfo]) {
     );
     for info in list {
         let pid = info.pid.map_or("-".to_owned(), |p| p.to_string());
-        let up = if info.pid.is_some() {
+        let up = if info.is_alive() {
             uptime(info.uptime_secs)
         } else {
             "-".to_owned()

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use zist_core::{Config, ConfigErrors, Protocol, ShutdownMode, Supervisor};
+use zist_core::{Config, ShutdownMode, Supervisor};
 use zist_rpc::{DaemonControl, ServeOptions, rpc_module, serve};
 
 /// zistd's own log lines kept for `daemon.log`.
@@ -116,22 +116,8 @@ fn install(prefix: &Path) -> ExitCode {
     }
 }
 
-/// Every problem of a config for a daemon: the loader's, and a missing token.
-fn load_for_daemon(path: &Path) -> Result<Config, ConfigErrors> {
-    let config = Config::load(path)?;
-    if config.daemon.token.is_none() {
-        return Err(ConfigErrors(vec![zist_core::ConfigIssue {
-            file: path.to_owned(),
-            line: None,
-            message: "no Token: run `zistd generate` and add Token = \"<it>\" to this file"
-                .to_owned(),
-        }]));
-    }
-    Ok(config)
-}
-
 fn check(path: &Path) -> ExitCode {
-    match load_for_daemon(path) {
+    match Config::load(path) {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
@@ -234,7 +220,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DaemonLog {
 
 /// What the RPC server may ask of this daemon.
 struct Daemon {
-    config_path: PathBuf,
     log: DaemonLog,
     exit: mpsc::UnboundedSender<ShutdownMode>,
 }
@@ -246,16 +231,13 @@ impl DaemonControl for Daemon {
     fn clear_log(&self) {
         self.log.clear();
     }
-    fn load_config(&self) -> Option<Result<Config, ConfigErrors>> {
-        Some(load_for_daemon(&self.config_path))
-    }
     fn request_exit(&self, mode: ShutdownMode) {
         let _ = self.exit.send(mode);
     }
 }
 
 fn run(cli: Cli) -> ExitCode {
-    let config = match load_for_daemon(&cli.config) {
+    let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(errors) => {
             for issue in &errors.0 {
@@ -266,27 +248,16 @@ fn run(cli: Cli) -> ExitCode {
     };
     // https: a missing or bad certificate is a start-up error, never a
     // fallback to plain HTTP.
-    let tls = match config.daemon.protocol {
-        Protocol::Http => None,
-        Protocol::Https => {
-            let cert = cli
-                .certfile
-                .clone()
-                .or_else(|| config.daemon.cert_file.clone());
-            let key = cli
-                .keyfile
-                .clone()
-                .or_else(|| config.daemon.key_file.clone());
-            let (Some(cert), Some(key)) = (cert, key) else {
-                return fail(
-                    "Protocol = \"https\" needs CertFile and KeyFile in the config (or --certfile and --keyfile)",
-                );
-            };
-            match zist_rpc::tls_config(&cert, &key) {
-                Ok(tls) => Some(tls),
-                Err(e) => return fail(&e),
-            }
-        }
+    let tls = match config
+        .daemon
+        .tls_files(cli.certfile.as_deref(), cli.keyfile.as_deref())
+    {
+        Ok(None) => None,
+        Ok(Some((cert, key))) => match zist_rpc::tls_config(&cert, &key) {
+            Ok(tls) => Some(tls),
+            Err(e) => return fail(&e),
+        },
+        Err(issue) => return fail(&issue.to_string()),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,14 +266,10 @@ fn run(cli: Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve_daemon(cli.config, config, tls))
+    runtime.block_on(serve_daemon(config, tls))
 }
 
-async fn serve_daemon(
-    config_path: PathBuf,
-    config: Config,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> ExitCode {
+async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) -> ExitCode {
     let log = DaemonLog::new(&config.daemon.daemon_log);
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
@@ -313,24 +280,12 @@ async fn serve_daemon(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let bind: std::net::IpAddr = match config.daemon.bind.parse() {
-        Ok(ip) => ip,
-        Err(_) => {
-            return fail(&format!(
-                "Bind = {:?} is not an IP address",
-                config.daemon.bind
-            ));
-        }
-    };
+    let bind = config.daemon.bind;
     let supervisor = Supervisor::from_config(&config).await;
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-    let daemon = Arc::new(Daemon {
-        config_path,
-        log,
-        exit: exit_tx,
-    });
+    let daemon = Arc::new(Daemon { log, exit: exit_tx });
     // The token only ever goes to the server's gate; it is never logged.
-    let token = config.daemon.token.clone().unwrap_or_default();
+    let token = config.daemon.token.clone();
     let module = rpc_module(supervisor.clone(), daemon);
     let rpc_addr = SocketAddr::new(bind, config.daemon.rpc_port);
     let http_tls = tls.clone();
@@ -396,15 +351,10 @@ async fn serve_daemon(
         tokio::select! {
             _ = term.recv() => break ShutdownMode::Stop,
             _ = int.recv() => break ShutdownMode::Stop,
-            _ = hup.recv() => {
-                match load_for_daemon(&config.daemon.file) {
-                    Ok(new) => match supervisor.reload(&new).await {
-                        Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
-                        Err(e) => tracing::warn!("reload failed: {e}"),
-                    },
-                    Err(errors) => tracing::warn!("config refused, nothing changed:\n{errors}"),
-                }
-            }
+            _ = hup.recv() => match supervisor.reload_config().await {
+                Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
+                Err(e) => tracing::warn!("{e}"),
+            },
             Some(mode) = exit_rx.recv() => break mode,
         }
     };

@@ -93,6 +93,7 @@ impl Sup {
     pub fn new(dir: &Dir) -> Self {
         Self::wrap(Supervisor::new(SupervisorOptions {
             log_dir: dir.join("logs"),
+            ..SupervisorOptions::default()
         }))
     }
 
