@@ -11,6 +11,7 @@ pub mod spec;
 pub mod state;
 pub mod stats;
 mod supervisor;
+mod token;
 mod wire;
 
 pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol};
@@ -21,6 +22,7 @@ pub use spawn::{SpawnError, SpawnStep, check_executable};
 pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, ValueError, parse_signal};
 pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
+pub use token::Token;
 pub use wire::{
     DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
 };

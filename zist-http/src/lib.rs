@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
-use zist_core::{Error, ErrorKind, Supervisor};
+use zist_core::{Error, ErrorKind, Supervisor, Token};
 
 mod api;
 mod dashboard;
@@ -99,20 +98,18 @@ fn unauthorized() -> Response {
 #[derive(Clone)]
 struct State {
     supervisor: Supervisor,
-    token: Arc<[u8]>,
+    token: Token,
     heartbeat: Duration,
     hubs: follow::Hubs,
 }
 
 impl State {
     fn token_is(&self, given: &[u8]) -> bool {
-        bool::from(given.ct_eq(&self.token))
+        self.token.matches(given)
     }
 
     fn bearer_ok(&self, header: Option<&str>) -> bool {
-        header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|t| self.token_is(t.as_bytes()))
+        header.is_some_and(|h| self.token.matches_bearer(h.as_bytes()))
     }
 }
 
@@ -143,7 +140,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
     let state = State {
         supervisor,
-        token: token.as_bytes().into(),
+        token: Token::new(token),
         heartbeat: options.heartbeat,
         hubs: follow::Hubs::default(),
     };

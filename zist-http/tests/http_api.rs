@@ -176,3 +176,20 @@ async fn api_v1_needs_the_bearer_token_and_maps_errors_to_statuses() {
         (404, serde_json::json!("not_found"))
     );
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let rig = Rig::new().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let header = format!("Authorization: {scheme} {TOKEN}\r\n");
+        let (status, _, body) = rig.raw_with("GET", "/api/v1/processes", &header).await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+        let (status, _, _) = rig.raw_with("GET", "/metrics", &header).await;
+        assert_eq!(status, 200, "{scheme} on /metrics");
+    }
+    let basic = format!("Authorization: Basic {TOKEN}\r\n");
+    assert_eq!(
+        rig.raw_with("GET", "/api/v1/processes", &basic).await.0,
+        401
+    );
+}

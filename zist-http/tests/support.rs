@@ -65,8 +65,14 @@ impl Rig {
         path: &str,
         bearer: Option<&str>,
     ) -> (u16, String, String) {
-        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
         let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        self.raw_with(method, path, &auth).await
+    }
+
+    /// (status, head, body) of a request with these header lines, bounded in time.
+    pub async fn raw_with(&self, method: &str, path: &str, headers: &str) -> (u16, String, String) {
+        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
+        let auth = headers.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
             stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -2,31 +2,35 @@
 //! the JSON-RPC 2.0 rules a library default gets wrong.
 //!
 //! Every HTTP request and WebSocket handshake without `Authorization: Bearer
-//! <token>` is answered 401 before any method runs; the token is compared in
-//! constant time and never logged. A POST body is read up to the size limit
-//! (a larger one is refused without being buffered), then:
+//! <token>` (the scheme in any case) is answered 401 before any method
+//! runs; the token is compared in constant time and never logged. A POST
+//! body is read up to the size limit (a larger one is refused without being
+//! buffered), then:
+//! - a body that is not JSON (invalid UTF-8 included) gets -32700, always
+//!   with HTTP 200 like every other JSON-RPC error;
 //! - well-formed JSON that is not a Request object gets -32600 (the
 //!   specification's "Invalid Request"; jsonrpsee would say -32700);
 //! - a notification, or a batch of notifications only, gets no body at all
 //!   (204), as the specification requires;
+//! - a request whose id is a number jsonrpsee cannot carry (`1.5`, `1.0`,
+//!   `1e3`) runs, and its answer echoes the id as sent;
 //! - everything else goes to jsonrpsee unchanged.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
 use jsonrpsee::core::BoxError;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
+use zist_core::Token;
 
 /// The gate as a tower layer, for `Server::builder().set_http_middleware`.
 #[derive(Clone)]
 pub struct BearerAuthLayer {
-    expected: Arc<[u8]>,
+    token: Token,
     max_body: usize,
     body_timeout: std::time::Duration,
 }
@@ -35,7 +39,7 @@ impl BearerAuthLayer {
     /// Accepts requests that carry `token`, with bodies of at most `max_body` bytes.
     pub fn new(token: &str, max_body: usize) -> Self {
         Self {
-            expected: format!("Bearer {token}").into_bytes().into(),
+            token: Token::new(token),
             max_body,
             body_timeout: std::time::Duration::from_secs(10),
         }
@@ -60,7 +64,7 @@ impl<S> Layer<S> for BearerAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth {
             inner,
-            expected: self.expected.clone(),
+            token: self.token.clone(),
             max_body: self.max_body,
             body_timeout: self.body_timeout,
         }
@@ -71,7 +75,7 @@ impl<S> Layer<S> for BearerAuthLayer {
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,
-    expected: Arc<[u8]>,
+    token: Token,
     max_body: usize,
     body_timeout: std::time::Duration,
 }
@@ -100,6 +104,13 @@ fn unauthorized() -> HttpResponse {
     response
 }
 
+fn parse_error() -> HttpResponse {
+    respond(
+        http::StatusCode::OK,
+        r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error: the body is not JSON (UTF-8)"},"id":null}"#,
+    )
+}
+
 fn invalid_request(id: Value) -> HttpResponse {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
@@ -117,20 +128,35 @@ fn invalid_request(id: Value) -> HttpResponse {
 /// What to do with a POST body.
 #[derive(Debug, PartialEq)]
 enum Verdict {
-    /// Let jsonrpsee answer it as it is (calls, and bodies that are not JSON).
+    /// Let jsonrpsee answer it as it is.
     Pass,
+    /// Not JSON: answer -32700.
+    Unparsable,
     /// Answer -32600 with this id.
     Invalid(Value),
-    /// It holds notifications, which jsonrpsee would not run: send this
-    /// body instead, where each has a private id, and drop their answers.
-    Notifications(Vec<u8>),
+    /// It holds requests jsonrpsee would not run (notifications, ids it
+    /// cannot carry): send `body` instead, where each has a private id, and
+    /// give their answers back the ids in `ids` (`None`: a notification,
+    /// whose answer is dropped).
+    Rewritten {
+        body: Vec<u8>,
+        ids: Vec<Option<Value>>,
+    },
 }
 
-/// Ids given to notifications so that they run; never a client's own.
-const NOTIFICATION_ID: &str = "\u{1}zist-notification-";
+/// Ids given to requests that jsonrpsee would not run; never a client's own.
+const PRIVATE_ID: &str = "\u{1}zist-id-";
 
 fn is_valid_id(id: &Value) -> bool {
     matches!(id, Value::Null | Value::String(_) | Value::Number(_))
+}
+
+/// Whether jsonrpsee carries this id itself (strings, null, integers).
+fn jsonrpsee_carries(id: &Value) -> bool {
+    match id {
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => true,
+    }
 }
 
 /// `Some(is_notification)` for a valid Request object, `None` otherwise.
@@ -145,63 +171,86 @@ fn request_shape(value: &Value) -> Option<bool> {
     valid.then(|| !object.contains_key("id"))
 }
 
-/// Gives every valid notification among `items` a private id; true if any.
-fn number_notifications<'a>(items: impl Iterator<Item = &'a mut Value>) -> bool {
-    let mut any = false;
-    for (n, item) in items.enumerate() {
-        if request_shape(item) == Some(true)
-            && let Some(object) = item.as_object_mut()
-        {
-            object.insert(
-                "id".to_owned(),
-                Value::String(format!("{NOTIFICATION_ID}{n}")),
-            );
-            any = true;
-        }
+/// Gives a private id to every valid request among `items` that jsonrpsee
+/// would not run, recording what its answer gets back.
+fn give_private_ids<'a>(items: impl Iterator<Item = &'a mut Value>, ids: &mut Vec<Option<Value>>) {
+    for item in items {
+        let Some(notification) = request_shape(item) else {
+            continue;
+        };
+        let Some(object) = item.as_object_mut() else {
+            continue;
+        };
+        let original = match object.get("id") {
+            None => None,
+            Some(id) if jsonrpsee_carries(id) => continue,
+            Some(id) => Some(id.clone()),
+        };
+        debug_assert_eq!(notification, original.is_none());
+        object.insert(
+            "id".to_owned(),
+            Value::String(format!("{PRIVATE_ID}{}", ids.len())),
+        );
+        ids.push(original);
     }
-    any
 }
 
 fn judge(body: &[u8]) -> Verdict {
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-        return Verdict::Pass; // jsonrpsee answers -32700
+        return Verdict::Unparsable;
     };
-    let rewritten = match &mut value {
+    let mut ids = Vec::new();
+    match &mut value {
         Value::Array(items) if items.is_empty() => return Verdict::Invalid(Value::Null),
-        Value::Array(items) => number_notifications(items.iter_mut()),
+        Value::Array(items) => give_private_ids(items.iter_mut(), &mut ids),
         Value::Object(object) => match request_shape(&Value::Object(object.clone())) {
             None => {
                 let id = object.get("id").filter(|id| is_valid_id(id)).cloned();
                 return Verdict::Invalid(id.unwrap_or(Value::Null));
             }
-            Some(false) => false,
-            Some(true) => number_notifications(std::iter::once(&mut value)),
+            Some(_) => give_private_ids(std::iter::once(&mut value), &mut ids),
         },
         _ => return Verdict::Invalid(Value::Null),
-    };
-    if rewritten {
-        Verdict::Notifications(value.to_string().into_bytes())
-    } else {
+    }
+    if ids.is_empty() {
         Verdict::Pass
+    } else {
+        Verdict::Rewritten {
+            body: value.to_string().into_bytes(),
+            ids,
+        }
     }
 }
 
-/// The answers to a rewritten body, without those to notifications; `None`
-/// when nothing is left to send.
-fn without_notification_answers(body: &[u8]) -> Option<Vec<u8>> {
-    let is_ours = |answer: &Value| {
-        answer
-            .get("id")
-            .and_then(Value::as_str)
-            .is_some_and(|id| id.starts_with(NOTIFICATION_ID))
+/// The answers to a rewritten body with the clients' ids back, without
+/// those to notifications; `None` when nothing is left to send.
+fn restore_ids(body: &[u8], ids: &[Option<Value>]) -> Option<Vec<u8>> {
+    // Some(None): a notification's answer; Some(Some(id)): the id to restore.
+    let private = |answer: &Value| {
+        let n: usize = answer
+            .get("id")?
+            .as_str()?
+            .strip_prefix(PRIVATE_ID)?
+            .parse()
+            .ok()?;
+        ids.get(n).cloned()
+    };
+    let restore = |mut answer: Value| match private(&answer) {
+        None => Some(answer),
+        Some(None) => None,
+        Some(Some(id)) => {
+            if let Some(object) = answer.as_object_mut() {
+                object.insert("id".to_owned(), id);
+            }
+            Some(answer)
+        }
     };
     match serde_json::from_slice::<Value>(body).ok()? {
         Value::Array(answers) => {
-            let kept: Vec<Value> = answers.into_iter().filter(|a| !is_ours(a)).collect();
+            let kept: Vec<Value> = answers.into_iter().filter_map(restore).collect();
             (!kept.is_empty()).then(|| Value::Array(kept).to_string().into_bytes())
         }
-        answer if is_ours(&answer) => None,
-        answer => Some(answer.to_string().into_bytes()),
+        answer => restore(answer).map(|a| a.to_string().into_bytes()),
     }
 }
 
@@ -227,9 +276,7 @@ where
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        // ct_eq is constant-time for slices of equal length; a wrong length
-        // only tells the length of "Bearer <token>", not its content.
-        if !bool::from(given.ct_eq(&self.expected)) {
+        if !self.token.matches_bearer(given) {
             return Box::pin(async { Ok(unauthorized()) });
         }
         // The ready service goes into the future; a fresh clone stays here.
@@ -264,19 +311,20 @@ where
                     ));
                 }
             };
-            let body = match judge(&bytes) {
+            let (body, ids) = match judge(&bytes) {
+                Verdict::Unparsable => return Ok(parse_error()),
                 Verdict::Invalid(id) => return Ok(invalid_request(id)),
                 Verdict::Pass => {
                     let request = HttpRequest::from_parts(parts, HttpBody::from(bytes.to_vec()));
                     return inner.call(request).await.map_err(Into::into);
                 }
-                Verdict::Notifications(body) => body,
+                Verdict::Rewritten { body, ids } => (body, ids),
             };
             let request = HttpRequest::from_parts(parts, HttpBody::from(body));
             let response = inner.call(request).await.map_err(Into::into)?;
             let (mut parts, body) = response.into_parts();
             let answers = body.collect().await?.to_bytes();
-            match without_notification_answers(&answers) {
+            match restore_ids(&answers, &ids) {
                 None => Ok(respond(http::StatusCode::NO_CONTENT, "")),
                 Some(kept) => {
                     parts.headers.remove(http::header::CONTENT_LENGTH);
@@ -295,24 +343,23 @@ mod tests {
     fn bodies_are_judged_by_the_specification() {
         let judge = |s: &str| judge(s.as_bytes());
         let rewritten = |s: &str| match judge(s) {
-            Verdict::Notifications(body) => serde_json::from_slice::<Value>(&body).unwrap(),
+            Verdict::Rewritten { body, ids } => {
+                (serde_json::from_slice::<Value>(&body).unwrap(), ids)
+            }
             other => panic!("{s}: {other:?}"),
         };
         assert_eq!(
             judge(r#"{"jsonrpc":"2.0","method":"a","id":1}"#),
             Verdict::Pass
         );
-        let one = rewritten(r#"{"jsonrpc":"2.0","method":"a"}"#);
-        assert!(one["id"].as_str().unwrap().starts_with(NOTIFICATION_ID));
-        let mixed =
+        let (one, ids) = rewritten(r#"{"jsonrpc":"2.0","method":"a"}"#);
+        assert!(one["id"].as_str().unwrap().starts_with(PRIVATE_ID));
+        assert_eq!(ids, [None]);
+        let (mixed, ids) =
             rewritten(r#"[{"jsonrpc":"2.0","method":"a","id":7},{"jsonrpc":"2.0","method":"b"}]"#);
         assert_eq!(mixed[0]["id"], 7);
-        assert!(
-            mixed[1]["id"]
-                .as_str()
-                .unwrap()
-                .starts_with(NOTIFICATION_ID)
-        );
+        assert!(mixed[1]["id"].as_str().unwrap().starts_with(PRIVATE_ID));
+        assert_eq!(ids, [None]);
         assert_eq!(judge(r#"{"foo":1}"#), Verdict::Invalid(Value::Null));
         assert_eq!(
             judge(r#"{"jsonrpc":"2.0","method":1,"id":"x"}"#),
@@ -332,18 +379,46 @@ mod tests {
             judge(r#"[{"jsonrpc":"2.0","method":"a","id":1},{"x":1}]"#),
             Verdict::Pass
         );
-        assert_eq!(judge(r#"{"jsonrpc":"2.0","#), Verdict::Pass);
+        assert_eq!(judge(r#"{"jsonrpc":"2.0","#), Verdict::Unparsable);
+        assert_eq!(judge("hello{{{"), Verdict::Unparsable);
+        assert_eq!(super::judge(b"{\"a\":\"\xff\"}"), Verdict::Unparsable);
+    }
+
+    #[test]
+    fn ids_jsonrpsee_cannot_carry_are_given_back() {
+        for id in ["1.5", "1.0", "1e3"] {
+            let body = format!(
+                r#"[{{"jsonrpc":"2.0","method":"a","id":{id}}},{{"jsonrpc":"2.0","method":"b"}}]"#
+            );
+            let Verdict::Rewritten { body, ids } = judge(body.as_bytes()) else {
+                panic!("{id} not rewritten");
+            };
+            let sent: Value = serde_json::from_slice(&body).unwrap();
+            let original: Value = serde_json::from_str(id).unwrap();
+            assert_eq!(ids, [Some(original.clone()), None]);
+            let answers = serde_json::json!([
+                {"jsonrpc":"2.0","result":1,"id":sent[0]["id"]},
+                {"jsonrpc":"2.0","result":2,"id":sent[1]["id"]},
+            ]);
+            let back: Value =
+                serde_json::from_slice(&restore_ids(answers.to_string().as_bytes(), &ids).unwrap())
+                    .unwrap();
+            assert_eq!(
+                back,
+                serde_json::json!([{"jsonrpc":"2.0","result":1,"id":original}])
+            );
+        }
     }
 
     #[test]
     fn answers_to_notifications_are_dropped() {
-        let ours = format!("{NOTIFICATION_ID}1");
+        let ours = format!("{PRIVATE_ID}0");
+        let ids = [None];
         let single = serde_json::json!({"jsonrpc":"2.0","result":true,"id":ours}).to_string();
-        assert_eq!(without_notification_answers(single.as_bytes()), None);
+        assert_eq!(restore_ids(single.as_bytes(), &ids), None);
         let batch = serde_json::json!([{"jsonrpc":"2.0","result":1,"id":7},{"jsonrpc":"2.0","result":2,"id":ours}]).to_string();
         let kept: Value =
-            serde_json::from_slice(&without_notification_answers(batch.as_bytes()).unwrap())
-                .unwrap();
+            serde_json::from_slice(&restore_ids(batch.as_bytes(), &ids).unwrap()).unwrap();
         assert_eq!(
             kept,
             serde_json::json!([{"jsonrpc":"2.0","result":1,"id":7}])

@@ -570,3 +570,115 @@ async fn a_batch_over_the_limit_is_refused_whole() {
         "an over-limit batch must be an error: {text}"
     );
 }
+
+/// A raw POST with any header lines and a body of any bytes: (status, body).
+fn post_bytes(addr: SocketAddr, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let rig = Rig::new().await;
+    let addr = rig.addr;
+    let status = r#"{"jsonrpc":"2.0","method":"daemon.status","id":1}"#;
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let headers = format!("Authorization: {scheme} {TOKEN}\r\n");
+        let (code, body) =
+            tokio::task::spawn_blocking(move || post_bytes(addr, &headers, status.as_bytes()))
+                .await
+                .unwrap();
+        assert_eq!(code, 200, "{scheme}: {body}");
+        assert!(json_of(&body)["result"]["pid"].is_u64(), "{scheme}: {body}");
+    }
+    let (code, _) = tokio::task::spawn_blocking(move || {
+        post_bytes(
+            addr,
+            &format!("Authorization: Basic {TOKEN}\r\n"),
+            status.as_bytes(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fractional_ids_run_and_are_echoed_and_garbage_is_a_parse_error() {
+    let rig = Rig::new().await;
+    rig.add("one", "sleep 300", false).await;
+    rig.add("two", "sleep 300", false).await;
+    let addr = rig.addr;
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let ask = |body: Vec<u8>| {
+        let auth = auth.clone();
+        tokio::task::spawn_blocking(move || post_bytes(addr, &auth, &body))
+    };
+    let (status, body) = ask(
+        br#"{"jsonrpc":"2.0","method":"process.start","params":{"name":"one"},"id":1.5}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    let answer = json_of(&body);
+    assert_eq!((status, answer["id"].clone()), (200, json!(1.5)), "{body}");
+    assert_eq!(answer["result"]["state"], "starting", "{body}");
+    assert_eq!(rig.sup.info("one").unwrap().state, ProcessState::Starting);
+    // In a batch, each element keeps its own id, and none vanishes.
+    let (_, body) = ask(
+        br#"[{"jsonrpc":"2.0","method":"process.start","params":{"name":"two"},"id":1e3},
+            {"jsonrpc":"2.0","method":"daemon.status","id":1.0},
+            {"jsonrpc":"2.0","method":"daemon.status","id":2}]"#
+            .to_vec(),
+    )
+    .await
+    .unwrap();
+    let answers = json_of(&body);
+    let ids: Vec<Value> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 3, "{body}");
+    for id in [json!(1000.0), json!(1.0), json!(2)] {
+        assert!(ids.contains(&id), "no answer with id {id}: {body}");
+    }
+    assert_eq!(rig.sup.info("two").unwrap().state, ProcessState::Starting);
+    // Invalid UTF-8 and every kind of garbage: -32700, always with status 200.
+    for garbage in [
+        b"{".to_vec(),
+        b"hello{{{".to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"daemon.status\",\"id\":\"\xff\"}".to_vec(),
+        vec![0xc3, 0x28],
+    ] {
+        let (status, body) = ask(garbage.clone()).await.unwrap();
+        let answer = json_of(&body);
+        assert_eq!(
+            (
+                status,
+                answer["error"]["code"].clone(),
+                answer["id"].clone()
+            ),
+            (200, json!(-32700), Value::Null),
+            "{:?}",
+            String::from_utf8_lossy(&garbage)
+        );
+    }
+}
