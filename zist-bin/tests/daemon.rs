@@ -684,3 +684,131 @@ fn zistcl_l_reads_port_and_token_from_the_local_config() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("is alive"), "{out:?}");
 }
+
+#[test]
+fn zistcl_reads_addresses_strictly_and_says_what_answered() {
+    let setup = Setup::new("");
+    let zistd = setup.start();
+    let port = zistd.rpc.rsplit_once(':').unwrap().1.to_owned();
+    // A bare port means this machine.
+    let out = zistcl(&[&port, TOKEN, "status"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // A host without a port, or a port that is not one: usage, exit 2, the form shown.
+    for bad in [
+        "localhost",
+        "127.0.0.1",
+        "127.0.0.1:",
+        "host:99999",
+        "a b:80",
+        "0",
+    ] {
+        let out = zistcl(&[bad, TOKEN, "status"], &[]);
+        assert_eq!(out.code, 2, "{bad}: {out:?}");
+        assert!(out.stderr.contains("HOST:PORT"), "{bad}: {out:?}");
+    }
+    // The wrong token: not authorised, from the HTTP status.
+    let out = zistcl(&[&zistd.rpc, "wrong-token", "status"], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("not authorised"), "{out:?}");
+    // The HTTP API's port answers, but it is not the JSON-RPC port.
+    let http = zistd.http.clone().unwrap();
+    let out = zistcl(&[&http, TOKEN, "status"], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("not zistd's JSON-RPC port") && !out.stderr.contains("is it running"),
+        "{out:?}"
+    );
+    // Nothing listening: is it running?
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = zistcl(&[&free, TOKEN, "status"], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("is it running"), "{out:?}");
+}
+
+/// A self-signed certificate for `names`, marked CA:TRUE as `openssl req
+/// -x509` makes it: (certificate PEM, key PEM).
+fn self_signed_ca(names: &[&str]) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn cacert_trusts_the_servers_own_self_signed_ca_certificate_and_says_why_not() {
+    let setup = Setup::new("");
+    let (cert, key) = self_signed_ca(&["127.0.0.1"]);
+    std::fs::write(setup.path("cert.pem"), cert).unwrap();
+    std::fs::write(setup.path("key.pem"), key).unwrap();
+    let (other, _) = self_signed_ca(&["127.0.0.1"]);
+    std::fs::write(setup.path("other.pem"), other).unwrap();
+    let (elsewhere, elsewhere_key) = self_signed_ca(&["example.com"]);
+    std::fs::write(setup.path("elsewhere.pem"), elsewhere).unwrap();
+    std::fs::write(setup.path("elsewhere-key.pem"), elsewhere_key).unwrap();
+    std::fs::write(
+        setup.conf(),
+        format!(
+            "Token = \"{TOKEN}\"\nRPCPort = 0\nHTTPPort = 0\nLogDir = \"logs\"\nProtocol = \"https\"\nCertFile = \"cert.pem\"\nKeyFile = \"key.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let zistd = setup.start();
+    let url = format!("https://{}", zistd.rpc);
+    let path = |f: &str| setup.path(f).to_str().unwrap().to_owned();
+    let out = zistcl(&["--cacert", &path("cert.pem"), &url, TOKEN, "status"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = zistcl(
+        &["--cacert", &path("other.pem"), &url, TOKEN, "status"],
+        &[],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("unknown issuer"), "{out:?}");
+    drop(zistd);
+    // A certificate made out to another name.
+    std::fs::write(
+        setup.conf(),
+        format!(
+            "Token = \"{TOKEN}\"\nRPCPort = 0\nHTTPPort = 0\nLogDir = \"logs\"\nProtocol = \"https\"\nCertFile = \"elsewhere.pem\"\nKeyFile = \"elsewhere-key.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let zistd = setup.start();
+    let url = format!("https://{}", zistd.rpc);
+    let out = zistcl(
+        &["--cacert", &path("elsewhere.pem"), &url, TOKEN, "status"],
+        &[],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("name mismatch"), "{out:?}");
+}
+
+#[test]
+fn check_reports_what_would_fail_at_start() {
+    let setup = Setup::new("");
+    let plain = setup.path("plain.sh");
+    std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
+    setup.write_config(&format!(
+        "{}{}",
+        program("plain", &plain, ""),
+        program(
+            "nowhere",
+            Path::new("/bin/sleep"),
+            "Workingdir = \"missing\""
+        )
+    ));
+    let out = Command::new(ZISTD)
+        .args(["check", "-c"])
+        .arg(setup.conf())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not executable"), "{stderr}");
+    assert!(stderr.contains("missing is not a folder"), "{stderr}");
+}

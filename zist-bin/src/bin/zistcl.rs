@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use jsonrpsee::core::client::{Error as ClientError, SubscriptionClientT};
-use jsonrpsee::http_client::HttpClientBuilder;
-use jsonrpsee::rpc_params;
+use std::sync::Arc;
+
+use jsonrpsee::core::client::Error as ClientError;
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::ws_client::WsClientBuilder;
 use serde::Serialize;
 use zist_core::{LogStream, ProcessInfo, ShutdownMode};
@@ -84,9 +85,45 @@ fn main() -> ExitCode {
 
 /// Where zistd is and its token.
 struct Target {
+    /// `HOST:PORT`.
     address: String,
     token: String,
     https: bool,
+}
+
+/// Reads `HOST:PORT`, `https://HOST:PORT` or a bare `PORT` (this machine).
+/// Anything else is a usage error: zistcl never guesses a host or a port.
+fn address(text: &str) -> Result<(String, bool), Failure> {
+    let https = text.starts_with("https://");
+    let bare = text
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let wrong = || {
+        Failure::Usage(format!(
+            "`{text}` is not HOST:PORT; write it like 127.0.0.1:9876 (or just the port, 9876, for this machine)"
+        ))
+    };
+    if let Ok(port) = bare.parse::<u16>() {
+        return match port {
+            0 => Err(wrong()),
+            port => Ok((format!("127.0.0.1:{port}"), https)),
+        };
+    }
+    let (host, port) = bare.rsplit_once(':').ok_or_else(wrong)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        }
+    };
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 && host_ok => Ok((format!("{host}:{port}"), https)),
+        _ => Err(wrong()),
+    }
 }
 
 fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
@@ -98,40 +135,30 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
                 e.0.first().map_or(String::new(), ToString::to_string)
             ))
         })?;
-        let token = config.daemon.token;
         let host = match config.daemon.bind {
             ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
             ip => ip,
         };
-        let address = std::net::SocketAddr::new(host, config.daemon.rpc_port).to_string();
-        let https = config.daemon.protocol == zist_core::Protocol::Https;
-        return Ok((
-            Target {
-                address,
-                token,
-                https,
-            },
-            cli.words.clone(),
-        ));
+        let target = Target {
+            address: std::net::SocketAddr::new(host, config.daemon.rpc_port).to_string(),
+            token: config.daemon.token,
+            https: config.daemon.protocol == zist_core::Protocol::Https,
+        };
+        return Ok((target, cli.words.clone()));
     }
-    let [address, token, command @ ..] = cli.words.as_slice() else {
+    let [address_text, token, command @ ..] = cli.words.as_slice() else {
         return Err(Failure::Usage(
             "usage: zistcl HOST:PORT TOKEN COMMAND (or zistcl -l COMMAND); see zistcl --help"
                 .to_owned(),
         ));
     };
+    let (address, https) = address(address_text)?;
     let token = if token == "-" {
         std::env::var("ZIST_TOKEN")
             .map_err(|_| Failure::Usage("TOKEN is `-` but ZIST_TOKEN is not set".to_owned()))?
     } else {
         token.clone()
     };
-    let https = address.starts_with("https://");
-    let address = address
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
     Ok((
         Target {
             address,
@@ -142,9 +169,78 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
     ))
 }
 
-/// With `--cacert`, a TLS client trusting that certificate; otherwise the
-/// system's roots (jsonrpsee's default). An untrusted certificate fails the
-/// connection (exit 3), never a downgrade.
+/// Trusts the certificates of `--cacert` as issuers, as the system's roots
+/// are, and also as the server's own certificate when it is one of them
+/// (a self-signed certificate made with `openssl req -x509` carries
+/// CA:TRUE, which a certificate check refuses for a server), as curl does.
+/// The validity period and the name are checked either way.
+#[derive(Debug)]
+struct CaCert {
+    roots: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CaCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .roots
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            // Validity is checked before the CA flag: reaching this means
+            // the certificate is in date, and only its CA:TRUE was refused.
+            Err(Error::InvalidCertificate(CertificateError::Other(_)))
+                if self
+                    .pinned
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            // A CA certificate presented by the server that is not one of
+            // ours: nothing we trust vouches for it.
+            Err(Error::InvalidCertificate(CertificateError::Other(_))) => {
+                Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.roots.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.roots.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.roots.supported_verify_schemes()
+    }
+}
+
+/// With `--cacert`, a TLS client trusting those certificates; otherwise
+/// the system's roots (jsonrpsee's default). An untrusted certificate fails
+/// the connection (exit 3), never a downgrade.
 fn client_tls(cli: &Cli, target: &Target) -> Result<Option<rustls::ClientConfig>, Failure> {
     let Some(path) = &cli.cacert else {
         return Ok(None);
@@ -156,20 +252,36 @@ fn client_tls(cli: &Cli, target: &Target) -> Result<Option<rustls::ClientConfig>
     }
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|c| c.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Failure::Usage(format!("cannot read --cacert {}: {e}", path.display())))?;
-    for cert in certs {
+    if certs.is_empty() {
+        return Err(Failure::Usage(format!(
+            "--cacert {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
         roots
-            .add(cert)
+            .add(cert.clone())
             .map_err(|e| Failure::Usage(format!("--cacert {}: {e}", path.display())))?;
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| Failure::Usage(format!("--cacert {}: {e}", path.display())))?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Failure::Usage(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CaCert {
+            roots: verifier,
+            pinned: certs,
+        }))
         .with_no_client_auth();
     Ok(Some(config))
 }
@@ -183,27 +295,160 @@ fn headers(token: &str) -> Result<http::HeaderMap, Failure> {
     Ok(headers)
 }
 
-/// Maps a client error to zistcl's exit codes.
-fn failure(address: &str, error: ClientError) -> Failure {
+/// What an HTTP status that is not a JSON-RPC answer means for zistcl.
+fn rejected(address: &str, status: u16) -> Failure {
+    match status {
+        401 => Failure::Connect(format!(
+            "not authorised by zistd at {address}: check the token"
+        )),
+        status => Failure::Connect(format!(
+            "something answered at {address} (HTTP {status}), but it is not zistd's JSON-RPC port; use RPCPort from conf.toml"
+        )),
+    }
+}
+
+/// Why a certificate was refused, for a person.
+fn certificate_problem(error: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
     match error {
-        ClientError::Call(e) => Failure::Refused(e.message().to_owned()),
-        other => {
-            let text = other.to_string();
-            if text.contains("401") {
-                Failure::Connect(format!(
-                    "not authorised by zistd at {address}: check the token"
-                ))
-            } else {
-                Failure::Connect(format!(
-                    "cannot reach zistd at {address} ({text}); is it running?"
-                ))
-            }
+        C::UnknownIssuer => {
+            "unknown issuer: it is not signed by a certificate you trust (give one with --cacert FILE)".to_owned()
         }
+        C::Expired | C::ExpiredContext { .. } => "it has expired".to_owned(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "name mismatch: it is not made out to the host you gave".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The first error of a type along an error's chain of sources (an I/O
+/// error is looked into: it carries what it wraps, not as its source).
+fn find_in_chain<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// Maps a client error to zistcl's exit codes, by what the error is.
+fn failure(address: &str, error: ClientError) -> Failure {
+    use jsonrpsee::client_transport::ws::WsHandshakeError;
+    use jsonrpsee::http_client::transport::Error as HttpError;
+    let transport = match &error {
+        ClientError::Call(e) => return Failure::Refused(e.message().to_owned()),
+        ClientError::ParseError(_) => {
+            return Failure::Connect(format!(
+                "something answered at {address}, but not in JSON-RPC: it is not zistd's JSON-RPC port; use RPCPort from conf.toml"
+            ));
+        }
+        ClientError::Transport(e) => e.as_ref() as &(dyn std::error::Error + 'static),
+        other => {
+            return Failure::Connect(format!("lost zistd at {address}: {other}"));
+        }
+    };
+    if let Some(HttpError::Rejected { status_code }) = find_in_chain::<HttpError>(transport) {
+        return rejected(address, *status_code);
+    }
+    if let Some(WsHandshakeError::Rejected { status_code }) =
+        find_in_chain::<WsHandshakeError>(transport)
+    {
+        return rejected(address, *status_code);
+    }
+    if let Some(rustls::Error::InvalidCertificate(problem)) =
+        find_in_chain::<rustls::Error>(transport)
+    {
+        return Failure::Connect(format!(
+            "the certificate of {address} was refused: {}",
+            certificate_problem(problem)
+        ));
+    }
+    Failure::Connect(format!(
+        "cannot reach zistd at {address} ({error}); is it running?"
+    ))
+}
+
+/// A command of SPEC §6.2, read from the words after TOKEN.
+enum Command<'a> {
+    Status,
+    List,
+    All(&'a str),
+    Log,
+    LogClear,
+    Reload,
+    Kill(ShutdownMode),
+    Follow(&'a str, LogStream),
+    Logs(&'a str, LogStream),
+    Stats(&'a str),
+    Act(&'a str, &'a str),
+}
+
+impl<'a> Command<'a> {
+    fn parse(words: &[&'a str]) -> Result<Self, Failure> {
+        let stream = |s: &str| match s {
+            "stderr" => LogStream::Stderr,
+            _ => LogStream::Stdout,
+        };
+        Ok(match *words {
+            ["status"] => Self::Status,
+            ["all"] => Self::List,
+            ["all", action @ ("start" | "stop" | "restart")] => Self::All(action),
+            ["log"] => Self::Log,
+            ["log", "clear"] => Self::LogClear,
+            ["reload"] => Self::Reload,
+            ["kill"] => Self::Kill(ShutdownMode::Detach),
+            ["kill", "all"] => Self::Kill(ShutdownMode::Stop),
+            [name, s @ ("stdout" | "stderr"), "-f"] => Self::Follow(name, stream(s)),
+            [name, s @ ("stdout" | "stderr")] => Self::Logs(name, stream(s)),
+            [name, "stats"] => Self::Stats(name),
+            [
+                name,
+                action @ ("status" | "start" | "stop" | "restart" | "detach"),
+            ] => Self::Act(name, action),
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "unknown command `{}`; see zistcl --help",
+                    words.join(" ")
+                )));
+            }
+        })
+    }
+}
+
+/// A connection to one zistd, and how to print.
+struct Session<'a> {
+    cli: &'a Cli,
+    target: Target,
+    client: HttpClient,
+}
+
+impl Session<'_> {
+    fn fail(&self) -> impl Fn(ClientError) -> Failure + '_ {
+        |e| failure(&self.target.address, e)
+    }
+
+    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce()) {
+        print(self.cli.json, value, human);
     }
 }
 
 async fn run(cli: Cli) -> Outcome {
-    let (target, command) = target(&cli)?;
+    let (target, words) = target(&cli)?;
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let command = Command::parse(&words)?;
     let mut builder = HttpClientBuilder::default()
         .set_headers(headers(&target.token)?)
         .request_timeout(Duration::from_secs(120));
@@ -214,128 +459,175 @@ async fn run(cli: Cli) -> Outcome {
     let client = builder
         .build(format!("{scheme}://{}", target.address))
         .map_err(|e| Failure::Usage(format!("bad address {}: {e}", target.address)))?;
-    let words: Vec<&str> = command.iter().map(String::as_str).collect();
-    let json = cli.json;
-    let fail = |e| failure(&target.address, e);
-    match words.as_slice() {
-        ["status"] => {
-            let status = client.daemon_status().await.map_err(fail)?;
-            print(json, &status, || {
-                println!(
-                    "zistd {} is alive: pid {}, up {}, {} programs",
-                    status.version,
-                    status.pid,
-                    uptime(status.uptime_secs),
-                    status.programs
-                )
-            });
-        }
-        ["all"] => {
-            let list = client.process_list().await.map_err(fail)?;
-            print(json, &list, || table(&list));
-        }
-        ["all", action @ ("start" | "stop" | "restart")] => {
-            let list = match *action {
-                "start" => client.process_start_all().await,
-                "stop" => client.process_stop_all().await,
-                _ => client.process_restart_all().await,
-            }
-            .map_err(fail)?;
-            print(json, &list, || table(&list));
-        }
-        ["log"] => {
-            let lines = client.daemon_log(Some(1000)).await.map_err(fail)?;
-            print(json, &lines, || lines.iter().for_each(|l| println!("{l}")));
-        }
-        ["log", "clear"] => {
-            let done = client.daemon_clear_log().await.map_err(fail)?;
-            print(json, &done, || println!("zistd's log cleared"));
-        }
-        ["reload"] => {
-            let report = client.daemon_reload().await.map_err(fail)?;
-            print(json, &report, || {
-                for (what, names) in [
-                    ("added", &report.added),
-                    ("removed", &report.removed),
-                    ("changed", &report.changed),
-                    ("unchanged", &report.unchanged),
-                ] {
-                    println!(
-                        "{what:<10} {}",
-                        if names.is_empty() {
-                            "-".to_owned()
-                        } else {
-                            names.join(" ")
-                        }
-                    );
-                }
-            });
-        }
-        ["kill"] | ["kill", "all"] => {
-            let mode = if words.len() == 2 {
-                ShutdownMode::Stop
+    let s = Session {
+        cli: &cli,
+        target,
+        client,
+    };
+    match command {
+        Command::Status => status(&s).await,
+        Command::List => list(&s).await,
+        Command::All(action) => all(&s, action).await,
+        Command::Log => log(&s).await,
+        Command::LogClear => log_clear(&s).await,
+        Command::Reload => reload(&s).await,
+        Command::Kill(mode) => kill(&s, mode).await,
+        Command::Follow(name, stream) => follow(&s, name, stream).await,
+        Command::Logs(name, stream) => logs(&s, name, stream).await,
+        Command::Stats(name) => stats(&s, name).await,
+        Command::Act(name, action) => act(&s, name, action).await,
+    }
+}
+
+/// `status`: is zistd alive.
+async fn status(s: &Session<'_>) -> Outcome {
+    let status = s.client.daemon_status().await.map_err(s.fail())?;
+    s.print(&status, || {
+        println!(
+            "zistd {} is alive: pid {}, up {}, {} programs",
+            status.version,
+            status.pid,
+            uptime(status.uptime_secs),
+            status.programs
+        )
+    });
+    Ok(())
+}
+
+/// `all`: every program, a table.
+async fn list(s: &Session<'_>) -> Outcome {
+    let list = s.client.process_list().await.map_err(s.fail())?;
+    s.print(&list, || table(&list));
+    Ok(())
+}
+
+/// `all start|stop|restart`.
+async fn all(s: &Session<'_>, action: &str) -> Outcome {
+    let list = match action {
+        "start" => s.client.process_start_all().await,
+        "stop" => s.client.process_stop_all().await,
+        _ => s.client.process_restart_all().await,
+    }
+    .map_err(s.fail())?;
+    s.print(&list, || table(&list));
+    Ok(())
+}
+
+/// `log`: zistd's own log.
+async fn log(s: &Session<'_>) -> Outcome {
+    let lines = s.client.daemon_log(Some(1000)).await.map_err(s.fail())?;
+    s.print(&lines, || lines.iter().for_each(|l| println!("{l}")));
+    Ok(())
+}
+
+/// `log clear`.
+async fn log_clear(s: &Session<'_>) -> Outcome {
+    let done = s.client.daemon_clear_log().await.map_err(s.fail())?;
+    s.print(&done, || println!("zistd's log cleared"));
+    Ok(())
+}
+
+/// `reload`: what changed.
+async fn reload(s: &Session<'_>) -> Outcome {
+    let report = s.client.daemon_reload().await.map_err(s.fail())?;
+    s.print(&report, || {
+        for (what, names) in [
+            ("added", &report.added),
+            ("removed", &report.removed),
+            ("changed", &report.changed),
+            ("unchanged", &report.unchanged),
+        ] {
+            let names = if names.is_empty() {
+                "-".to_owned()
             } else {
-                ShutdownMode::Detach
+                names.join(" ")
             };
-            let done = client.daemon_shutdown(mode).await.map_err(fail)?;
-            print(json, &done, || match mode {
-                ShutdownMode::Detach => println!("zistd exits; programs keep running"),
-                ShutdownMode::Stop => println!("zistd stops every program and exits"),
-            });
+            println!("{what:<10} {names}");
         }
-        [name, stream @ ("stdout" | "stderr"), "-f"] => {
-            let stream: LogStream = stream
-                .parse()
-                .map_err(|e: zist_core::ValueError| Failure::Usage(e.to_string()))?;
-            follow(&cli, &target, name, stream).await?;
-        }
-        [name, stream @ ("stdout" | "stderr")] => {
-            let stream: LogStream = stream
-                .parse()
-                .map_err(|e: zist_core::ValueError| Failure::Usage(e.to_string()))?;
-            let lines = client
-                .process_logs((*name).to_owned(), stream, Some(100))
-                .await
-                .map_err(fail)?;
-            print(json, &lines, || lines.iter().for_each(|l| println!("{l}")));
-        }
-        [name, "stats"] => {
-            let stats = client
-                .process_stats((*name).to_owned())
-                .await
-                .map_err(fail)?;
-            print(json, &stats, || {
-                println!(
-                    "{name}: cpu {:.1}%  memory {} ({:.2}%)",
-                    stats.cpu_percent,
-                    bytes(stats.memory_bytes),
-                    stats.memory_percent
-                )
-            });
-        }
-        [
-            name,
-            action @ ("status" | "start" | "stop" | "restart" | "detach"),
-        ] => {
-            let name = (*name).to_owned();
-            let info = match *action {
-                "status" => client.process_info(name).await,
-                "start" => client.process_start(name).await,
-                "stop" => client.process_stop(name).await,
-                "restart" => client.process_restart(name).await,
-                _ => client.process_detach(name).await,
-            }
-            .map_err(fail)?;
-            print(json, &info, || table(std::slice::from_ref(&info)));
-        }
-        _ => {
-            return Err(Failure::Usage(format!(
-                "unknown command `{}`; see zistcl --help",
-                command.join(" ")
-            )));
+    });
+    Ok(())
+}
+
+/// `kill` (programs keep running) and `kill all` (they are stopped).
+async fn kill(s: &Session<'_>, mode: ShutdownMode) -> Outcome {
+    let done = s.client.daemon_shutdown(mode).await.map_err(s.fail())?;
+    s.print(&done, || match mode {
+        ShutdownMode::Detach => println!("zistd exits; programs keep running"),
+        ShutdownMode::Stop => println!("zistd stops every program and exits"),
+    });
+    Ok(())
+}
+
+/// `NAME stdout|stderr`: the last lines.
+async fn logs(s: &Session<'_>, name: &str, stream: LogStream) -> Outcome {
+    let lines = s
+        .client
+        .process_logs(name.to_owned(), stream, Some(zist_core::DEFAULT_LINES))
+        .await
+        .map_err(s.fail())?;
+    s.print(&lines, || lines.iter().for_each(|l| println!("{l}")));
+    Ok(())
+}
+
+/// `NAME stats`.
+async fn stats(s: &Session<'_>, name: &str) -> Outcome {
+    let stats = s
+        .client
+        .process_stats(name.to_owned())
+        .await
+        .map_err(s.fail())?;
+    s.print(&stats, || {
+        println!(
+            "{name}: cpu {:.1}%  memory {} ({:.2}%)",
+            stats.cpu_percent,
+            bytes(stats.memory_bytes),
+            stats.memory_percent
+        )
+    });
+    Ok(())
+}
+
+/// `NAME status|start|stop|restart|detach`.
+async fn act(s: &Session<'_>, name: &str, action: &str) -> Outcome {
+    let name = name.to_owned();
+    let info = match action {
+        "status" => s.client.process_info(name).await,
+        "start" => s.client.process_start(name).await,
+        "stop" => s.client.process_stop(name).await,
+        "restart" => s.client.process_restart(name).await,
+        _ => s.client.process_detach(name).await,
+    }
+    .map_err(s.fail())?;
+    s.print(&info, || table(std::slice::from_ref(&info)));
+    Ok(())
+}
+
+/// `NAME stdout|stderr -f`: new lines until zistd or the program goes away, or Ctrl-C.
+async fn follow(s: &Session<'_>, name: &str, stream: LogStream) -> Outcome {
+    let target = &s.target;
+    let scheme = if target.https { "wss" } else { "ws" };
+    let mut builder = WsClientBuilder::default().set_headers(headers(&target.token)?);
+    if let Some(tls) = client_tls(s.cli, target)? {
+        builder = builder.with_custom_cert_store(tls);
+    }
+    let ws = builder
+        .build(format!("{scheme}://{}", target.address))
+        .await
+        .map_err(s.fail())?;
+    let mut lines = ws
+        .process_follow(name.to_owned(), stream)
+        .await
+        .map_err(s.fail())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            line = lines.next() => match line {
+                Some(Ok(line)) => println!("{line}"),
+                Some(Err(e)) => return Err(Failure::Connect(format!("the stream broke: {e}"))),
+                None => return Ok(()),
+            },
         }
     }
-    Ok(())
 }
 
 fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
@@ -390,36 +682,5 @@ fn table(list: &[ProcessInfo]) {
             up,
             info.restarts
         );
-    }
-}
-
-/// Prints a program's new lines until zistd or the program goes away, or Ctrl-C.
-async fn follow(cli: &Cli, target: &Target, name: &str, stream: LogStream) -> Outcome {
-    let scheme = if target.https { "wss" } else { "ws" };
-    let mut builder = WsClientBuilder::default().set_headers(headers(&target.token)?);
-    if let Some(tls) = client_tls(cli, target)? {
-        builder = builder.with_custom_cert_store(tls);
-    }
-    let ws = builder
-        .build(format!("{scheme}://{}", target.address))
-        .await
-        .map_err(|e| failure(&target.address, e))?;
-    let mut lines = ws
-        .subscribe::<String, _>(
-            "process.follow",
-            rpc_params![name, stream],
-            "process.unfollow",
-        )
-        .await
-        .map_err(|e| failure(&target.address, e))?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            line = lines.next() => match line {
-                Some(Ok(line)) => println!("{line}"),
-                Some(Err(e)) => return Err(Failure::Connect(format!("the stream broke: {e}"))),
-                None => return Ok(()),
-            },
-        }
     }
 }
