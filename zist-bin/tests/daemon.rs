@@ -70,7 +70,20 @@ struct Zistd {
 
 impl Zistd {
     fn start(conf: &Path) -> Self {
-        let mut child = Command::new(ZISTD)
+        Self::start_under(&[], conf)
+    }
+
+    /// Starts zistd under a wrapper command (`prlimit --nofile=64:64`, ...).
+    fn start_under(wrapper: &[&str], conf: &Path) -> Self {
+        let mut command = match wrapper {
+            [] => Command::new(ZISTD),
+            [first, rest @ ..] => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(ZISTD);
+                c
+            }
+        };
+        let mut child = command
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::piped())
@@ -811,4 +824,47 @@ fn check_reports_what_would_fail_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not executable"), "{stderr}");
     assert!(stderr.contains("missing is not a folder"), "{stderr}");
+}
+
+#[test]
+fn a_low_descriptor_limit_leaves_the_api_answering_and_says_why_programs_are_fatal() {
+    let programs: String = (0..40)
+        .map(|i| {
+            program(
+                &format!("p{i:02}"),
+                Path::new("/bin/sleep"),
+                "Args = \"300\"",
+            )
+        })
+        .collect();
+    let setup = Setup::new(&programs);
+    let mut zistd = Zistd::start_under(&["prlimit", "--nofile=64:64"], &setup.conf());
+    let list = zistd.list();
+    assert_eq!(list.len(), 40);
+    let fatal: Vec<&Value> = list.iter().filter(|i| i["state"] == "fatal").collect();
+    let running = list.iter().filter(|i| i["pid"].is_i64()).count();
+    assert!(
+        running > 0,
+        "nothing started under 64 descriptors: {list:?}"
+    );
+    assert!(
+        !fatal.is_empty(),
+        "40 programs cannot fit in 64 descriptors: {list:?}"
+    );
+    for info in &fatal {
+        let why = info["error"].as_str().unwrap_or_default();
+        assert!(why.contains("file descriptors"), "{info}");
+    }
+    // The API keeps answering, call after call.
+    for _ in 0..30 {
+        assert_eq!(zistd.cl(&["status"]).code, 0);
+    }
+    let log = zistd.cl(&["log"]).stdout;
+    assert!(log.contains("room for about"), "{log}");
+    assert!(
+        log.lines().filter(|l| l.contains("cannot accept")).count() <= 1,
+        "{log}"
+    );
+    // Stopping them all still works.
+    assert_eq!(zistd.cl(&["all", "stop"]).code, 0);
 }

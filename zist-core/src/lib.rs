@@ -18,7 +18,10 @@ pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol};
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{DEFAULT_LINES, LogHealth};
 pub use nix::sys::signal::Signal;
-pub use spawn::{SpawnError, SpawnStep, check_executable};
+pub use spawn::{
+    DESCRIPTORS_PER_PROGRAM, RESERVED_DESCRIPTORS, SpawnError, SpawnStep, check_executable,
+    descriptor_limit, program_room,
+};
 pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, ValueError, parse_signal};
 pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};

@@ -38,6 +38,27 @@ use crate::state::ExitKind;
 /// The `RLIMIT_NOFILE` zist started with, restored in every child.
 static ORIGINAL_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
 
+/// Descriptors a spawn leaves free for everything else zist does (API
+/// connections, log files, the stats sampler): a spawn that would eat into
+/// them is refused, so the APIs keep answering when the limit is reached.
+pub const RESERVED_DESCRIPTORS: u64 = 16;
+/// Descriptors zist holds per program at most: two output pipes, a pidfd
+/// and two log files.
+pub const DESCRIPTORS_PER_PROGRAM: u64 = 5;
+
+/// zist's open-file limit (the soft one, raised to the hard one at start).
+pub fn descriptor_limit() -> u64 {
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// About how many programs fit under the open-file limit, besides the
+/// descriptors this process holds now and the reserve.
+pub fn program_room() -> u64 {
+    raise_fd_limit();
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    descriptor_limit().saturating_sub(open + RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_PROGRAM
+}
+
 /// Raises this process's open-file soft limit to its hard limit, once.
 ///
 /// A supervisor holds a few descriptors per program; children get the
@@ -288,6 +309,14 @@ pub enum SpawnError {
         user: String,
         /// zist's own uid.
         uid: u32,
+    },
+    /// Too few descriptors are left under the open-file limit.
+    #[error(
+        "too few file descriptors are left under the open-file limit ({limit}); raise it (ulimit -n, LimitNOFILE=) or run fewer programs"
+    )]
+    Descriptors {
+        /// The limit.
+        limit: u64,
     },
     /// Setting up the child failed before it was created.
     #[error("cannot {what}: {source}")]
@@ -681,7 +710,12 @@ pub(crate) fn spawn(
     }
     let path = cstring("the executable path", exe.as_os_str().as_bytes())?;
 
-    let io_err = |what: &'static str, source: io::Error| SpawnError::Setup { what, source };
+    let io_err = |what: &'static str, source: io::Error| match source.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => SpawnError::Descriptors {
+            limit: descriptor_limit(),
+        },
+        _ => SpawnError::Setup { what, source },
+    };
     let own_stdin;
     let stdin = match spawn_slots() {
         Some(slots) => &slots.devnull,
@@ -693,6 +727,13 @@ pub(crate) fn spawn(
     };
     let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
+    // Descriptors are numbered lowest free first: the last one made shows
+    // how close the table is to the limit. The program will also hold a
+    // pidfd and two log files.
+    let limit = descriptor_limit();
+    if stderr_w.as_raw_fd() as u64 + 3 + RESERVED_DESCRIPTORS >= limit {
+        return Err(SpawnError::Descriptors { limit });
+    }
     let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;
     let stderr_w = above_stdio(stderr_w).map_err(|e| io_err("set up stderr", e))?;
 

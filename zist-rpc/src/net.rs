@@ -57,15 +57,22 @@ pub fn accept_loop<M, S, B, F, Fut>(
     tokio::spawn(async move {
         let stop = stopped();
         tokio::pin!(stop);
+        let mut trouble = AcceptTrouble::default();
         loop {
             let socket = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => socket,
+                    Ok((socket, _)) => {
+                        trouble.cleared();
+                        socket
+                    }
                     Err(e) => {
-                        // Out of descriptors, most likely: wait rather than spin.
-                        tracing::warn!("cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        // Out of descriptors, most likely: wait, longer each
+                        // time, rather than spin or fill the log.
+                        let pause = trouble.failed(&e);
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => continue,
+                            _ = &mut stop => break,
+                        }
                     }
                 },
                 _ = &mut stop => break,
@@ -141,6 +148,42 @@ pub fn accept_loop<M, S, B, F, Fut>(
             });
         }
     });
+}
+
+/// Failed accepts in a row: how long to wait, and when to say so.
+#[derive(Default)]
+struct AcceptTrouble {
+    in_a_row: u32,
+    unreported: u64,
+    last_report: Option<std::time::Instant>,
+}
+
+impl AcceptTrouble {
+    /// The first failure is reported at once, then at most one line a minute.
+    const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+    /// Counts a failed accept; returns the pause before the next one
+    /// (10 ms, doubling up to 1 s).
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        self.unreported += 1;
+        let due = self
+            .last_report
+            .is_none_or(|at| at.elapsed() >= Self::REPORT_EVERY);
+        if due {
+            tracing::warn!(
+                "cannot accept connections: {error} ({} failed accepts since the last report); retrying with backoff",
+                self.unreported
+            );
+            self.unreported = 0;
+            self.last_report = Some(std::time::Instant::now());
+        }
+        Duration::from_millis(10 << self.in_a_row.min(7)).min(Duration::from_secs(1))
+    }
+
+    fn cleared(&mut self) {
+        self.in_a_row = 0;
+    }
 }
 
 /// A connection's byte stream, plain or TLS.

@@ -280,6 +280,16 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    let room = zist_core::program_room();
+    let limit = zist_core::descriptor_limit();
+    if (config.programs.len() as u64) > room {
+        tracing::warn!(
+            "the open-file limit ({limit}) leaves room for about {room} programs, and the config has {}; the rest will be fatal until the limit is raised (ulimit -n, LimitNOFILE=)",
+            config.programs.len()
+        );
+    } else {
+        tracing::info!("open-file limit {limit}: room for about {room} programs");
+    }
     let bind = config.daemon.bind;
     let supervisor = Supervisor::from_config(&config).await;
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
