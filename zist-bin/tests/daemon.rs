@@ -839,6 +839,21 @@ fn a_low_descriptor_limit_leaves_the_api_answering_and_says_why_programs_are_fat
         .collect();
     let setup = Setup::new(&programs);
     let mut zistd = Zistd::start_under(&["prlimit", "--nofile=64:64"], &setup.conf());
+    // Wait until the programs that run have written (and so opened their
+    // log files).
+    let written = || {
+        std::fs::read_dir(setup.path("logs")).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+                .count()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written() == 0 {
+        assert!(Instant::now() < deadline, "no program wrote its lines");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let list = zistd.list();
     assert_eq!(list.len(), 40);
     let fatal: Vec<&Value> = list.iter().filter(|i| i["state"] == "fatal").collect();

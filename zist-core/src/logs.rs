@@ -393,6 +393,23 @@ impl RotatingFile {
         self.failed_at = Some(Instant::now());
     }
 
+    /// Opens the file now unless it is open, so a program holds its log
+    /// descriptors from its start. A failure is left for the first write
+    /// to retry and report.
+    pub(crate) fn open_now(&mut self) -> io::Result<()> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = open_append(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        self.failed_at = None;
+        Ok(())
+    }
+
     fn open(&mut self) -> bool {
         if self.failed_at.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
             return false;
@@ -545,6 +562,15 @@ impl SharedLog {
 
     pub(crate) fn append_handle(&self) -> io::Result<File> {
         self.lock().file.append_handle()
+    }
+
+    pub(crate) fn open_now(&self) -> io::Result<()> {
+        self.lock().file.open_now()
+    }
+
+    /// Closes the file (the next write opens it again).
+    pub(crate) fn close(&self) {
+        self.lock().file.file = None;
     }
 }
 

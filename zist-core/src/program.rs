@@ -370,32 +370,25 @@ impl Host for Os {
         if fresh {
             self.prepared = None;
         }
-        let prepared = match &self.prepared {
-            Some(p) => p.clone(),
-            None => {
-                let p = Arc::new(spawn::Prepared::new(&self.spec).inspect_err(|reason| {
-                    tracing::warn!(program = %self.spec.name, "{reason}");
-                })?);
-                self.prepared = Some(p.clone());
-                p
-            }
+        // The log files are opened before the spawn, so the descriptor
+        // check of the spawn counts them. Other failures are left to the
+        // pump, which reports them and retries.
+        let out_of_descriptors = || SpawnError::Descriptors {
+            limit: spawn::descriptor_limit(),
         };
-        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease).and_then(|s| {
-            let mut pumps = Vec::with_capacity(2);
-            for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
-                let rx = pipe::Receiver::from_owned_fd(fd).map_err(|source| SpawnError::Setup {
-                    what: "watch the output pipe",
-                    source,
-                })?;
-                let (handoff, handoff_rx) = oneshot::channel();
-                let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
-                pumps.push(Pump { handoff, task });
+        for log in &self.logs {
+            if let Err(e) = log.open_now()
+                && matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+            {
+                self.logs.iter().for_each(SharedLog::close);
+                return Err(out_of_descriptors());
             }
-            Ok(Child {
-                process: s.process,
-                pumps,
-            })
-        });
+        }
+        let spawned = self.spawn_child();
+        if let Err(SpawnError::Descriptors { .. }) = &spawned {
+            // A program that does not run holds no descriptor.
+            self.logs.iter().for_each(SharedLog::close);
+        }
         spawned.inspect_err(|reason| tracing::warn!(program = %self.spec.name, "{reason}"))
     }
 
@@ -475,6 +468,36 @@ impl Host for Os {
                 let _ = relay.wait().await;
             }
         });
+    }
+}
+
+impl Os {
+    /// Spawns the child and starts the pumps of its output.
+    fn spawn_child(&mut self) -> Result<Child, SpawnError> {
+        let prepared = match &self.prepared {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(spawn::Prepared::new(&self.spec)?);
+                self.prepared = Some(p.clone());
+                p
+            }
+        };
+        spawn::spawn(&self.spec, &prepared, &self.lease).and_then(|s| {
+            let mut pumps = Vec::with_capacity(2);
+            for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
+                let rx = pipe::Receiver::from_owned_fd(fd).map_err(|source| SpawnError::Setup {
+                    what: "watch the output pipe",
+                    source,
+                })?;
+                let (handoff, handoff_rx) = oneshot::channel();
+                let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
+                pumps.push(Pump { handoff, task });
+            }
+            Ok(Child {
+                process: s.process,
+                pumps,
+            })
+        })
     }
 }
 

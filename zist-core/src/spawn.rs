@@ -728,10 +728,10 @@ pub(crate) fn spawn(
     let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     // Descriptors are numbered lowest free first: the last one made shows
-    // how close the table is to the limit. The program will also hold a
-    // pidfd and two log files.
+    // how close the table is to the limit (the log files are open by now;
+    // a pidfd comes next).
     let limit = descriptor_limit();
-    if stderr_w.as_raw_fd() as u64 + 3 + RESERVED_DESCRIPTORS >= limit {
+    if stderr_w.as_raw_fd() as u64 + 1 + RESERVED_DESCRIPTORS >= limit {
         return Err(SpawnError::Descriptors { limit });
     }
     let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;
