@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
+use zist_core::testing::{eventually_blocking, request};
 
 const TOKEN: &str = "daemon-test-token-9f2c";
 const ZISTD: &str = env!("CARGO_BIN_EXE_zistd");
@@ -381,11 +382,9 @@ fn zistcl_drives_a_real_zistd() {
     let env = zistcl(&[&rpc, "-", "status"], &[("ZIST_TOKEN", TOKEN)]);
     assert_eq!(env.code, 0, "{env:?}");
     // Logs and follow.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !zistd.cl(&["ticker", "stdout"]).stdout.contains("tick 3") {
-        assert!(Instant::now() < deadline, "no ticks in the log");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(Duration::from_secs(10), "ticks in the log", || {
+        zistd.cl(&["ticker", "stdout"]).stdout.contains("tick 3")
+    });
     let stats = zistd.cl(&["--json", "ticker", "stats"]);
     let stats: Value = serde_json::from_str(&stats.stdout).unwrap();
     assert!(stats["memory_bytes"].as_u64().unwrap() > 0);
@@ -424,14 +423,11 @@ fn sighup_and_reload_apply_the_new_config() {
             + &program("two", Path::new("/bin/sleep"), "Args = \"301\"")),
     );
     kill(Pid::from_raw(zistd.child.id() as i32), Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while zistd.list().len() != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not add the new program"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(
+        Duration::from_secs(10),
+        "SIGHUP to add the new program",
+        || zistd.list().len() == 2,
+    );
     // `reload` reports the difference; a broken config changes nothing.
     setup.write_config(&program("two", Path::new("/bin/sleep"), "Args = \"301\""));
     let report = zistd.cl(&["--json", "reload"]);
@@ -498,8 +494,8 @@ fn the_daemon_log_is_readable_and_never_holds_the_token() {
         format!("/{TOKEN}/p/frobnicate"),
         format!("/{TOKEN}x/p/stdout"),
     ] {
-        let response = plain_get(&http, &path);
-        assert!(response.starts_with("HTTP/1.1 "), "{path}: {response}");
+        let response = request(http.parse().unwrap(), "GET", &path, "", b"");
+        assert!(response.is_ok(), "{path}: {response:?}");
     }
     kill(Pid::from_raw(zistd.child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
@@ -592,22 +588,6 @@ fn https_get(addr: &str, path: &str, cacert: &Path) -> (u16, String) {
     (status, body)
 }
 
-/// What a server says to a plain-HTTP `GET path` (bounded in time).
-fn plain_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut socket = std::net::TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let _ = write!(
-        socket,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut response = Vec::new();
-    let _ = socket.read_to_end(&mut response);
-    String::from_utf8_lossy(&response).into_owned()
-}
-
 #[test]
 fn https_serves_with_the_configured_certificate_and_refuses_untrusted_ones() {
     let setup = Setup::new("");
@@ -663,8 +643,8 @@ fn https_serves_with_the_configured_certificate_and_refuses_untrusted_ones() {
     assert_eq!(status, 200, "{body}");
     let list: Vec<Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(list[0]["name"], "p");
-    let plain = plain_get(&http, "/api/v1/processes");
-    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    let plain = request(http.parse().unwrap(), "GET", "/api/v1/processes", "", b"");
+    assert!(!plain.as_ref().is_ok_and(|r| r.status == 200), "{plain:?}");
     drop(zistd);
 
     // A missing certificate is a start-up error, never a fallback to http.
@@ -848,11 +828,11 @@ fn a_low_descriptor_limit_leaves_the_api_answering_and_says_why_programs_are_fat
                 .count()
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while written() == 0 {
-        assert!(Instant::now() < deadline, "no program wrote its lines");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(
+        Duration::from_secs(20),
+        "a program to write its lines",
+        || written() > 0,
+    );
     std::thread::sleep(Duration::from_millis(300));
     let list = zistd.list();
     assert_eq!(list.len(), 40);

@@ -5,12 +5,16 @@ pub mod config;
 mod error;
 mod lifecycle;
 pub mod logs;
+#[cfg(feature = "net")]
+pub mod net;
 mod program;
 mod spawn;
 pub mod spec;
 pub mod state;
 pub mod stats;
 mod supervisor;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod token;
 mod wire;
 

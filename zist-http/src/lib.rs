@@ -7,7 +7,7 @@
 //!
 //! - [`routes`] is a warp filter for mounting in your own server;
 //! - [`serve`] runs the server zistd runs, on zist-rpc's accept loop
-//!   ([`zist_rpc::net`]): connection cap, header timeout, TLS, and a write
+//!   ([`zist_core::net`]): connection cap, header timeout, TLS, and a write
 //!   timeout that drops a client which stops reading a stream.
 
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ pub struct HttpOptions {
     pub write_stall: Duration,
     /// How often an event stream with nothing to say sends a comment line.
     pub heartbeat: Duration,
-    /// Serve HTTPS with this config (see `zist_rpc::tls_config`).
+    /// Serve HTTPS with this config (see `zist_core::net::tls_config`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -173,7 +173,7 @@ pub async fn serve(
         stopped.await;
         let _ = stop.send(true);
     });
-    let limits = zist_rpc::net::Limits {
+    let limits = zist_core::net::Limits {
         max_connections: options.max_connections,
         request_timeout: options.request_timeout,
         // Event streams read nothing for hours; idle keep-alives end by
@@ -182,7 +182,7 @@ pub async fn serve(
         write_stall: Some(options.write_stall),
         tls: options.tls,
     };
-    zist_rpc::net::accept_loop(
+    zist_core::net::accept_loop(
         listener,
         limits,
         move || service.clone(),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zist_core::ProcessState;
+use zist_core::testing::eventually_async;
 
 use crate::support::{Rig, TOKEN};
 
@@ -48,18 +49,14 @@ async fn the_seed_routes_work_as_the_seed_had_them() {
             "{stats}"
         );
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually_async(Duration::from_secs(10), "app1's stdout", async || {
         let (status, lines) = rig
             .call("GET", &format!("/{TOKEN}/app1/stdout"), None)
             .await;
         assert_eq!(status, 200);
-        if lines == serde_json::json!(["hello"]) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{lines}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        lines == serde_json::json!(["hello"])
+    })
+    .await;
     // Web = false: 403 on stats, stdout, stderr; unknown pid 404.
     for route in ["stats", "stdout", "stderr"] {
         let (status, body) = rig
@@ -137,8 +134,7 @@ async fn api_v1_needs_the_bearer_token_and_maps_errors_to_statuses() {
         .await;
     assert_eq!(status, 200);
     assert!(stats["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually_async(Duration::from_secs(10), "svc's last line", async || {
         let (_, lines) = rig
             .call(
                 "GET",
@@ -146,12 +142,9 @@ async fn api_v1_needs_the_bearer_token_and_maps_errors_to_statuses() {
                 Some(TOKEN),
             )
             .await;
-        if lines == serde_json::json!(["two"]) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{lines}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        lines == serde_json::json!(["two"])
+    })
+    .await;
     assert_eq!(
         rig.call(
             "GET",

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use zist_core::LogStream;
+use zist_core::testing::eventually;
 use zist_http::HttpOptions;
 
 use crate::support::{Rig, Said, TOKEN};
@@ -36,11 +37,10 @@ async fn log_follow_sends_the_tail_then_every_new_line_with_heartbeats() {
     rig.add("quiet", "sleep 300", true).await;
     rig.add("hidden", "sleep 300", false).await;
     // Wait until the tail holds 5 lines.
-    let deadline = Instant::now() + LIMIT;
-    while rig.sup.logs("counter", LogStream::Stdout, 5).unwrap().len() < 5 {
-        assert!(Instant::now() < deadline, "the counter wrote nothing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(LIMIT, "the counter's first 5 lines", || {
+        rig.sup.logs("counter", LogStream::Stdout, 5).unwrap().len() >= 5
+    })
+    .await;
 
     let (head, mut sse) = rig
         .sse("/api/v1/processes/counter/logs/stdout?follow=true&lines=3")
@@ -253,11 +253,10 @@ async fn metrics_parse_as_prometheus_text_with_a_gauge_per_program() {
     let rig = Rig::new().await;
     rig.add("web", "sleep 300", true).await;
     rig.add("private", "sleep 300", false).await;
-    let deadline = Instant::now() + LIMIT;
-    while rig.sup.list().iter().any(|i| i.state.as_str() != "running") {
-        assert!(Instant::now() < deadline, "{:?}", rig.sup.list());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(LIMIT, "every program running", || {
+        rig.sup.list().iter().all(|i| i.state.as_str() == "running")
+    })
+    .await;
     assert_eq!(rig.raw("GET", "/metrics", None).await.0, 401);
     let (status, head, body) = rig.raw("GET", "/metrics", Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");

@@ -1,7 +1,6 @@
 //! A real server on 127.0.0.1 over a real supervisor, and raw HTTP calls to it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -71,21 +70,19 @@ impl Rig {
 
     /// (status, head, body) of a request with these header lines, bounded in time.
     pub async fn raw_with(&self, method: &str, path: &str, headers: &str) -> (u16, String, String) {
-        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
-        let auth = headers.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).unwrap();
-            let text = String::from_utf8_lossy(&response).into_owned();
-            let status = text[9..12].parse().unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-            (status, head.to_owned(), body.to_owned())
+        let (addr, method, path, headers) = (
+            self.addr,
+            method.to_owned(),
+            path.to_owned(),
+            headers.to_owned(),
+        );
+        let response = tokio::task::spawn_blocking(move || {
+            zist_core::testing::request(addr, &method, &path, &headers, b"")
         })
         .await
         .unwrap()
+        .expect("an HTTP answer");
+        (response.status, response.head, response.body)
     }
 
     /// (status, JSON body) of a request, bounded in time.

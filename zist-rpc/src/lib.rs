@@ -30,7 +30,6 @@ use zist_core::{
 };
 
 mod auth;
-pub mod net;
 
 pub use auth::BearerAuthLayer;
 
@@ -374,7 +373,7 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// A WebSocket that answers no ping for this long is closed.
     pub websocket_idle: Duration,
-    /// Serve HTTPS and WSS with this TLS config (see [`tls_config`]).
+    /// Serve HTTPS and WSS with this TLS config (see [`zist_core::net::tls_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -425,7 +424,7 @@ pub async fn serve(
         .to_service_builder();
     let methods: Methods = module.into();
     let (stop, handle) = stop_channel();
-    let limits = net::Limits {
+    let limits = zist_core::net::Limits {
         max_connections: options.max_connections as usize,
         request_timeout: options.request_timeout,
         // Nor may an open connection stay silent for long: an idle
@@ -439,33 +438,8 @@ pub async fn serve(
         let stop = stop.clone();
         move || services.clone().build(methods.clone(), stop.clone())
     };
-    net::accept_loop(listener, limits, make_service, move || {
+    zist_core::net::accept_loop(listener, limits, make_service, move || {
         stop.clone().shutdown()
     });
     Ok((bound, handle))
-}
-
-/// A TLS config from PEM files; the error says which file and what is wrong.
-pub fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
-    Ok(Arc::new(config))
 }

@@ -1,7 +1,6 @@
 //! The JSON-RPC server: auth, SPEC §4 conformance, methods, errors, subscriptions.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use jsonrpsee::rpc_params;
 use jsonrpsee::server::ServerHandle;
 use jsonrpsee::ws_client::WsClientBuilder;
 use serde_json::{Value, json};
+use zist_core::testing::request;
 use zist_core::{
     ProcessState, ProgramName, ProgramSpec, ShutdownMode, Supervisor, SupervisorOptions,
 };
@@ -89,30 +89,14 @@ impl Drop for Rig {
 
 /// A raw HTTP/1.1 POST: (status, body). Bounded in time.
 fn post(addr: SocketAddr, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
+    let response = post_bytes(addr, &auth, body.as_bytes());
     // Chunked bodies: keep only the JSON.
-    let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
-        (Some(a), Some(b)) if b >= a => body[a..=b].to_owned(),
+    let body = match (response.1.find(['{', '[']), response.1.rfind(['}', ']'])) {
+        (Some(a), Some(b)) if b >= a => response.1[a..=b].to_owned(),
         _ => String::new(),
     };
-    (status, body)
+    (response.0, body)
 }
 
 fn json_of(body: &str) -> Value {
@@ -331,25 +315,11 @@ async fn subscriptions_stream_events_and_lines_over_websocket() {
 
 /// A raw POST returning the status and the raw body (which may be empty).
 fn post_raw(addr: SocketAddr, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    post_bytes(
+        addr,
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+        body.as_bytes(),
     )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,19 +370,9 @@ async fn notifications_get_no_body_and_bad_ids_are_invalid_requests() {
         r#"{{"jsonrpc":"2.0","method":"daemon.status","params":["{}"],"id":1}}"#,
         "x".repeat(2 << 20)
     );
-    let (status, _) = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len());
-        stream.write_all(head.as_bytes()).unwrap();
-        let _ = stream.write_all(big.as_bytes());
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let response = String::from_utf8_lossy(&response).into_owned();
-        (response.get(9..12).unwrap_or("000").parse::<u16>().unwrap(), response)
-    })
-    .await
-    .unwrap();
+    let (status, _) = tokio::task::spawn_blocking(move || post_raw(addr, &big))
+        .await
+        .unwrap();
     assert_eq!(status, 413);
 }
 
@@ -573,25 +533,9 @@ async fn a_batch_over_the_limit_is_refused_whole() {
 
 /// A raw POST with any header lines and a body of any bytes: (status, body).
 fn post_bytes(addr: SocketAddr, headers: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let head = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
+    let headers = format!("Content-Type: application/json\r\n{headers}");
+    let response = request(addr, "POST", "/", &headers, body).expect("an HTTP answer");
+    (response.status, response.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,7 +253,7 @@ fn run(cli: Cli) -> ExitCode {
         .tls_files(cli.certfile.as_deref(), cli.keyfile.as_deref())
     {
         Ok(None) => None,
-        Ok(Some((cert, key))) => match zist_rpc::tls_config(&cert, &key) {
+        Ok(Some((cert, key))) => match zist_core::net::tls_config(&cert, &key) {
             Ok(tls) => Some(tls),
             Err(e) => return fail(&e),
         },

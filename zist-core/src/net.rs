@@ -1,8 +1,9 @@
 //! The accept loop zistd's servers share: connection cap, timeouts for
 //! silent, trickling and stalled clients, and TLS, around any hyper service.
 //!
-//! JSON-RPC ([`crate::serve`]) and the HTTP API (zist-http) both run on it,
-//! so a limit learned on one protects the other.
+//! JSON-RPC (zist-rpc) and the HTTP API (zist-http) both run on it, so a
+//! limit learned on one protects the other; it lives here, behind the `net`
+//! feature, so that both faces depend on zist-core alone.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -190,3 +191,28 @@ impl AcceptTrouble {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// A TLS config from PEM files; the error says which file and what is wrong.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    Ok(Arc::new(config))
+}
