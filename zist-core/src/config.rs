@@ -64,7 +64,7 @@ pub enum Protocol {
     Https,
 }
 
-/// The daemon file's own keys (SPEC §2.1), with relative paths resolved.
+/// The daemon file's own keys (docs/reference.md §2.1), with relative paths resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DaemonConfig {
     /// The daemon file itself.
@@ -197,7 +197,7 @@ impl Config {
     }
 }
 
-/// Parses one program file's text (the keys of SPEC §2.2, top level).
+/// Parses one program file's text (the keys of docs/reference.md §2.2, top level).
 ///
 /// `file` names it in errors and anchors relative paths; `log_dir` is where
 /// default log files go. Returns the spec and its warnings.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::RestartPolicy;
 
-/// Where a program is in its life (SPEC §3.1).
+/// Where a program is in its life (docs/reference.md §3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessState {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::ProgramName;
 use crate::state::ProcessState;
 
-/// What the API tells about one program (SPEC §3.3).
+/// What the API tells about one program (docs/reference.md §3.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// Its name.
@@ -102,7 +102,7 @@ pub enum Feed<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShutdownMode {
-    /// Stop every program (stop rules of SPEC §3.2).
+    /// Stop every program (stop rules of docs/reference.md §3.2).
     Stop,
     /// Detach every program: they keep running after the supervisor is gone.
     Detach,

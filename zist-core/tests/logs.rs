@@ -88,7 +88,7 @@ async fn output_without_newlines_keeps_memory_bounded() {
         "memory grew by {} MiB for 200 MB of output",
         grown >> 20
     );
-    // The tail keeps at least 1 MiB (SPEC §3.2), cut into 64 KiB pieces,
+    // The tail keeps at least 1 MiB (docs/reference.md §3.2), cut into 64 KiB pieces,
     // and at most one read (at most one piece) more: bounded.
     let tail = sup.logs("blob", LogStream::Stdout, 1000).unwrap();
     let held: usize = tail.iter().map(String::len).sum();

@@ -1,4 +1,4 @@
-//! API v1 (SPEC §5.2): JSON routes with a bearer token, and Server-Sent
+//! API v1 (docs/reference.md §5.2): JSON routes with a bearer token, and Server-Sent
 //! Events for log follow and state changes.
 //!
 //! Streams never buffer per client: a follower reads zist-core's shared ring

@@ -1,4 +1,4 @@
-//! zist's HTTP face over zist-core (SPEC §5): the seed's routes, API v1 with
+//! zist's HTTP face over zist-core (docs/reference.md §5): the seed's routes, API v1 with
 //! Server-Sent Events, `/metrics` and the web dashboard.
 //!
 //! Every handler parses its input, calls [`Supervisor`] methods and maps the
@@ -131,7 +131,7 @@ fn authorized(
         .map(|state: State, auth: Option<String>| state.bearer_ok(auth.as_deref()).then_some(state))
 }
 
-/// Every route of SPEC §5, for mounting in your own warp server. Whatever
+/// Every route of docs/reference.md §5, for mounting in your own warp server. Whatever
 /// none of them takes is rejected (warp's 404), so yours can follow.
 pub fn routes(
     supervisor: Supervisor,

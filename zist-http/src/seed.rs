@@ -1,4 +1,4 @@
-//! The seed's routes (SPEC §5.1), kept as the seed had them: token in the
+//! The seed's routes (docs/reference.md §5.1), kept as the seed had them: token in the
 //! path, `{pid}` the current pid or the name, GET or POST.
 
 use serde::Serialize;
@@ -9,7 +9,7 @@ use zist_core::{DEFAULT_LINES, LogStream, ProcessAction, ProcessInfo};
 
 use crate::{State, from_core, not_found, ok, unauthorized, with};
 
-/// The seed's list entry (SPEC §5.1), kept as the seed had it.
+/// The seed's list entry (docs/reference.md §5.1), kept as the seed had it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SeedProcess {
     /// Whether a process runs (starting, running, stopping or detached).

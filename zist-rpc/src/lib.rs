@@ -1,4 +1,4 @@
-//! zist's JSON-RPC 2.0 API (SPEC §4) over zist-core, on HTTP POST and WebSocket.
+//! zist's JSON-RPC 2.0 API (docs/reference.md §4) over zist-core, on HTTP POST and WebSocket.
 //!
 //! One trait, [`ZistApiServer`] / [`ZistApiClient`], generated from
 //! [`ZistApi`], is what the server implements and what zistcl calls, so
@@ -33,7 +33,7 @@ mod auth;
 
 pub use auth::BearerAuthLayer;
 
-/// The JSON-RPC API of SPEC §4. Params are by name (by position works too).
+/// The JSON-RPC API of docs/reference.md §4. Params are by name (by position works too).
 #[rpc(server, client)]
 pub trait ZistApi {
     /// zistd's version, pid, uptime and program count.

@@ -1,4 +1,4 @@
-//! The JSON-RPC server: auth, SPEC §4 conformance, methods, errors, subscriptions.
+//! The JSON-RPC server: auth, docs/reference.md §4 conformance, methods, errors, subscriptions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

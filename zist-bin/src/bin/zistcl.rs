@@ -1,4 +1,4 @@
-//! zistcl, the command-line client of zistd (SPEC §6.2).
+//! zistcl, the command-line client of zistd (docs/reference.md §6.2).
 //!
 //! Exit codes: 0 done, 1 the daemon refused, 2 usage error, 3 cannot
 //! connect or not authorised. Errors go to stderr as one line.
@@ -381,7 +381,7 @@ fn failure(address: &str, error: ClientError) -> Failure {
     ))
 }
 
-/// A command of SPEC §6.2, read from the words after TOKEN.
+/// A command of docs/reference.md §6.2, read from the words after TOKEN.
 enum Command<'a> {
     Status,
     List,

@@ -1,4 +1,4 @@
-//! zistd, the zist daemon: runs the programs of a config and serves the JSON-RPC API (SPEC §6.1).
+//! zistd, the zist daemon: runs the programs of a config and serves the JSON-RPC API (docs/reference.md §6.1).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -310,7 +310,7 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
             return fail(&format!("cannot listen for JSON-RPC on {rpc_addr}: {e}"));
         }
     };
-    // The HTTP API (SPEC §5) when Web = true, over the same protocol.
+    // The HTTP API (docs/reference.md §5) when Web = true, over the same protocol.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_bound = if config.daemon.web {
         let http_addr = SocketAddr::new(bind, config.daemon.http_port);
@@ -334,7 +334,7 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
     tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
     {
         let mut out = std::io::stdout().lock();
-        // The keys in SPEC §6.1's order; `http` is null without the HTTP API.
+        // The keys in docs/reference.md §6.1's order; `http` is null without the HTTP API.
         let http = http_bound.map_or(serde_json::Value::Null, |a| {
             serde_json::Value::String(a.to_string())
         });
