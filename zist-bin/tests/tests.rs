@@ -1,1 +1,3 @@
+//! Tests of zistd and zistcl as users run them.
+
 mod daemon;

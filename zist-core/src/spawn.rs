@@ -13,6 +13,10 @@
 //! and with every other descriptor marked close-on-exec, so no socket or pipe
 //! of the supervisor leaks into it.
 
+// The one module of zist with unsafe code: spawning a child between
+// clone and exec, and the pidfd it returns. Each block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
