@@ -742,6 +742,17 @@ impl DaemonConfig {
         self.daemon_log = daemon_log.unwrap_or_else(|| self.log_dir.join("zistd.log"));
     }
 
+    /// Where the JSON-RPC server listens.
+    pub fn rpc_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.bind, self.rpc_port)
+    }
+
+    /// Where the HTTP API listens; `None` when `Web = false` (not served).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.web
+            .then(|| std::net::SocketAddr::new(self.bind, self.http_port))
+    }
+
     /// The certificate and key files for https: the flags given to zistd,
     /// else CertFile and KeyFile. `None` for plain http. The error says
     /// what is missing.

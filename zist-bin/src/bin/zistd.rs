@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -290,14 +289,13 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
     } else {
         tracing::info!("open-file limit {limit}: room for about {room} programs");
     }
-    let bind = config.daemon.bind;
     let supervisor = Supervisor::from_config(&config).await;
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon { log, exit: exit_tx });
     // The token only ever goes to the server's gate; it is never logged.
     let token = config.daemon.token.clone();
     let module = rpc_module(supervisor.clone(), daemon);
-    let rpc_addr = SocketAddr::new(bind, config.daemon.rpc_port);
+    let rpc_addr = config.daemon.rpc_addr();
     let http_tls = tls.clone();
     let options = ServeOptions {
         tls,
@@ -312,8 +310,7 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
     };
     // The HTTP API (docs/reference.md §5) when Web = true, over the same protocol.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_bound = if config.daemon.web {
-        let http_addr = SocketAddr::new(bind, config.daemon.http_port);
+    let http_bound = if let Some(http_addr) = config.daemon.http_addr() {
         let stopped = async {
             let _ = http_stopped.await;
         };
