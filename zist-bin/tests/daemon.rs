@@ -745,14 +745,12 @@ fn cacert_trusts_the_servers_own_self_signed_ca_certificate_and_says_why_not() {
     let (elsewhere, elsewhere_key) = self_signed_ca(&["example.com"]);
     std::fs::write(setup.path("elsewhere.pem"), elsewhere).unwrap();
     std::fs::write(setup.path("elsewhere-key.pem"), elsewhere_key).unwrap();
-    std::fs::write(
-        setup.conf(),
-        format!(
-            "Token = \"{TOKEN}\"\nRPCPort = 0\nHTTPPort = 0\nLogDir = \"logs\"\nProtocol = \"https\"\nCertFile = \"cert.pem\"\nKeyFile = \"key.pem\"\n"
-        ),
-    )
-    .unwrap();
-    let zistd = setup.start();
+    let serve_with = |cert: &str, key: &str| {
+        let tls = format!("Protocol = \"https\"\nCertFile = \"{cert}\"\nKeyFile = \"{key}\"\n");
+        setup.write_config(&tls);
+        setup.start()
+    };
+    let zistd = serve_with("cert.pem", "key.pem");
     let url = format!("https://{}", zistd.rpc);
     let path = |f: &str| setup.path(f).to_str().unwrap().to_owned();
     let out = zistcl(&["--cacert", &path("cert.pem"), &url, TOKEN, "status"], &[]);
@@ -765,14 +763,7 @@ fn cacert_trusts_the_servers_own_self_signed_ca_certificate_and_says_why_not() {
     assert!(out.stderr.contains("unknown issuer"), "{out:?}");
     drop(zistd);
     // A certificate made out to another name.
-    std::fs::write(
-        setup.conf(),
-        format!(
-            "Token = \"{TOKEN}\"\nRPCPort = 0\nHTTPPort = 0\nLogDir = \"logs\"\nProtocol = \"https\"\nCertFile = \"elsewhere.pem\"\nKeyFile = \"elsewhere-key.pem\"\n"
-        ),
-    )
-    .unwrap();
-    let zistd = setup.start();
+    let zistd = serve_with("elsewhere.pem", "elsewhere-key.pem");
     let url = format!("https://{}", zistd.rpc);
     let out = zistcl(
         &["--cacert", &path("elsewhere.pem"), &url, TOKEN, "status"],

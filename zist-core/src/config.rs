@@ -121,7 +121,8 @@ const DAEMON_KEYS: &[&str] = &[
     "Program",
 ];
 
-const PROGRAM_KEYS: &[&str] = &[
+/// Every key of a program (reference §2.2), in their canonical spelling.
+pub const PROGRAM_KEYS: &[&str] = &[
     "Name",
     "Path",
     "Args",
@@ -594,16 +595,7 @@ fn want_duration(
             kind_of(other)
         )),
     };
-    let checked = parsed.and_then(|d| {
-        if d <= MAX_DURATION {
-            Ok(d)
-        } else {
-            Err("it is out of range; use 0s to 24h".to_owned())
-        }
-    });
-    checked
-        .map_err(|e| issues.error(at, format!("`{key}`: {e}")))
-        .ok()
+    within(key, parsed, MAX_DURATION, "0s to 24h", at, issues)
 }
 
 fn want_size(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option<u64> {
@@ -617,11 +609,31 @@ fn want_size(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option<
             kind_of(other)
         )),
     };
-    let checked = parsed.and_then(|n| {
-        if n <= MAX_SIZE {
-            Ok(n)
+    within(
+        key,
+        parsed,
+        MAX_SIZE,
+        "0 (never rotate) to 1TiB",
+        at,
+        issues,
+    )
+}
+
+/// A value read for `key`, reported (with its range) when it did not read
+/// or passes `max`.
+fn within<T: PartialOrd>(
+    key: &str,
+    parsed: Result<T, String>,
+    max: T,
+    range: &str,
+    at: &Located,
+    issues: &mut Issues,
+) -> Option<T> {
+    let checked = parsed.and_then(|v| {
+        if v <= max {
+            Ok(v)
         } else {
-            Err("it is out of range; use 0 (never rotate) to 1TiB".to_owned())
+            Err(format!("it is out of range; use {range}"))
         }
     });
     checked

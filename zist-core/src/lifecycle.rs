@@ -534,6 +534,19 @@ mod tests {
         }
     }
 
+    /// A process running since the clock's origin.
+    fn running(c: &Clock, pid: i32) -> Lifecycle<Kid> {
+        Lifecycle::Running {
+            child: Kid(pid),
+            since: c.instant(Duration::ZERO),
+        }
+    }
+
+    /// The main process ended.
+    fn ended(exit: ExitKind, stop_sent: bool) -> Event<Kid> {
+        Event::Exited { exit, stop_sent }
+    }
+
     /// Every state, built at T0 (live ones with pid 7, spawned at 0).
     fn state(name: &str, c: &Clock) -> Lifecycle<Kid> {
         let since = c.instant(Duration::ZERO);
@@ -788,10 +801,7 @@ mod tests {
         let (s, _) = step(Lifecycle::Stopped, &mut h, Event::Start, &r, c.at(T0));
         let (s, _) = step(s, &mut h, Event::Spawned(Kid(1)), &r, c.at(T0));
         assert_eq!(h.restarts, 0);
-        let crash = Event::Exited {
-            exit: ExitKind::Code(3),
-            stop_sent: false,
-        };
+        let crash = ended(ExitKind::Code(3), false);
         let later = T0 + Duration::from_secs(5);
         let (s, effects) = step(s, &mut h, crash, &r, c.at(later));
         assert_eq!(words(&effects), "reap 1");
@@ -823,10 +833,7 @@ mod tests {
         let mut t = T0;
         for pid in 2.. {
             t += Duration::from_millis(10);
-            let crash = Event::Exited {
-                exit: ExitKind::Code(1),
-                stop_sent: false,
-            };
+            let crash = ended(ExitKind::Code(1), false);
             let (next, _) = step(s, &mut h, crash, &r, c.at(t));
             match next {
                 Lifecycle::Backoff { until } => {
@@ -867,14 +874,8 @@ mod tests {
             (RestartPolicy::Always, clean, ProcessState::Backoff),
         ] {
             let mut h = History::default();
-            let running = Lifecycle::Running {
-                child: Kid(1),
-                since: c.instant(Duration::ZERO),
-            };
-            let crash = Event::Exited {
-                exit,
-                stop_sent: false,
-            };
+            let running = running(&c, 1);
+            let crash = ended(exit, false);
             let (s, _) = step(running, &mut h, crash, &rules(policy), c.at(T0));
             assert_eq!(s.state(), to, "{policy:?} after {exit:?}");
         }
@@ -885,20 +886,14 @@ mod tests {
         let c = Clock::new();
         let r = rules(RestartPolicy::Always);
         let mut h = History::default();
-        let running = Lifecycle::Running {
-            child: Kid(4),
-            since: c.instant(Duration::ZERO),
-        };
+        let running = running(&c, 4);
         let (s, _) = step(running, &mut h, Event::Stop, &r, c.at(T0));
         let (at, due) = s.timer(&r.restart).expect("a kill timer");
         assert_eq!(at, c.instant(T0 + r.stop_timeout));
         let (s, effects) = step(s, &mut h, due, &r, c.at(T0 + r.stop_timeout));
         assert_eq!(words(&effects), "kill");
         assert!(s.timer(&r.restart).is_none());
-        let killed = Event::Exited {
-            exit: ExitKind::Signal(9),
-            stop_sent: true,
-        };
+        let killed = ended(ExitKind::Signal(9), true);
         let (s, effects) = step(s, &mut h, killed, &r, c.at(T0 + r.stop_timeout));
         assert_eq!(words(&effects), "reap 4, ok");
         assert_eq!(
@@ -915,16 +910,10 @@ mod tests {
             failures: 2,
             ..History::default()
         };
-        let running = Lifecycle::Running {
-            child: Kid(4),
-            since: c.instant(Duration::ZERO),
-        };
+        let running = running(&c, 4);
         let (s, _) = step(running, &mut h, Event::Restart, &r, c.at(T0));
         assert_eq!(h.failures, 0);
-        let exit = Event::Exited {
-            exit: ExitKind::Signal(15),
-            stop_sent: true,
-        };
+        let exit = ended(ExitKind::Signal(15), true);
         let (s, effects) = step(s, &mut h, exit, &r, c.at(T0));
         assert_eq!(
             (s.state(), words(&effects)),
@@ -955,10 +944,7 @@ mod tests {
             &r,
             c.at(T0),
         );
-        let exit = Event::Exited {
-            exit: ExitKind::Signal(9),
-            stop_sent: true,
-        };
+        let exit = ended(ExitKind::Signal(9), true);
         let (_, effects) = step(s, &mut h, exit, &r, c.at(T0));
         assert_eq!(words(&effects), "reap 4, ok, end");
     }
@@ -968,10 +954,7 @@ mod tests {
         let c = Clock::new();
         let r = rules(RestartPolicy::Always);
         let mut h = History::default();
-        let running = Lifecycle::Running {
-            child: Kid(4),
-            since: c.instant(Duration::ZERO),
-        };
+        let running = running(&c, 4);
         let refused = Event::DetachRefused {
             reason: "no cat".into(),
             ending: true,

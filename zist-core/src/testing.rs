@@ -161,17 +161,7 @@ impl std::ops::Deref for Sup {
 
 /// Polls `check` until it is true; panics naming `what` once `limit` passes.
 pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_async(limit, what, async || check()).await;
 }
 
 /// [`eventually`] with a check that awaits (an API call, say).

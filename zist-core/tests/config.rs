@@ -445,27 +445,6 @@ impl Rng {
     }
 }
 
-const PROGRAM_KEYS: [&str; 18] = [
-    "Name",
-    "Path",
-    "Args",
-    "Workingdir",
-    "Env",
-    "Autostart",
-    "Restart",
-    "StartSecs",
-    "MaxRestarts",
-    "RestartDelay",
-    "StopSignal",
-    "StopTimeout",
-    "User",
-    "Logfile",
-    "ErrLogfile",
-    "LogMaxBytes",
-    "LogBackups",
-    "Web",
-];
-
 /// Values at and past every edge, as TOML text.
 const EXTREMES: [&str; 30] = [
     "0",
@@ -514,7 +493,7 @@ async fn random_and_extreme_values_never_panic_the_loader_or_process_add() {
         json.insert("Path".into(), "/bin/sleep".into());
         json.insert("Autostart".into(), false.into());
         for _ in 0..1 + rng.next() % 4 {
-            let key = *rng.pick(&PROGRAM_KEYS);
+            let key = *rng.pick(zist_core::config::PROGRAM_KEYS);
             let value = *rng.pick(&EXTREMES);
             if !["Name", "Path", "Autostart"].contains(&key) {
                 text.push_str(&format!("{key} = {value}\n"));
@@ -533,7 +512,7 @@ async fn random_and_extreme_values_never_panic_the_loader_or_process_add() {
         }
     }
     // Every key with every extreme value, one at a time.
-    for key in PROGRAM_KEYS {
+    for &key in zist_core::config::PROGRAM_KEYS {
         for value in EXTREMES {
             let file = with_program(&dir, &format!("{key} = {value}"));
             let _ = Config::load(&file);
