@@ -281,6 +281,9 @@ pub enum SpawnError {
     /// The file has no execute permission.
     #[error("{} is not executable; run chmod +x on it", .0.display())]
     NotExecutable(PathBuf),
+    /// The file starts neither with `#!` nor as an ELF binary.
+    #[error("{} is not a program the kernel can run: it has no #! line and is not ELF", .0.display())]
+    NotAProgram(PathBuf),
     /// The file could not be looked at.
     #[error("cannot look at {}: {source}", .path.display())]
     Inspect {
@@ -368,8 +371,27 @@ pub(crate) fn resolve_executable(
 }
 
 /// Whether the spec's executable can be run now; the error says why not.
+/// Beyond what a spawn checks, the file must start as a program the kernel
+/// runs (`#!` or ELF), or exec would fail with "Exec format error".
 pub fn check_executable(path: &Path, env: &BTreeMap<String, String>) -> Result<(), SpawnError> {
-    resolve_executable(path, env).map(|_| ())
+    let exe = resolve_executable(path, env)?;
+    let mut magic = [0u8; 4];
+    let read = File::open(&exe).and_then(|mut f| {
+        let mut n = 0;
+        while n < magic.len() {
+            match io::Read::read(&mut f, &mut magic[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    });
+    match read {
+        Ok(n) if magic[..n].starts_with(b"#!") || magic[..n] == *b"\x7fELF" => Ok(()),
+        // Unreadable (execute-only, say): exec may still work.
+        Err(_) => Ok(()),
+        Ok(_) => Err(SpawnError::NotAProgram(exe)),
+    }
 }
 
 fn check_file(path: &Path) -> Result<(), SpawnError> {

@@ -352,14 +352,18 @@ fn a_daemon_file_without_a_token_or_with_a_bad_bind_is_refused() {
 fn what_would_fail_at_start_is_a_warning_at_load() {
     let dir = Dir::new();
     let plain = dir.write("bin/plain", "#!/bin/sh\nexit 0\n");
+    let noshebang = dir.script("bin/noshebang", "");
+    std::fs::write(&noshebang, "echo no interpreter line\n").unwrap();
     let file = dir.write(
         "conf.toml",
         &format!(
             "Token = \"t\"\n[[Program]]\nName = \"plain\"\nPath = \"{}\"\n\
              [[Program]]\nName = \"nowhere\"\nPath = \"/bin/sleep\"\nWorkingdir = \"missing\"\n\
              [[Program]]\nName = \"ghost\"\nPath = \"/bin/sleep\"\nUser = \"nosuchuser-zist\"\n\
-             [[Program]]\nName = \"root\"\nPath = \"/bin/sleep\"\nUser = \"0\"\n",
-            plain.display()
+             [[Program]]\nName = \"root\"\nPath = \"/bin/sleep\"\nUser = \"0\"\n\
+             [[Program]]\nName = \"text\"\nPath = \"{}\"\n",
+            plain.display(),
+            noshebang.display()
         ),
     );
     let config = Config::load(&file).unwrap();
@@ -377,7 +381,11 @@ fn what_would_fail_at_start_is_a_warning_at_load() {
         text.contains("conf.toml:12:") && text.contains("nosuchuser-zist"),
         "{text}"
     );
-    assert_eq!(warnings.len(), 3, "a numeric uid is a user: {text}");
+    assert!(
+        text.contains("conf.toml:19:") && text.contains("no #! line"),
+        "{text}"
+    );
+    assert_eq!(warnings.len(), 4, "a numeric uid is a user: {text}");
 }
 
 #[tokio::test]
