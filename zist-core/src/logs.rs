@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -306,6 +307,17 @@ pub struct RotatingFile {
     size: u64,
     failed_at: Option<Instant>,
     health: LogHealth,
+    /// Counted in [`unopened_files`]: a live program will open this file.
+    counted: bool,
+}
+
+/// Log files of live programs not opened yet (they open on first write).
+static UNOPENED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log files live programs may still open: descriptors a spawn
+/// must leave free besides its own.
+pub(crate) fn unopened_files() -> u64 {
+    UNOPENED.load(Ordering::Relaxed)
 }
 
 impl RotatingFile {
@@ -319,6 +331,7 @@ impl RotatingFile {
             size: 0,
             failed_at: None,
             health: LogHealth::default(),
+            counted: false,
         }
     }
 
@@ -393,21 +406,10 @@ impl RotatingFile {
         self.failed_at = Some(Instant::now());
     }
 
-    /// Opens the file now unless it is open, so a program holds its log
-    /// descriptors from its start. A failure is left for the first write
-    /// to retry and report.
-    pub(crate) fn open_now(&mut self) -> io::Result<()> {
-        if self.file.is_some() {
-            return Ok(());
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            UNOPENED.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = open_append(&self.path)?;
-        self.size = file.metadata()?.len();
-        self.file = Some(file);
-        self.failed_at = None;
-        Ok(())
     }
 
     fn open(&mut self) -> bool {
@@ -422,6 +424,7 @@ impl RotatingFile {
             .and_then(|f| f.metadata().map(|m| (f, m.len())));
         match opened {
             Ok((f, len)) => {
+                self.uncount();
                 self.file = Some(f);
                 self.size = len;
                 self.failed_at = None;
@@ -564,13 +567,20 @@ impl SharedLog {
         self.lock().file.append_handle()
     }
 
-    pub(crate) fn open_now(&self) -> io::Result<()> {
-        self.lock().file.open_now()
+    /// Counts this stream's file as one a live program will open (see
+    /// [`unopened_files`]), unless it is open already.
+    pub(crate) fn expect_open(&self) {
+        let mut log = self.lock();
+        if log.file.file.is_none() && !log.file.counted {
+            log.file.counted = true;
+            UNOPENED.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Closes the file (the next write opens it again).
-    pub(crate) fn close(&self) {
-        self.lock().file.file = None;
+    /// The program is no longer live: its file, if still unopened, will
+    /// not be opened for it.
+    pub(crate) fn no_longer_expected(&self) {
+        self.lock().file.uncount();
     }
 }
 

@@ -370,24 +370,12 @@ impl Host for Os {
         if fresh {
             self.prepared = None;
         }
-        // The log files are opened before the spawn, so the descriptor
-        // check of the spawn counts them. Other failures are left to the
-        // pump, which reports them and retries.
-        let out_of_descriptors = || SpawnError::Descriptors {
-            limit: spawn::descriptor_limit(),
-        };
-        for log in &self.logs {
-            if let Err(e) = log.open_now()
-                && matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-            {
-                self.logs.iter().for_each(SharedLog::close);
-                return Err(out_of_descriptors());
-            }
-        }
+        // The log files open on the first write; until then the spawn
+        // checks count them as descriptors to leave free.
+        self.logs.iter().for_each(SharedLog::expect_open);
         let spawned = self.spawn_child();
-        if let Err(SpawnError::Descriptors { .. }) = &spawned {
-            // A program that does not run holds no descriptor.
-            self.logs.iter().for_each(SharedLog::close);
+        if spawned.is_err() {
+            self.logs.iter().for_each(SharedLog::no_longer_expected);
         }
         spawned.inspect_err(|reason| tracing::warn!(program = %self.spec.name, "{reason}"))
     }
@@ -420,6 +408,7 @@ impl Host for Os {
             clear_group(pgid).await;
         }
         drain(child.pumps).await;
+        self.logs.iter().for_each(SharedLog::no_longer_expected);
         self.lease.stop_done();
     }
 
@@ -440,6 +429,7 @@ impl Host for Os {
     /// and zist never signals it again. The child is still reaped in the background.
     async fn release(&mut self, child: Child) {
         let Child { process, pumps } = child;
+        self.logs.iter().for_each(SharedLog::no_longer_expected);
         let files = self.relay_files.take().unwrap_or_default();
         let mut relays = Vec::new();
         for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {

@@ -754,10 +754,11 @@ pub(crate) fn spawn(
     let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| io_err("make a pipe", e))?;
     // Descriptors are numbered lowest free first: the last one made shows
-    // how close the table is to the limit (the log files are open by now;
-    // a pidfd comes next).
+    // how close the table is to the limit. A pidfd comes next, and the log
+    // files live programs (this one too) will open on their first write.
     let limit = descriptor_limit();
-    if stderr_w.as_raw_fd() as u64 + 1 + RESERVED_DESCRIPTORS >= limit {
+    let needed = 1 + crate::logs::unopened_files() + RESERVED_DESCRIPTORS;
+    if stderr_w.as_raw_fd() as u64 + needed >= limit {
         return Err(SpawnError::Descriptors { limit });
     }
     let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;

@@ -483,3 +483,34 @@ async fn a_bulk_stop_is_never_taken_for_a_crash() {
         );
     }
 }
+
+#[tokio::test]
+async fn durations_too_long_for_a_timer_never_panic_or_hang_a_program() {
+    // A spec built in code skips the loader's ranges: the engine itself
+    // must treat a deadline past what a clock holds as "never".
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("forever", "sleep 300");
+    spec.start_secs = Duration::MAX;
+    spec.stop_timeout = Duration::MAX;
+    spec.restart_delay = Duration::MAX;
+    let pid = sup.run(spec).await;
+    assert_eq!(sup.info("forever").unwrap().state, ProcessState::Starting);
+    let stopped = tokio::time::timeout(SECS_10, sup.stop("forever"))
+        .await
+        .expect("stop answers")
+        .unwrap();
+    assert_eq!(stopped.state, ProcessState::Stopped);
+    assert!(!group_alive(pid));
+    // A crash with the longest RestartDelay waits the 30 s cap, in backoff.
+    let mut crashing = dir.sh("crashing", "exit 3");
+    crashing.restart_delay = Duration::MAX;
+    crashing.start_secs = Duration::ZERO;
+    sup.run(crashing).await;
+    wait_state(&sup, "crashing", ProcessState::Backoff, SECS_5).await;
+    let stopped = tokio::time::timeout(SECS_10, sup.stop("crashing"))
+        .await
+        .expect("stop answers")
+        .unwrap();
+    assert_eq!(stopped.state, ProcessState::Stopped);
+}
