@@ -124,17 +124,37 @@ impl<C: HasPid> Lifecycle<C> {
         }
     }
 
-    /// The moment a timer of this state is due, and the event it brings.
-    pub(crate) fn timer(&self, rules: &RestartRules) -> Option<(Instant, Event<C>)> {
+    /// The moment a timer of this state is due, and which timer it is.
+    pub(crate) fn timer(&self, rules: &RestartRules) -> Option<(Instant, Timer)> {
         match self {
-            Self::Starting { since, .. } => {
-                Some((deadline(*since, rules.start_secs), Event::UpDue))
-            }
-            Self::Backoff { until } => Some((*until, Event::RetryDue)),
+            Self::Starting { since, .. } => Some((deadline(*since, rules.start_secs), Timer::Up)),
+            Self::Backoff { until } => Some((*until, Timer::Retry)),
             Self::Stopping {
                 kill_at: Some(at), ..
-            } => Some((*at, Event::KillDue)),
+            } => Some((*at, Timer::Kill)),
             _ => None,
+        }
+    }
+}
+
+/// The timer of a state (small: an idle actor holds one while it waits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// StartSecs after the spawn.
+    Up,
+    /// The end of a backoff wait.
+    Retry,
+    /// StopTimeout after the stop signal.
+    Kill,
+}
+
+impl Timer {
+    /// The event this timer brings when it is due.
+    pub(crate) fn event<C>(self) -> Event<C> {
+        match self {
+            Self::Up => Event::UpDue,
+            Self::Retry => Event::RetryDue,
+            Self::Kill => Event::KillDue,
         }
     }
 }
@@ -808,7 +828,7 @@ mod tests {
         assert_eq!(h.last_exit, Some(ExitKind::Code(3)));
         let (at, due) = s.timer(&r.restart).expect("a retry timer");
         assert_eq!(at, c.instant(later + r.restart.restart_delay));
-        let (s, effects) = step(s, &mut h, due, &r, c.at(later));
+        let (s, effects) = step(s, &mut h, due.event(), &r, c.at(later));
         assert_eq!(words(&effects), "spawn");
         let (s, _) = step(s, &mut h, Event::Spawned(Kid(2)), &r, c.at(later));
         assert_eq!(
@@ -890,7 +910,7 @@ mod tests {
         let (s, _) = step(running, &mut h, Event::Stop, &r, c.at(T0));
         let (at, due) = s.timer(&r.restart).expect("a kill timer");
         assert_eq!(at, c.instant(T0 + r.stop_timeout));
-        let (s, effects) = step(s, &mut h, due, &r, c.at(T0 + r.stop_timeout));
+        let (s, effects) = step(s, &mut h, due.event(), &r, c.at(T0 + r.stop_timeout));
         assert_eq!(words(&effects), "kill");
         assert!(s.timer(&r.restart).is_none());
         let killed = ended(ExitKind::Signal(9), true);

@@ -28,7 +28,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at};
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, step};
+use crate::lifecycle::{
+    Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, Timer, step,
+};
 use crate::logs::{RotatingFile, SharedLog, pump};
 use crate::spawn::{self, Process, SpawnError};
 use crate::spec::{ProgramSpec, signal_name};
@@ -227,7 +229,7 @@ impl Program {
             caller: None,
             started_at: None,
         };
-        tokio::spawn(actor.run());
+        tokio::spawn(Box::new(actor).run());
         Self {
             path: spec.path.display().to_string().into(),
             spec,
@@ -492,10 +494,10 @@ impl Os {
 }
 
 /// What woke an actor.
-enum Woke<C> {
+enum Woke {
     Control(Option<Control>),
     Exited(ExitKind),
-    Due(Event<C>),
+    Due(Timer),
 }
 
 /// The actor of one program.
@@ -524,10 +526,13 @@ fn now() -> Now {
 }
 
 impl<H: Host> Actor<H> {
-    async fn run(mut self) {
+    /// Runs until the program's end. Boxed: an async fn's argument is
+    /// stored in its future twice over, and the actor is large.
+    async fn run(mut self: Box<Self>) {
         loop {
             let event = self.next_event().await;
-            if self.apply(event).await {
+            // Boxed: an idle actor then holds only what waiting needs.
+            if Box::pin(self.apply(event)).await {
                 break;
             }
         }
@@ -555,9 +560,9 @@ impl<H: Host> Actor<H> {
         };
         let due = async {
             match timer {
-                Some((at, event)) => {
+                Some((at, timer)) => {
                     sleep_until(tokio::time::Instant::from_std(at)).await;
-                    event
+                    timer
                 }
                 None => std::future::pending().await,
             }
@@ -565,7 +570,7 @@ impl<H: Host> Actor<H> {
         let woke = tokio::select! {
             control = control => Woke::Control(control),
             exit = exited => Woke::Exited(exit),
-            event = due => Woke::Due(event),
+            timer = due => Woke::Due(timer),
         };
         match woke {
             Woke::Control(Some(control)) => {
@@ -579,7 +584,7 @@ impl<H: Host> Actor<H> {
                 exit,
                 stop_sent: self.host.stop_sent(),
             },
-            Woke::Due(event) => event,
+            Woke::Due(timer) => timer.event(),
         }
     }
 
@@ -614,8 +619,10 @@ impl<H: Host> Actor<H> {
                         }),
                         None => self.answer(Outcome::NotRunning(self.life.state())),
                     }),
+                    // Boxed, as the release below: rare, and large futures
+                    // that would otherwise size every idle actor.
                     Effect::Reap { child, grace_until } => {
-                        self.host.reap(child, grace_until).await;
+                        Box::pin(self.host.reap(child, grace_until)).await;
                     }
                     Effect::PrepareDetach { ending } => {
                         queue.push_back(match self.host.prepare_detach() {
@@ -623,7 +630,7 @@ impl<H: Host> Actor<H> {
                             Err(reason) => Event::DetachRefused { reason, ending },
                         });
                     }
-                    Effect::Release(child) => self.host.release(child).await,
+                    Effect::Release(child) => Box::pin(self.host.release(child)).await,
                     Effect::Answer(outcome) => answers.push(self.answer(outcome)),
                     Effect::End => end = true,
                 }
