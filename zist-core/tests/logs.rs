@@ -195,18 +195,25 @@ async fn backups_beyond_the_limit_are_dropped() {
 async fn followers_get_new_lines_and_a_slow_one_gets_a_gap_not_a_stall() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
-    let mut spec = dir.sh("talker", "read go < go.fifo; i=0; while [ $i -lt 20000 ]; do echo \"n $i\"; i=$((i+1)); done; sleep 300");
+    // The first 100 lines, then, once told, the other 19 900 at full speed.
+    let mut spec = dir.sh(
+        "talker",
+        "read go < go.fifo; i=0; while [ $i -lt 100 ]; do echo \"n $i\"; i=$((i+1)); done; \
+         read go < more.fifo; while [ $i -lt 20000 ]; do echo \"n $i\"; i=$((i+1)); done; sleep 300",
+    );
     spec.workingdir = Some(dir.path().to_owned());
-    nix::unistd::mkfifo(
-        &dir.join("go.fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
+    for fifo in ["go.fifo", "more.fifo"] {
+        nix::unistd::mkfifo(
+            &dir.join(fifo),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+    }
     sup.run(spec).await;
     let mut fast = sup.follow("talker", LogStream::Stdout).unwrap();
     let mut slow = sup.follow("talker", LogStream::Stdout).unwrap();
     std::fs::write(dir.join("go.fifo"), "go\n").unwrap();
-    // The fast follower reads as lines come: the first ones arrive in order.
+    // A follower that reads gets the lines in order.
     for i in 0..100 {
         let item = tokio::time::timeout(SECS_10, fast.next())
             .await
@@ -214,6 +221,7 @@ async fn followers_get_new_lines_and_a_slow_one_gets_a_gap_not_a_stall() {
             .unwrap();
         assert_eq!(item, Feed::Item(format!("n {i}")));
     }
+    std::fs::write(dir.join("more.fifo"), "go\n").unwrap();
     // The slow one does not read until the program has written everything,
     // which it does without waiting for anyone.
     eventually(SECS_10, "all 20000 lines in the tail", || {
