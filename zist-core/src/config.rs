@@ -198,31 +198,6 @@ impl Config {
     }
 }
 
-/// Parses one program file's text (the keys of docs/reference.md §2.2, top level).
-///
-/// `file` names it in errors and anchors relative paths; `log_dir` is where
-/// default log files go. Returns the spec and its warnings.
-pub fn parse_program(
-    file: &Path,
-    text: &str,
-    log_dir: &Path,
-) -> Result<(ProgramSpec, Vec<ConfigIssue>), ConfigErrors> {
-    let mut issues = Issues::default();
-    let source = SourceFile::new(file, text);
-    let base = folder_of(file);
-    let top = Located {
-        file: file.to_owned(),
-        line: Some(1),
-    };
-    let spec = source
-        .parse(&mut issues)
-        .and_then(|t| read_program(&t, &top, &base, log_dir, &mut issues));
-    match spec {
-        Some((spec, _)) if issues.errors.is_empty() => Ok((spec, issues.warnings)),
-        _ => Err(ConfigErrors(issues.errors)),
-    }
-}
-
 /// Reads a program spec from a JSON object with the keys of a program file
 /// (as `process.add` takes it), by the same rules as a program file.
 ///
@@ -316,6 +291,8 @@ enum Value {
     Float(f64),
     Bool(bool),
     Date,
+    /// JSON's `null`.
+    Null,
     Array(Vec<(Value, Located)>),
     Table(Table),
 }
@@ -404,7 +381,7 @@ impl<'a> SourceFile<'a> {
 fn from_json(value: &serde_json::Value, at: &Located) -> Value {
     use serde_json::Value as J;
     match value {
-        J::Null => Value::Date,
+        J::Null => Value::Null,
         J::Bool(b) => Value::Bool(*b),
         J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => Value::Int(Some(i.into())),
@@ -486,7 +463,8 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Int(_) => "an integer",
         Value::Float(_) => "a float",
         Value::Bool(_) => "a boolean",
-        Value::Date => "a date or null",
+        Value::Date => "a date",
+        Value::Null => "null",
         Value::Array(_) => "an array",
         Value::Table(_) => "a table",
     }
