@@ -647,13 +647,25 @@ impl<H: Host> Actor<H> {
 
     /// The caller's answer for `outcome`.
     fn answer(&self, outcome: Outcome) -> Result<()> {
-        let name = self.name.to_string();
+        let name = || self.name.to_string();
         Err(match outcome {
             Outcome::Done => return Ok(()),
-            Outcome::AlreadyRunning(state) => Error::AlreadyRunning { name, state },
-            Outcome::NotRunning(state) => Error::NotRunning { name, state },
-            Outcome::SpawnFailed(source) => Error::Spawn { name, source },
-            Outcome::DetachFailed(reason) => Error::Detach { name, reason },
+            Outcome::AlreadyRunning(state) => Error::AlreadyRunning {
+                name: name(),
+                state,
+            },
+            Outcome::NotRunning(state) => Error::NotRunning {
+                name: name(),
+                state,
+            },
+            Outcome::SpawnFailed(source) => Error::Spawn {
+                name: name(),
+                source,
+            },
+            Outcome::DetachFailed(reason) => Error::Detach {
+                name: name(),
+                reason,
+            },
         })
     }
 

@@ -375,19 +375,11 @@ pub(crate) fn resolve_executable(
 /// runs (`#!` or ELF), or exec would fail with "Exec format error".
 pub fn check_executable(path: &Path, env: &BTreeMap<String, String>) -> Result<(), SpawnError> {
     let exe = resolve_executable(path, env)?;
-    let mut magic = [0u8; 4];
-    let read = File::open(&exe).and_then(|mut f| {
-        let mut n = 0;
-        while n < magic.len() {
-            match io::Read::read(&mut f, &mut magic[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        Ok(n)
-    });
+    let mut head = Vec::with_capacity(4);
+    let read =
+        File::open(&exe).and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, 4), &mut head));
     match read {
-        Ok(n) if magic[..n].starts_with(b"#!") || magic[..n] == *b"\x7fELF" => Ok(()),
+        Ok(_) if head.starts_with(b"#!") || head == b"\x7fELF" => Ok(()),
         // Unreadable (execute-only, say): exec may still work.
         Err(_) => Ok(()),
         Ok(_) => Err(SpawnError::NotAProgram(exe)),
