@@ -275,10 +275,14 @@ impl Supervisor {
         match self.info(key) {
             Err(Error::NoSuchProcess { .. }) => {
                 let pid: Option<i32> = key.parse().ok();
-                pid.and_then(|pid| self.list().into_iter().find(|i| i.pid == Some(pid)))
-                    .ok_or_else(|| Error::NoSuchProcess {
-                        name: key.to_owned(),
-                    })
+                let by_pid = pid.and_then(|pid| {
+                    let programs = self.read();
+                    let found = programs.values().find(|p| p.snapshot().pid == Some(pid));
+                    found.map(|p| p.info())
+                });
+                by_pid.ok_or_else(|| Error::NoSuchProcess {
+                    name: key.to_owned(),
+                })
             }
             found => found,
         }
