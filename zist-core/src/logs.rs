@@ -320,6 +320,13 @@ pub(crate) fn unopened_files() -> u64 {
     UNOPENED.load(Ordering::Relaxed)
 }
 
+impl Drop for RotatingFile {
+    fn drop(&mut self) {
+        // A program forgotten while live no longer counts as one to open.
+        self.uncount();
+    }
+}
+
 impl RotatingFile {
     /// A file at `path`, opened on first write, rotated past `max_bytes` (0: never).
     pub fn new(path: PathBuf, max_bytes: u64, backups: u32) -> Self {
