@@ -504,6 +504,12 @@ async fn every_application_error_code_is_reachable() {
     // Without a daemon around it there is no config to reload: -32005, nothing changes.
     assert_eq!(code(client.daemon_reload().await.unwrap_err()), -32005);
     assert!(client.daemon_log(None).await.unwrap().is_empty());
+    // Once shutting down, a call is -32010: not -32006, which means "not allowed".
+    assert!(client.daemon_shutdown(ShutdownMode::Stop).await.unwrap());
+    zist_core::testing::eventually_async(Duration::from_secs(10), "-32010 after shutdown", async || {
+        matches!(client.process_info("idle".into()).await, Err(jsonrpsee::core::client::Error::Call(e)) if e.code() == -32010)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
