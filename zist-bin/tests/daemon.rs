@@ -446,7 +446,7 @@ fn sighup_and_reload_apply_the_new_config() {
 }
 
 #[test]
-fn kill_leaves_programs_running_and_kill_all_stops_them() {
+fn kill_leaves_programs_running_for_the_next_zistd_and_kill_all_stops_them() {
     let setup = Setup::new("");
     let ticker = setup.script("ticker.sh", "while true; do echo tick; sleep 0.05; done");
     setup.write_config(&program("ticker", &ticker, ""));
@@ -466,10 +466,12 @@ fn kill_leaves_programs_running_and_kill_all_stops_them() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
 
+    // The next zistd on the same StateDir adopts it: same pid, one copy.
     let mut zistd = setup.start();
-    let pid = zistd.list()[0]["pid"].as_i64().unwrap() as i32;
+    let info = &zistd.list()[0];
+    assert_eq!(info["pid"].as_i64(), Some(i64::from(pid)), "{info}");
+    assert_eq!(info["state"], "running", "{info}");
     assert_eq!(zistd.cl(&["kill", "all"]).code, 0);
     assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(!alive(pid), "kill all must stop the program");

@@ -93,6 +93,10 @@ pub struct DaemonConfig {
     pub log_dir: PathBuf,
     /// zistd's own log.
     pub daemon_log: PathBuf,
+    /// What zistd remembers across its own restarts (docs/reference.md §8).
+    pub state_dir: PathBuf,
+    /// Run each program in a cgroup of its own where the machine allows it.
+    pub cgroups: bool,
 }
 
 /// A loaded config: the daemon settings and every program, checked.
@@ -118,6 +122,8 @@ const DAEMON_KEYS: &[&str] = &[
     "KeyFile",
     "LogDir",
     "DaemonLog",
+    "StateDir",
+    "Cgroups",
     "Program",
 ];
 
@@ -231,6 +237,49 @@ pub fn program_from_json(
         Some((spec, _)) if issues.errors.is_empty() => Ok((spec, issues.warnings)),
         _ => Err(ConfigErrors(issues.errors)),
     }
+}
+
+/// A program spec as a JSON object with the keys of a program file, which
+/// [`program_from_json`] reads back into an equal spec (zist keeps programs
+/// added at run time this way, docs/reference.md §8.1).
+pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
+    use serde_json::{Value as J, json};
+    let path = |p: &Path| J::String(p.to_string_lossy().into_owned());
+    let duration = |d: std::time::Duration| J::String(format!("{}ms", d.as_millis()));
+    let mut object = json!({
+        "Name": spec.name.as_str(),
+        "Path": path(&spec.path),
+        "Args": spec.args,
+        "Env": spec.env,
+        "Autostart": spec.autostart,
+        "Restart": match spec.restart {
+            crate::spec::RestartPolicy::Always => "always",
+            crate::spec::RestartPolicy::OnFailure => "on-failure",
+            crate::spec::RestartPolicy::Never => "never",
+        },
+        "StartSecs": duration(spec.start_secs),
+        "MaxRestarts": spec.max_restarts,
+        "RestartDelay": duration(spec.restart_delay),
+        "StopSignal": crate::spec::signal_name(spec.stop_signal),
+        "StopTimeout": duration(spec.stop_timeout),
+        "LogMaxBytes": spec.log_max_bytes,
+        "LogBackups": spec.log_backups,
+        "Web": spec.web,
+    });
+    let optional = [
+        ("Workingdir", spec.workingdir.as_deref().map(path)),
+        ("User", spec.user.clone().map(J::String)),
+        ("Logfile", spec.logfile.as_deref().map(path)),
+        ("ErrLogfile", spec.err_logfile.as_deref().map(path)),
+    ];
+    if let J::Object(map) = &mut object {
+        for (key, value) in optional {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value);
+            }
+        }
+    }
+    object
 }
 
 fn folder_of(path: &Path) -> PathBuf {
@@ -636,6 +685,8 @@ impl DaemonConfig {
             key_file: None,
             daemon_log: log_dir.join("zistd.log"),
             log_dir,
+            state_dir: base.join("state"),
+            cgroups: true,
         }
     }
 
@@ -707,6 +758,21 @@ impl DaemonConfig {
                     }
                 }
                 "DaemonLog" => daemon_log = want_path(key, v, &at, base, issues),
+                "StateDir" => {
+                    if let Some(dir) = want_path(key, v, &at, base, issues) {
+                        self.state_dir = dir;
+                    }
+                }
+                "Cgroups" => {
+                    if let Some(s) = want_str(key, v, &at, issues) {
+                        match s.to_ascii_lowercase().as_str() {
+                            "auto" => self.cgroups = true,
+                            "off" => self.cgroups = false,
+                            _ => issues
+                                .error(&at, format!("`Cgroups` = {s:?}; use \"auto\" or \"off\"")),
+                        }
+                    }
+                }
                 "Program" => match v {
                     Value::Array(items) => {
                         programs.extend(items.iter().map(|(v, at)| (v, at.clone())))

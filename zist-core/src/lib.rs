@@ -7,6 +7,7 @@ mod lifecycle;
 pub mod logs;
 #[cfg(feature = "net")]
 pub mod net;
+mod persist;
 mod program;
 mod spawn;
 pub mod spec;
@@ -18,7 +19,7 @@ pub mod testing;
 mod token;
 mod wire;
 
-pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol};
+pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol, program_to_json};
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{DEFAULT_LINES, LogHealth};
 pub use nix::sys::signal::Signal;

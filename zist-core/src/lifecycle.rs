@@ -208,6 +208,9 @@ pub(crate) enum Event<C> {
     /// The main process ended; `stop_sent` when a stop signal had reached it
     /// (a bulk stop sent before the actor's own stop).
     Exited { exit: ExitKind, stop_sent: bool },
+    /// The process recorded by an earlier life of the supervisor ended
+    /// while nobody watched (docs/reference.md §8.3).
+    Vanished,
     /// StartSecs have passed since the spawn.
     UpDue,
     /// The backoff wait is over.
@@ -372,8 +375,15 @@ pub(crate) fn step<C: HasPid>(
                 child,
                 grace_until: now.mono,
             };
-            after_crash(history, exit, uptime, rules, now, reap)
+            after_crash(history, exit, uptime, rules, now, Some(reap))
         }
+        (L::Stopped, Event::Vanished) => {
+            // It ran (a supervisor that recorded it saw it start), for how
+            // long nobody knows: an exit of unknown status, not a failed start.
+            history.last_exit = Some(ExitKind::Unknown);
+            after_crash(history, ExitKind::Unknown, Duration::MAX, rules, now, None)
+        }
+        (s, Event::Vanished) => (s, Vec::new()),
         (
             L::Stopping {
                 child,
@@ -476,20 +486,20 @@ fn after_crash<C: HasPid>(
     uptime: Duration,
     rules: &Rules,
     now: Now,
-    reap: Effect<C>,
+    reap: Option<Effect<C>>,
 ) -> Step<C> {
     match after_exit(&rules.restart, exit, uptime, history.failures) {
         AfterExit::Restart { delay, failures } => {
             history.failures = failures;
             let last = history.last_spawn.unwrap_or(now.mono);
             let until = next_spawn_at(now.mono, delay, last);
-            let mut effects = vec![reap];
+            let mut effects: Vec<_> = reap.into_iter().collect();
             if until <= now.mono {
                 effects.push(Effect::Spawn { fresh: false });
             }
             (Lifecycle::Backoff { until }, effects)
         }
-        AfterExit::Exited => (Lifecycle::Exited, vec![reap]),
+        AfterExit::Exited => (Lifecycle::Exited, reap.into_iter().collect()),
         AfterExit::Fatal { failures } => {
             history.failures = failures;
             let reason = format!(
@@ -500,7 +510,7 @@ fn after_crash<C: HasPid>(
                 Lifecycle::Fatal {
                     reason: reason.into(),
                 },
-                vec![reap],
+                reap.into_iter().collect(),
             )
         }
     }
@@ -629,6 +639,7 @@ mod tests {
             "up-due" => Event::UpDue,
             "retry-due" => Event::RetryDue,
             "kill-due" => Event::KillDue,
+            "vanished" => Event::Vanished,
             other => panic!("no event {other}"),
         }
     }
@@ -775,6 +786,10 @@ mod tests {
         ("running", "up-due", "running", ""),
         ("stopped", "retry-due", "stopped", ""),
         ("running", "kill-due", "running", ""),
+        // A recorded process that ended while zistd was down: an exit of
+        // unknown status, and the restart policy applies.
+        ("stopped", "vanished", "backoff", ""),
+        ("running", "vanished", "running", ""),
     ];
 
     #[test]

@@ -32,6 +32,7 @@ use crate::lifecycle::{
     Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, Timer, step,
 };
 use crate::logs::{RotatingFile, SharedLog, pump};
+use crate::persist::{ProcessRecord, Store};
 use crate::spawn::{self, Process, SpawnError};
 use crate::spec::{ProgramSpec, signal_name};
 use crate::state::{ExitKind, ProcessState, RestartRules};
@@ -170,11 +171,15 @@ pub(crate) struct Program {
 }
 
 impl Program {
-    /// Starts the actor for `spec`; it does nothing until told to start.
+    /// Starts the actor for `spec`; it does nothing until told to start,
+    /// unless `resume` hands it a process an earlier life of the supervisor
+    /// ran (adopted if it still runs, else restarted by its policy).
     pub(crate) fn launch(
         spec: ProgramSpec,
         log_dir: &std::path::Path,
         events: broadcast::Sender<ProcessEvent>,
+        store: Option<Arc<Store>>,
+        resume: Resume,
     ) -> Self {
         let spec = Arc::new(spec);
         let file = |own: &Option<std::path::PathBuf>, suffix: &str| {
@@ -189,23 +194,26 @@ impl Program {
         };
         let logs = [file(&spec.logfile, "out"), file(&spec.err_logfile, "err")];
         let lease = Arc::new(spawn::Lease::default());
-        let host = Os {
+        let mut host = Os {
             spec: spec.clone(),
             lease: lease.clone(),
             logs: logs.clone(),
             prepared: None,
             relay_files: None,
         };
-        Self::with_host(spec, host, lease, logs, events)
+        let begin = host.resume(resume);
+        Self::with_host(spec, host, lease, logs, events, store, begin)
     }
 
-    /// Starts an actor that acts through `host`.
+    /// Starts an actor that acts through `host`, from `begin`.
     fn with_host<H: Host>(
         spec: Arc<ProgramSpec>,
         host: H,
         lease: Arc<spawn::Lease>,
         [stdout, stderr]: [SharedLog; 2],
         events: broadcast::Sender<ProcessEvent>,
+        store: Option<Arc<Store>>,
+        begin: Begin<H::Child>,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::default());
         let snapshot = Arc::new(RwLock::new(Snapshot::NEW));
@@ -224,12 +232,17 @@ impl Program {
             mailbox: mailbox.clone(),
             publish: snapshot.clone(),
             events,
-            life: Lifecycle::Stopped,
-            history: History::default(),
+            life: begin.life,
+            history: begin.history,
             caller: None,
             started_at: None,
+            store,
+            recorded: Recorded::default(),
         };
-        tokio::spawn(Box::new(actor).run());
+        let mut actor = Box::new(actor);
+        // What it resumes is visible before the first control.
+        actor.publish(ProcessState::Stopped);
+        tokio::spawn(actor.run(begin.first));
         Self {
             path: spec.path.display().to_string().into(),
             spec,
@@ -464,6 +477,51 @@ impl Host for Os {
 }
 
 impl Os {
+    /// Where the actor begins, from what an earlier life of the supervisor left.
+    fn resume(&mut self, resume: Resume) -> Begin<Child> {
+        let name = &self.spec.name;
+        match resume {
+            Resume::Fresh { restarts } => Begin::fresh(restarts),
+            Resume::Detached { restarts, record } => {
+                let mut begin = Begin::fresh(restarts);
+                if let Some(record) = record {
+                    let (wall, since) = instant_of(record.started_ms);
+                    begin.history.last_spawn_wall = Some(wall);
+                    begin.life = Lifecycle::Detached {
+                        pid: record.pid,
+                        since,
+                    };
+                }
+                begin
+            }
+            Resume::Process { restarts, record } => {
+                let mut begin = Begin::fresh(restarts);
+                let (wall, since) = instant_of(record.started_ms);
+                begin.history.last_spawn_wall = Some(wall);
+                begin.history.last_spawn = Some(since);
+                match spawn::adopt(&record, &self.lease) {
+                    Ok(process) => {
+                        tracing::info!(program = %name, pid = record.pid, "adopted the running process");
+                        let child = Child {
+                            process,
+                            pumps: Vec::new(),
+                        };
+                        begin.life = if since.elapsed() >= self.spec.start_secs {
+                            Lifecycle::Running { child, since }
+                        } else {
+                            Lifecycle::Starting { child, since }
+                        };
+                    }
+                    Err(e) => {
+                        tracing::info!(program = %name, pid = record.pid, "the process ended while zistd was down ({e})");
+                        begin.first = Some(Event::Vanished);
+                    }
+                }
+                begin
+            }
+        }
+    }
+
     /// Spawns the child and starts the pumps of its output.
     fn spawn_child(&mut self) -> Result<Child, SpawnError> {
         let prepared = match &self.prepared {
@@ -515,6 +573,70 @@ struct Actor<H: Host> {
     caller: Option<Reply>,
     /// The last spawn's wall-clock time, formatted once.
     started_at: Option<(SystemTime, Arc<str>)>,
+    /// Where the process and `restarts` are remembered across restarts of
+    /// the supervisor, if anywhere.
+    store: Option<Arc<Store>>,
+    /// What was last written to the store.
+    recorded: Recorded,
+}
+
+/// What an actor last wrote to the store.
+#[derive(Default, PartialEq, Eq)]
+struct Recorded {
+    pid: Option<i32>,
+    restarts: u32,
+    running: bool,
+}
+
+/// What an earlier life of the supervisor left of a program (docs/reference.md §8).
+pub(crate) enum Resume {
+    /// Nothing: stopped, until told to start.
+    Fresh { restarts: u32 },
+    /// A process it ran: adopted when it still runs, else restarted by the policy.
+    Process {
+        restarts: u32,
+        record: ProcessRecord,
+    },
+    /// Detached on request: stays detached, neither adopted nor started.
+    Detached {
+        restarts: u32,
+        record: Option<ProcessRecord>,
+    },
+}
+
+/// Where an actor begins.
+pub(crate) struct Begin<C> {
+    life: Lifecycle<C>,
+    history: History,
+    /// An event to step on before anything else.
+    first: Option<Event<C>>,
+}
+
+impl<C> Begin<C> {
+    fn fresh(restarts: u32) -> Self {
+        Self {
+            life: Lifecycle::Stopped,
+            history: History {
+                restarts,
+                ..History::default()
+            },
+            first: None,
+        }
+    }
+}
+
+/// A wall-clock time in milliseconds since the Unix epoch, and the monotonic
+/// instant that corresponds to it now.
+fn instant_of(ms: u64) -> (SystemTime, Instant) {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    let ago = SystemTime::now().duration_since(wall).unwrap_or_default();
+    let now = Instant::now();
+    (wall, now.checked_sub(ago).unwrap_or(now))
+}
+
+fn millis_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The current time, from tokio's clock (so a test can pause it).
@@ -528,7 +650,13 @@ fn now() -> Now {
 impl<H: Host> Actor<H> {
     /// Runs until the program's end. Boxed: an async fn's argument is
     /// stored in its future twice over, and the actor is large.
-    async fn run(mut self: Box<Self>) {
+    async fn run(mut self: Box<Self>, first: Option<Event<H::Child>>) {
+        if let Some(event) = first
+            && Box::pin(self.apply(event)).await
+        {
+            self.mailbox.close();
+            return;
+        }
         loop {
             let event = self.next_event().await;
             // Boxed: an idle actor then holds only what waiting needs.
@@ -645,6 +773,35 @@ impl<H: Host> Actor<H> {
         end
     }
 
+    /// Writes the live process and `restarts` to the store when they
+    /// changed; the executable is read again once the process counts as
+    /// running (a wrapper script has exec'd its program by then).
+    fn record(&mut self, state: ProcessState) {
+        let Some(store) = &self.store else { return };
+        let now = Recorded {
+            pid: self.life.pid(),
+            restarts: self.history.restarts,
+            running: state == ProcessState::Running,
+        };
+        if now == self.recorded {
+            return;
+        }
+        let process = now.pid.and_then(|pid| {
+            Some(ProcessRecord {
+                pid,
+                start_ticks: crate::persist::start_ticks(pid)?,
+                exe: crate::persist::exe_of(pid)?,
+                started_ms: self.history.last_spawn_wall.map_or(0, millis_since_epoch),
+            })
+        });
+        let restarts = now.restarts;
+        store.update(&self.name, |r| {
+            r.restarts = restarts;
+            r.process = process;
+        });
+        self.recorded = now;
+    }
+
     /// The caller's answer for `outcome`.
     fn answer(&self, outcome: Outcome) -> Result<()> {
         let name = || self.name.to_string();
@@ -688,6 +845,7 @@ impl<H: Host> Actor<H> {
             exit: self.history.last_exit,
             error: self.life.reason().cloned(),
         };
+        self.record(state);
         if before != state {
             let _ = self.events.send(ProcessEvent {
                 name: self.name.to_string(),
@@ -892,6 +1050,8 @@ mod tests {
             Arc::new(spawn::Lease::default()),
             [log(), log()],
             events,
+            None,
+            Begin::fresh(0),
         );
         (program, rx)
     }

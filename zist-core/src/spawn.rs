@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -411,6 +411,10 @@ pub(crate) struct Process {
     pidfd: AsyncFd<OwnedFd>,
     exit: Option<ExitKind>,
     lease: Arc<Lease>,
+    /// Ours to reap: spawned by this process (or before an exec of it).
+    /// An adopted process that is not is seen to end through its pidfd,
+    /// without an exit status.
+    child: bool,
 }
 
 /// A program's live, unreaped process, shared by its actor and the supervisor.
@@ -481,12 +485,16 @@ impl Process {
         if self.exit.is_none() {
             // Reap only under the lease: nobody signals a reaped pid.
             let mut lease = self.lease.lock();
-            self.exit = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => Some(ExitKind::Code(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitKind::Signal(sig as i32)),
-                Ok(_) => None,
-                // Someone else reaped it (an embedding program's waitpid(-1)).
-                Err(_) => Some(ExitKind::Code(-1)),
+            self.exit = if self.child {
+                match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => Some(ExitKind::Code(code)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitKind::Signal(sig as i32)),
+                    Ok(_) => None,
+                    // Someone else reaped it (an embedding program's waitpid(-1)).
+                    Err(_) => Some(ExitKind::Unknown),
+                }
+            } else {
+                pidfd_says_exited(self.pidfd.get_ref()).then_some(ExitKind::Unknown)
             };
             // A detached process's late reaping must not forget a newer one.
             if self.exit.is_some() && lease.pid == Some(self.pid) {
@@ -522,6 +530,73 @@ impl Process {
             }
         }
     }
+}
+
+/// Whether the process a pidfd refers to has ended (the pidfd is readable).
+fn pidfd_says_exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes only the one pollfd we pass, and waits not at all.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
+/// Opens a pidfd on `pid`.
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel made this descriptor for us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The parent pid of `pid`, from `/proc`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Takes hold of a running process that `record` describes: one this
+/// supervisor's earlier life started (docs/reference.md §8.3). Refused when
+/// the pid now names another process (its start time or executable differ),
+/// so pid reuse never makes zist adopt or signal a stranger.
+pub(crate) fn adopt(
+    record: &crate::persist::ProcessRecord,
+    lease: &Arc<Lease>,
+) -> io::Result<Process> {
+    let pid = record.pid;
+    let pidfd = pidfd_open(pid)?;
+    // Checked after the pidfd is open: if the pid still has the recorded
+    // start time now, the pidfd refers to that very process.
+    if !crate::persist::matches(record) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the pid now names another process",
+        ));
+    }
+    let child = parent_of(pid) == Some(std::process::id() as i32);
+    // SAFETY: the OwnedFd is moved into the AsyncFd, so the descriptor stays
+    // open and the same until the AsyncFd is dropped, as registration requires.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    {
+        let mut state = lease.lock();
+        state.pid = Some(pid);
+        state.stop_sent = None;
+    }
+    Ok(Process {
+        pid,
+        pidfd,
+        exit: None,
+        lease: lease.clone(),
+        child,
+    })
 }
 
 /// A freshly spawned child with the read ends of its output pipes.
@@ -826,6 +901,7 @@ pub(crate) fn spawn(
             pidfd,
             exit: None,
             lease: lease.clone(),
+            child: true,
         },
         stdout: stdout_r,
         stderr: stderr_r,

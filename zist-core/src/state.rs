@@ -77,6 +77,9 @@ pub enum ExitKind {
     Code(i32),
     /// A signal (this number) ended it.
     Signal(i32),
+    /// It ended while nobody could see how (zistd was down, or it was not
+    /// zistd's child); counted as a failure.
+    Unknown,
 }
 
 impl ExitKind {

@@ -1,9 +1,9 @@
 //! The [`Supervisor`] handle: the registry of programs and every operation on them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use futures_core::Stream;
@@ -16,7 +16,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::logs::{LogHealth, SharedLog};
-use crate::program::{Control, Program};
+use crate::persist::{Intent, Remembered, Store};
+use crate::program::{Control, Program, Resume};
 use crate::spec::{LogStream, ProgramSpec};
 use crate::stats::Sampler;
 use crate::wire::{
@@ -59,6 +60,11 @@ pub struct SupervisorOptions {
     pub log_dir: PathBuf,
     /// The daemon file that [`Supervisor::reload_config`] reads again.
     pub config_file: Option<PathBuf>,
+    /// Where what users ask, programs added at run time, `restarts` and
+    /// the identity of every live process are remembered, so that a
+    /// supervisor started again on the same folder resumes them
+    /// (docs/reference.md §8). `None`: nothing outlives this supervisor.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for SupervisorOptions {
@@ -66,6 +72,7 @@ impl Default for SupervisorOptions {
         Self {
             log_dir: PathBuf::from("logs"),
             config_file: None,
+            state_dir: None,
         }
     }
 }
@@ -90,6 +97,10 @@ struct Inner {
     closing: AtomicBool,
     started: Instant,
     reloading: tokio::sync::Mutex<()>,
+    store: Option<Arc<Store>>,
+    /// Programs added at run time: kept by reloads, which only manage the
+    /// config's programs.
+    runtime: Mutex<BTreeSet<String>>,
 }
 
 impl Supervisor {
@@ -98,6 +109,16 @@ impl Supervisor {
     pub fn new(options: SupervisorOptions) -> Self {
         crate::spawn::raise_fd_limit();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let store = options.state_dir.as_deref().and_then(|dir| {
+            Store::open(dir)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "cannot use the state folder {}: {e}; what is asked now will not outlive this zistd",
+                        dir.display()
+                    )
+                })
+                .ok()
+        });
         Self {
             inner: Arc::new(Inner {
                 programs: RwLock::new(BTreeMap::new()),
@@ -108,6 +129,8 @@ impl Supervisor {
                 closing: AtomicBool::new(false),
                 started: Instant::now(),
                 reloading: tokio::sync::Mutex::new(()),
+                store,
+                runtime: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -115,22 +138,95 @@ impl Supervisor {
     /// A supervisor running a loaded config: every program registered, the
     /// autostart ones started (all at once). A program that cannot be spawned
     /// is `fatal` with the reason, as the config rules say; it is not an error here.
+    ///
+    /// With the config's StateDir it resumes what an earlier zistd left
+    /// there (docs/reference.md §8): programs added at run time come back,
+    /// a process that still runs is adopted rather than started again, and
+    /// a program's recorded intent decides whether it starts (Autostart
+    /// decides only for a program with none).
     pub async fn from_config(config: &Config) -> Self {
         let supervisor = Self::new(SupervisorOptions {
             log_dir: config.daemon.log_dir.clone(),
             config_file: Some(config.daemon.file.clone()),
+            state_dir: Some(config.daemon.state_dir.clone()),
         });
+        let mut specs: Vec<(ProgramSpec, bool)> =
+            config.programs.iter().map(|s| (s.clone(), false)).collect();
+        if let Some(store) = &supervisor.inner.store {
+            let named: BTreeSet<&str> = config.programs.iter().map(|s| s.name.as_str()).collect();
+            for (name, json) in store.runtime_programs() {
+                if named.contains(name.as_str()) {
+                    // A config file now names it: the file wins.
+                    store.update(&name, |r| r.spec = None);
+                    continue;
+                }
+                match crate::config::program_from_json(
+                    "the state file",
+                    &json,
+                    &config.daemon.log_dir,
+                ) {
+                    Ok((spec, _)) if spec.name.as_str() == name => specs.push((spec, true)),
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(
+                            "the state file's spec of program {name} does not load; it is forgotten"
+                        );
+                        store.forget(&name);
+                    }
+                }
+            }
+            let known: BTreeSet<String> = specs.iter().map(|(s, _)| s.name.to_string()).collect();
+            store.retain(|name, _| known.contains(name));
+        }
         let mut starting = Vec::new();
-        for spec in &config.programs {
-            let autostart = spec.autostart;
-            if let Ok(program) = supervisor.add(spec.clone())
-                && autostart
-            {
-                starting.push(program);
+        for (spec, runtime) in specs {
+            let (resume, start) = supervisor.resume(&spec);
+            let name = spec.name.to_string();
+            if let Ok(program) = supervisor.add(spec, resume) {
+                if runtime {
+                    supervisor.runtime().insert(name);
+                }
+                if start {
+                    starting.push(program);
+                }
             }
         }
         send_all(&starting, Control::Start).await;
         supervisor
+    }
+
+    /// How a program resumes what the store remembers of it, and whether
+    /// it is to be started.
+    fn resume(&self, spec: &ProgramSpec) -> (Resume, bool) {
+        let remembered = self
+            .inner
+            .store
+            .as_ref()
+            .and_then(|store| store.get(spec.name.as_str()));
+        let Some(remembered) = remembered else {
+            return (Resume::Fresh { restarts: 0 }, spec.autostart);
+        };
+        let restarts = remembered.restarts;
+        match (remembered.intent, remembered.process) {
+            (Some(Intent::Detach), record) => (Resume::Detached { restarts, record }, false),
+            (_, Some(record)) => (Resume::Process { restarts, record }, false),
+            (Some(Intent::Start), None) => (Resume::Fresh { restarts }, true),
+            (Some(Intent::Stop), None) => (Resume::Fresh { restarts }, false),
+            (None, None) => (Resume::Fresh { restarts }, spec.autostart),
+        }
+    }
+
+    fn runtime(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.inner
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers what a user asked of `name`.
+    fn intend(&self, name: &str, intent: Intent) {
+        if let Some(store) = &self.inner.store {
+            store.update(name, |r| r.intent = Some(intent));
+        }
     }
 
     /// The folder for log files of programs whose spec names none.
@@ -185,7 +281,7 @@ impl Supervisor {
             })
     }
 
-    fn add(&self, spec: ProgramSpec) -> Result<Arc<Program>> {
+    fn add(&self, spec: ProgramSpec, resume: Resume) -> Result<Arc<Program>> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -198,17 +294,32 @@ impl Supervisor {
             spec,
             &self.inner.log_dir,
             self.inner.events.clone(),
+            self.inner.store.clone(),
+            resume,
         ));
         programs.insert(name, program.clone());
         Ok(program)
     }
 
-    /// Adds a program, and starts it if its spec says Autostart.
+    /// Adds a program, and starts it if its spec says Autostart. It is kept
+    /// across reloads (which manage the config's programs) and, with a
+    /// state folder, across restarts of the supervisor, until removed.
     ///
     /// A spawn failure leaves the program registered and `fatal`, and is returned.
     pub async fn register(&self, spec: ProgramSpec) -> Result<ProcessInfo> {
         let autostart = spec.autostart;
-        let program = self.add(spec)?;
+        let name = spec.name.to_string();
+        let json = crate::config::program_to_json(&spec);
+        let program = self.add(spec, Resume::Fresh { restarts: 0 })?;
+        self.runtime().insert(name.clone());
+        if let Some(store) = &self.inner.store {
+            store.update(&name, |r| {
+                *r = Remembered {
+                    spec: Some(json),
+                    ..Remembered::default()
+                }
+            });
+        }
         if autostart {
             program.ask(Control::Start).await
         } else {
@@ -233,28 +344,47 @@ impl Supervisor {
         let program = self.get(name)?;
         program.shut_down(ShutdownMode::Stop).await;
         self.write().remove(name);
+        self.runtime().remove(name);
+        if let Some(store) = &self.inner.store {
+            store.forget(name);
+        }
         Ok(())
     }
 
     /// Starts a program; returns once it is spawned (`starting`).
+    ///
+    /// Remembered: with a state folder, the program starts again when the
+    /// supervisor does, Autostart notwithstanding.
     pub async fn start(&self, name: &str) -> Result<ProcessInfo> {
-        self.get(name)?.ask(Control::Start).await
+        let program = self.get(name)?;
+        self.intend(name, Intent::Start);
+        program.ask(Control::Start).await
     }
 
     /// Stops a program; returns once its whole process group is gone.
+    ///
+    /// Remembered: with a state folder, the program stays stopped when the
+    /// supervisor starts again, and when a reload changes its spec.
     pub async fn stop(&self, name: &str) -> Result<ProcessInfo> {
-        self.get(name)?.ask(Control::Stop).await
+        let program = self.get(name)?;
+        self.intend(name, Intent::Stop);
+        program.ask(Control::Stop).await
     }
 
     /// Stops a program if it runs, then starts it; returns once the new process is spawned.
     pub async fn restart(&self, name: &str) -> Result<ProcessInfo> {
-        self.get(name)?.ask(Control::Restart).await
+        let program = self.get(name)?;
+        self.intend(name, Intent::Start);
+        program.ask(Control::Restart).await
     }
 
     /// Lets a running program go: it keeps running, and writing to its log
-    /// files, after zist lets go of it and after zist exits.
+    /// files, after zist lets go of it and after zist exits. Remembered:
+    /// a supervisor started again leaves it alone until it is started.
     pub async fn detach(&self, name: &str) -> Result<ProcessInfo> {
-        self.get(name)?.ask(Control::Detach).await
+        let info = self.get(name)?.ask(Control::Detach).await?;
+        self.intend(name, Intent::Detach);
+        Ok(info)
     }
 
     /// Sends a signal to a program's main process.
@@ -310,8 +440,15 @@ impl Supervisor {
 
     /// Sends a control to every program first, then waits for every answer,
     /// so all of them act at once.
-    async fn all(&self, make: fn(crate::program::Reply) -> Control) -> Vec<ProcessInfo> {
+    async fn all(
+        &self,
+        intent: Intent,
+        make: fn(crate::program::Reply) -> Control,
+    ) -> Vec<ProcessInfo> {
         let programs: Vec<_> = self.read().values().cloned().collect();
+        for program in &programs {
+            self.intend(program.spec.name.as_str(), intent);
+        }
         send_all(&programs, make).await;
         self.list()
     }
@@ -328,13 +465,13 @@ impl Supervisor {
 
     /// Starts every program that is not running; returns when each has been spawned.
     pub async fn start_all(&self) -> Vec<ProcessInfo> {
-        self.all(Control::Start).await
+        self.all(Intent::Start, Control::Start).await
     }
 
     /// Stops every program; returns when every process group is gone.
     pub async fn stop_all(&self) -> Vec<ProcessInfo> {
         self.signal_stop_to_all();
-        self.all(Control::Stop).await
+        self.all(Intent::Stop, Control::Stop).await
     }
 
     /// Sends every live program's stop signal in one loop, before any actor
@@ -348,7 +485,7 @@ impl Supervisor {
 
     /// Restarts every program; returns when each new process is spawned.
     pub async fn restart_all(&self) -> Vec<ProcessInfo> {
-        self.all(Control::Restart).await
+        self.all(Intent::Start, Control::Restart).await
     }
 
     /// CPU and memory of a program's process tree; zeros when no process runs.
@@ -449,6 +586,12 @@ impl Supervisor {
     /// autostart ones), stops and forgets removed ones, restarts changed ones
     /// with their new spec, and leaves unchanged ones alone.
     ///
+    /// What users asked is kept (docs/reference.md §8.1): a changed program
+    /// that was stopped stays stopped (its new spec applies at its next
+    /// start), `restarts` carry over, and programs added at run time are
+    /// neither removed nor changed, unless the config now names them (the
+    /// file wins).
+    ///
     /// The config was checked whole when it was loaded ([`Config::load`]
     /// refuses a config with any error), so a broken config never gets here.
     pub async fn reload(&self, config: &Config) -> Result<ReloadReport> {
@@ -465,24 +608,40 @@ impl Supervisor {
         let mut to_stop = Vec::new();
         let mut to_start = Vec::new();
         for (name, program) in &current {
+            let runtime = self.runtime().contains(name);
             match wanted.get(name) {
+                None if runtime => report.unchanged.push(name.clone()),
                 None => {
                     report.removed.push(name.clone());
                     to_stop.push(program.clone());
                 }
-                Some(spec) if **spec == *program.spec => report.unchanged.push(name.clone()),
                 Some(spec) => {
+                    if runtime {
+                        // The file takes it over.
+                        self.runtime().remove(name);
+                        if let Some(store) = &self.inner.store {
+                            store.update(name, |r| r.spec = None);
+                        }
+                    }
+                    if **spec == *program.spec {
+                        report.unchanged.push(name.clone());
+                        continue;
+                    }
                     report.changed.push(name.clone());
-                    let was_running = program.snapshot().state.is_active();
+                    let snapshot = program.snapshot();
+                    let stopped_on_request = snapshot.state == crate::ProcessState::Stopped
+                        || snapshot.state == crate::ProcessState::Detached;
+                    let start =
+                        snapshot.state.is_active() || (spec.autostart && !stopped_on_request);
                     to_stop.push(program.clone());
-                    to_start.push(((*spec).clone(), was_running || spec.autostart));
+                    to_start.push(((*spec).clone(), start, snapshot.restarts));
                 }
             }
         }
         for (name, spec) in &wanted {
             if !current.contains_key(name) {
                 report.added.push(name.clone());
-                to_start.push(((*spec).clone(), spec.autostart));
+                to_start.push(((*spec).clone(), spec.autostart, 0));
             }
         }
         send_all(&to_stop, |reply| {
@@ -495,9 +654,14 @@ impl Supervisor {
                 programs.remove(program.spec.name.as_str());
             }
         }
+        if let Some(store) = &self.inner.store {
+            for name in &report.removed {
+                store.forget(name);
+            }
+        }
         let mut starting = Vec::new();
-        for (spec, start) in to_start {
-            let program = self.add(spec)?;
+        for (spec, start, restarts) in to_start {
+            let program = self.add(spec, Resume::Fresh { restarts })?;
             if start {
                 starting.push(program);
             }
@@ -529,6 +693,10 @@ impl Supervisor {
         let programs: Vec<_> = self.read().values().cloned().collect();
         send_all(&programs, |reply| Control::Shutdown(mode, reply)).await;
         self.write().clear();
+        if let Some(store) = &self.inner.store {
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
     }
 }
 
