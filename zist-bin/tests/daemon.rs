@@ -13,46 +13,46 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use zist_core::testing::{eventually_blocking, request};
 
-const TOKEN: &str = "daemon-test-token-9f2c";
-const ZISTD: &str = env!("CARGO_BIN_EXE_zistd");
+pub(crate) const TOKEN: &str = "daemon-test-token-9f2c";
+pub(crate) const ZISTD: &str = env!("CARGO_BIN_EXE_zistd");
 const ZISTCL: &str = env!("CARGO_BIN_EXE_zistcl");
 
 /// A temp folder with a config; runs zistd on it.
-struct Setup {
+pub(crate) struct Setup {
     dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(programs: &str) -> Self {
+    pub(crate) fn new(programs: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let setup = Self { dir };
         setup.write_config(programs);
         setup
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
-    fn conf(&self) -> PathBuf {
+    pub(crate) fn conf(&self) -> PathBuf {
         self.path("conf.toml")
     }
 
-    fn write_config(&self, programs: &str) {
+    pub(crate) fn write_config(&self, programs: &str) {
         let text = format!(
             "Token = \"{TOKEN}\"\nRPCPort = 0\nHTTPPort = 0\nLogDir = \"logs\"\n{programs}"
         );
         std::fs::write(self.conf(), text).unwrap();
     }
 
-    fn script(&self, name: &str, body: &str) -> PathBuf {
+    pub(crate) fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
 
-    fn start(&self) -> Zistd {
+    pub(crate) fn start(&self) -> Zistd {
         Zistd::start(&self.conf())
     }
 }
@@ -60,22 +60,22 @@ impl Setup {
 /// A running zistd in its own process group; on drop it gets SIGTERM (which
 /// stops every program), then SIGKILL if it has not exited in time, and every
 /// program pid seen is killed by its group.
-struct Zistd {
-    child: Child,
-    rpc: String,
+pub(crate) struct Zistd {
+    pub(crate) child: Child,
+    pub(crate) rpc: String,
     /// The HTTP API's address, when Web = true.
     http: Option<String>,
     lines: mpsc::Receiver<String>,
-    seen: Vec<i32>,
+    pub(crate) seen: Vec<i32>,
 }
 
 impl Zistd {
-    fn start(conf: &Path) -> Self {
+    pub(crate) fn start(conf: &Path) -> Self {
         Self::start_under(&[], conf)
     }
 
     /// Starts zistd under a wrapper command (`prlimit --nofile=64:64`, ...).
-    fn start_under(wrapper: &[&str], conf: &Path) -> Self {
+    pub(crate) fn start_under(wrapper: &[&str], conf: &Path) -> Self {
         let mut command = match wrapper {
             [] => Command::new(ZISTD),
             [first, rest @ ..] => {
@@ -129,7 +129,7 @@ impl Zistd {
     }
 
     /// Waits for a stdout line starting with `prefix`.
-    fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -141,7 +141,7 @@ impl Zistd {
         }
     }
 
-    fn cl(&mut self, args: &[&str]) -> Output {
+    pub(crate) fn cl(&mut self, args: &[&str]) -> Output {
         let mut full = vec![self.rpc.as_str(), TOKEN];
         full.extend_from_slice(args);
         let out = zistcl(&full, &[]);
@@ -155,13 +155,40 @@ impl Zistd {
         out
     }
 
-    fn list(&mut self) -> Vec<Value> {
+    /// Calls a JSON-RPC method; the whole response.
+    pub(crate) fn rpc(&self, method: &str, params: Value) -> Value {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response = request(
+            self.rpc.parse().unwrap(),
+            "POST",
+            "/",
+            &format!("Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"),
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{e}: {response:?}"))
+    }
+
+    /// One program's info, by name.
+    pub(crate) fn info(&mut self, name: &str) -> Value {
+        self.list()
+            .into_iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+    }
+
+    pub(crate) fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub(crate) fn list(&mut self) -> Vec<Value> {
         let out = self.cl(&["--json", "all"]);
         assert_eq!(out.code, 0, "{out:?}");
         serde_json::from_str(&out.stdout).unwrap()
     }
 
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -190,14 +217,14 @@ impl Drop for Zistd {
 }
 
 #[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Output {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs zistcl, bounded in time.
-fn zistcl(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn zistcl(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(ZISTCL)
         .args(args)
         .envs(env.iter().copied())
@@ -221,11 +248,11 @@ fn zistcl(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
-fn program(name: &str, path: &Path, extra: &str) -> String {
+pub(crate) fn program(name: &str, path: &Path, extra: &str) -> String {
     format!(
         "\n[[Program]]\nName = \"{name}\"\nPath = \"{}\"\nStartSecs = \"100ms\"\n{extra}\n",
         path.display()

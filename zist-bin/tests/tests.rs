@@ -1,3 +1,4 @@
 //! Tests of zistd and zistcl as users run them.
 
+mod continuity;
 mod daemon;

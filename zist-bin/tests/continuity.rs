@@ -1,0 +1,122 @@
+//! zistd outlives itself (docs/reference.md §8): what users asked, the
+//! programs they added and the programs that run survive zistd's restarts,
+//! reloads, crashes and upgrades.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use serde_json::{Value, json};
+use zist_core::testing::eventually_blocking;
+
+use crate::daemon::{Setup, alive, program};
+
+#[test]
+fn what_users_ask_survives_a_restart_and_a_reload() {
+    let setup = Setup::new("");
+    let flaky = setup.script(
+        "flaky.sh",
+        "if [ -e \"$0.ran\" ]; then exec sleep 300; fi\ntouch \"$0.ran\"\nsleep 0.3\nexit 1",
+    );
+    let config = |a_args: &str| {
+        program(
+            "a",
+            Path::new("/bin/sleep"),
+            &format!("Args = \"{a_args}\""),
+        ) + &program(
+            "b",
+            Path::new("/bin/sleep"),
+            "Args = \"301\"\nAutostart = false",
+        ) + &program("d", &flaky, "")
+    };
+    setup.write_config(&config("300"));
+    let mut zistd = setup.start();
+    assert_eq!(zistd.cl(&["a", "stop"]).code, 0);
+    assert_eq!(zistd.cl(&["b", "start"]).code, 0);
+    let added = zistd.rpc(
+        "process.add",
+        json!({"spec": {"Name": "c", "Path": "/bin/sleep", "Args": "302", "StartSecs": "100ms"}}),
+    );
+    assert_eq!(added["result"]["state"], "starting", "{added}");
+    eventually_blocking(Duration::from_secs(10), "d to restart once", || {
+        let d = zistd.info("d");
+        d["restarts"] == 1 && d["state"] == "running"
+    });
+
+    // SIGTERM, then start again: every intent holds.
+    kill(zistd.pid(), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    let mut zistd = setup.start();
+    let state = |zistd: &mut crate::daemon::Zistd, name: &str| zistd.info(name)["state"].clone();
+    assert_eq!(
+        state(&mut zistd, "a"),
+        "stopped",
+        "a was stopped through the API"
+    );
+    eventually_blocking(Duration::from_secs(10), "b and c to run again", || {
+        state(&mut zistd, "b") == "running" && state(&mut zistd, "c") == "running"
+    });
+    assert_eq!(zistd.info("d")["restarts"], 1, "restarts survive a restart");
+
+    // A reload that changes the stopped program keeps it stopped, and
+    // keeps the program added at run time.
+    setup.write_config(&config("299"));
+    kill(zistd.pid(), Signal::SIGHUP).unwrap();
+    let report = zistd.cl(&["--json", "reload"]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert!(report["removed"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(state(&mut zistd, "a"), "stopped");
+    assert_eq!(zistd.info("a")["args"], json!(["299"]));
+    assert_eq!(state(&mut zistd, "c"), "running");
+    assert_eq!(zistd.info("d")["restarts"], 1, "restarts survive a reload");
+
+    // Removed, it is gone for good.
+    let removed = zistd.rpc("process.remove", json!({"name": "c"}));
+    assert_eq!(removed["result"], true, "{removed}");
+    kill(zistd.pid(), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    let mut zistd = setup.start();
+    assert!(zistd.list().iter().all(|i| i["name"] != "c"));
+}
+
+#[test]
+fn a_detached_program_stays_detached_across_a_restart() {
+    let setup = Setup::new("");
+    setup.write_config(&program("s", Path::new("/bin/sleep"), "Args = \"303\""));
+    let mut zistd = setup.start();
+    let pid = zistd.info("s")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(zistd.cl(&["s", "detach"]).code, 0);
+    kill(zistd.pid(), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(alive(pid));
+    let mut zistd = setup.start();
+    let info = zistd.info("s");
+    assert_eq!(info["state"], "detached", "{info}");
+    assert_eq!(info["pid"].as_i64(), Some(i64::from(pid)), "{info}");
+    // Started when asked: a second, supervised copy.
+    assert_eq!(zistd.cl(&["s", "start"]).code, 0);
+    let new = zistd.info("s")["pid"].as_i64().unwrap() as i32;
+    assert_ne!(new, pid);
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+#[test]
+fn a_torn_or_garbage_state_file_is_a_warning_and_a_fresh_start() {
+    let setup = Setup::new("");
+    setup.write_config(&program("s", Path::new("/bin/sleep"), "Args = \"304\""));
+    std::fs::create_dir_all(setup.path("state")).unwrap();
+    for garbage in [
+        "{\"format\": 1, \"programs\": {\"s\": {\"intent\": \"st",
+        "\u{0}\u{1}garbage",
+    ] {
+        std::fs::write(setup.path("state/state.json"), garbage).unwrap();
+        let mut zistd = setup.start();
+        eventually_blocking(Duration::from_secs(10), "s to run", || {
+            zistd.info("s")["state"] == "running"
+        });
+        let log = zistd.cl(&["log"]);
+        assert!(log.stdout.contains("is corrupt"), "{log:?}");
+        kill(zistd.pid(), Signal::SIGTERM).unwrap();
+        assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    }
+}
