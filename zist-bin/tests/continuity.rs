@@ -120,3 +120,95 @@ fn a_torn_or_garbage_state_file_is_a_warning_and_a_fresh_start() {
         assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
     }
 }
+
+/// Processes whose parent is `parent`, with their state letter (`Z`: zombie).
+fn children_of(parent: i32) -> Vec<(i32, char)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse().ok()) == Some(parent) {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// The most zombie children `parent` had at any of several looks over `span`.
+fn most_zombies(parent: i32, span: Duration) -> usize {
+    let end = std::time::Instant::now() + span;
+    let mut most = 0;
+    while std::time::Instant::now() < end {
+        let zombies = children_of(parent).iter().filter(|c| c.1 == 'Z').count();
+        most = most.max(zombies);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    most
+}
+
+#[test]
+fn orphans_of_programs_reparent_to_zistd_and_are_reaped() {
+    let setup = Setup::new("");
+    let spawner = setup.script(
+        "spawner.sh",
+        "while true; do (sleep 0.1 &); sleep 0.1; done",
+    );
+    setup.write_config(&program("spawner", &spawner, ""));
+    let mut zistd = setup.start();
+    let pid = zistd.pid().as_raw();
+    eventually_blocking(
+        Duration::from_secs(10),
+        "an orphan to reparent to zistd",
+        || {
+            children_of(pid).iter().any(|&(child, _)| {
+                std::fs::read_to_string(format!("/proc/{child}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+        },
+    );
+    assert!(
+        most_zombies(pid, Duration::from_secs(2)) <= 2,
+        "orphans are left as zombies"
+    );
+    let _ = zistd.list();
+}
+
+#[test]
+fn as_pid_1_zistd_reaps_every_orphan_and_sigterm_ends_it_fast() {
+    let setup = Setup::new("");
+    let spawner = setup.script(
+        "spawner.sh",
+        "while true; do (sleep 0.1 &); sleep 0.1; done",
+    );
+    setup.write_config(
+        &(program("spawner", &spawner, "")
+            + &program("quiet", Path::new("/bin/sleep"), "Args = \"305\"")),
+    );
+    let mut zistd = crate::daemon::Zistd::start_under(
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+        &setup.conf(),
+    );
+    let unshare = zistd.pid().as_raw();
+    let init = children_of(unshare)
+        .first()
+        .map(|c| c.0)
+        .expect("unshare's child, zistd");
+    assert!(
+        most_zombies(init, Duration::from_secs(3)) <= 2,
+        "zombies accumulate under zistd as PID 1"
+    );
+    let asked = std::time::Instant::now();
+    kill(nix::unistd::Pid::from_raw(init), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+}

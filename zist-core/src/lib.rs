@@ -9,6 +9,7 @@ pub mod logs;
 pub mod net;
 mod persist;
 mod program;
+mod reaper;
 mod spawn;
 pub mod spec;
 pub mod state;
@@ -23,6 +24,7 @@ pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol, prog
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{DEFAULT_LINES, LogHealth};
 pub use nix::sys::signal::Signal;
+pub use reaper::{become_subreaper, is_init};
 pub use spawn::{
     DESCRIPTORS_PER_PROGRAM, RESERVED_DESCRIPTORS, SpawnError, SpawnStep, check_executable,
     descriptor_limit, program_room,

@@ -470,7 +470,11 @@ impl Host for Os {
             let mut process = process;
             process.wait().await;
             for mut relay in relays {
+                let pid = relay.id();
                 let _ = relay.wait().await;
+                if let Some(pid) = pid {
+                    crate::reaper::release(pid as i32);
+                }
             }
         });
     }
@@ -867,6 +871,10 @@ fn group_exists(pgid: Pid) -> bool {
 async fn wait_group_gone(pgid: Pid, deadline: Instant) -> bool {
     let mut pause = Duration::from_millis(1);
     loop {
+        if crate::reaper::running() {
+            // Members that are zombies of zistd count until reaped.
+            crate::reaper::reap_orphans();
+        }
         if !group_exists(pgid) {
             return true;
         }

@@ -496,6 +496,9 @@ impl Process {
             } else {
                 pidfd_says_exited(self.pidfd.get_ref()).then_some(ExitKind::Unknown)
             };
+            if self.child && self.exit.is_some() {
+                crate::reaper::release(self.pid);
+            }
             // A detached process's late reaping must not forget a newer one.
             if self.exit.is_some() && lease.pid == Some(self.pid) {
                 lease.pid = None;
@@ -581,6 +584,9 @@ pub(crate) fn adopt(
         ));
     }
     let child = parent_of(pid) == Some(std::process::id() as i32);
+    if child {
+        crate::reaper::claim(pid);
+    }
     // SAFETY: the OwnedFd is moved into the AsyncFd, so the descriptor stays
     // open and the same until the AsyncFd is dropped, as registration requires.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
@@ -863,7 +869,14 @@ pub(crate) fn spawn(
     };
 
     let mut plan = plan;
+    // Created and claimed under the gate: the orphan reaper never takes a
+    // program's exit status from its actor.
+    let gate = crate::reaper::spawn_gate();
     let cloned = clone_child(&mut plan);
+    if let Ok((pid, _)) = &cloned {
+        crate::reaper::claim(*pid);
+    }
+    drop(gate);
     // Our copies of the child's ends close here (the slots go back to
     // /dev/null), so the read ends see end-of-file once the program's whole
     // group has exited.
@@ -873,6 +886,7 @@ pub(crate) fn spawn(
     if failure != 0 {
         // The child reported a failure and exited; reap it now.
         let _ = waitpid(Pid::from_raw(pid), None);
+        crate::reaper::release(pid);
         return Err(SpawnError::Step {
             step: SpawnStep::from_code(failure >> 16).unwrap_or(SpawnStep::Exec),
             source: io::Error::from_raw_os_error(failure & 0xffff),
@@ -887,6 +901,7 @@ pub(crate) fn spawn(
             // Never leave a child that nobody watches.
             let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
+            crate::reaper::release(pid);
             return Err(io_err("watch the new process", e.into_parts().1));
         }
     };
@@ -1110,7 +1125,12 @@ pub(crate) fn spawn_relay(pipe: OwnedFd, file: File) -> io::Result<Child> {
     unsafe {
         cmd.pre_exec(|| reset_child_process_state());
     }
+    let gate = crate::reaper::spawn_gate();
     let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        crate::reaper::claim(pid as i32);
+    }
+    drop(gate);
     drop(cmd);
     Ok(child)
 }

@@ -65,6 +65,11 @@ pub struct SupervisorOptions {
     /// supervisor started again on the same folder resumes them
     /// (docs/reference.md §8). `None`: nothing outlives this supervisor.
     pub state_dir: Option<PathBuf>,
+    /// Make this process a child subreaper and reap the orphans of every
+    /// program (docs/reference.md §8.5). Orphans are reaped anyway when this
+    /// process is PID 1. Off by default: an embedding program may reap its
+    /// own children.
+    pub subreaper: bool,
 }
 
 impl Default for SupervisorOptions {
@@ -73,6 +78,7 @@ impl Default for SupervisorOptions {
             log_dir: PathBuf::from("logs"),
             config_file: None,
             state_dir: None,
+            subreaper: false,
         }
     }
 }
@@ -109,6 +115,16 @@ impl Supervisor {
     pub fn new(options: SupervisorOptions) -> Self {
         crate::spawn::raise_fd_limit();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        if options.subreaper
+            && let Err(e) = crate::reaper::become_subreaper()
+        {
+            tracing::warn!(
+                "cannot become a child subreaper ({e}); orphans of programs go to PID 1"
+            );
+        }
+        if options.subreaper || crate::reaper::is_init() {
+            crate::reaper::start();
+        }
         let store = options.state_dir.as_deref().and_then(|dir| {
             Store::open(dir)
                 .inspect_err(|e| {
@@ -149,6 +165,7 @@ impl Supervisor {
             log_dir: config.daemon.log_dir.clone(),
             config_file: Some(config.daemon.file.clone()),
             state_dir: Some(config.daemon.state_dir.clone()),
+            subreaper: true,
         });
         let mut specs: Vec<(ProgramSpec, bool)> =
             config.programs.iter().map(|s| (s.clone(), false)).collect();

@@ -343,12 +343,13 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
         );
         let _ = out.flush();
     }
-    let (mut term, mut int, mut hup) = match (
+    let (mut term, mut int, mut quit, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
         signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Ok(t), Ok(i), Ok(q), Ok(h)) => (t, i, q, h),
         _ => {
             supervisor.shutdown(ShutdownMode::Stop).await;
             return fail("cannot install signal handlers");
@@ -358,6 +359,7 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
         tokio::select! {
             _ = term.recv() => break ShutdownMode::Stop,
             _ = int.recv() => break ShutdownMode::Stop,
+            _ = quit.recv() => break ShutdownMode::Stop,
             _ = hup.recv() => match supervisor.reload_config().await {
                 Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
                 Err(e) => tracing::warn!("{e}"),
