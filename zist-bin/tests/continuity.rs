@@ -212,3 +212,124 @@ fn as_pid_1_zistd_reaps_every_orphan_and_sigterm_ends_it_fast() {
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
 }
+
+/// A program that prints 1, 2, 3, ... one line every 10 ms.
+fn counter(setup: &Setup) -> std::path::PathBuf {
+    setup.script(
+        "counter.sh",
+        "i=0\nwhile true; do i=$((i+1)); echo $i; sleep 0.01; done",
+    )
+}
+
+/// Asserts the log holds 1..=n, each once, in order; returns n.
+fn assert_counted(log: &Path) -> usize {
+    let text = std::fs::read_to_string(log).unwrap();
+    let numbers: Vec<usize> = text.lines().map(|l| l.parse().unwrap()).collect();
+    for (i, n) in numbers.iter().enumerate() {
+        assert_eq!(*n, i + 1, "line {} of {}", i + 1, log.display());
+    }
+    numbers.len()
+}
+
+fn pid_of(info: &Value) -> i32 {
+    info["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid: {info}")) as i32
+}
+
+#[test]
+fn after_sigkill_the_next_zistd_adopts_what_runs_and_restarts_what_died() {
+    let setup = Setup::new("");
+    let counter = counter(&setup);
+    setup.write_config(
+        &(program("counter", &counter, "")
+            + &program("quiet", Path::new("/bin/sleep"), "Args = \"306\"")
+            + &program("victim", Path::new("/bin/sleep"), "Args = \"307\"")),
+    );
+    let mut zistd = setup.start();
+    eventually_blocking(Duration::from_secs(10), "every program to run", || {
+        zistd.list().iter().all(|i| i["state"] == "running")
+    });
+    let pids: Vec<i32> = ["counter", "quiet", "victim"]
+        .iter()
+        .map(|n| pid_of(&zistd.info(n)))
+        .collect();
+    let started_at = zistd.info("counter")["started_at"].clone();
+    kill(zistd.pid(), Signal::SIGKILL).unwrap();
+    zistd.wait_exit(Duration::from_secs(10)).unwrap_or_default();
+    kill(nix::unistd::Pid::from_raw(pids[2]), Signal::SIGKILL).unwrap();
+    // While zistd is down the counter writes on, into the held pipe.
+    let log = setup.path("logs/counter.out.log");
+    let lines_at_crash = std::fs::read_to_string(&log).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pids[0]), "the counter died with zistd");
+
+    let mut zistd = setup.start();
+    let counter_info = zistd.info("counter");
+    assert_eq!(pid_of(&counter_info), pids[0], "{counter_info}");
+    assert_eq!(counter_info["state"], "running");
+    assert_eq!(counter_info["started_at"], started_at);
+    assert_eq!(pid_of(&zistd.info("quiet")), pids[1]);
+    eventually_blocking(
+        Duration::from_secs(10),
+        "the victim to be restarted",
+        || {
+            let v = zistd.info("victim");
+            v["state"] == "running" && v["pid"].as_i64() != Some(i64::from(pids[2]))
+        },
+    );
+    assert_eq!(zistd.info("victim")["restarts"], 1);
+    // What the counter wrote while zistd was down reaches the log.
+    eventually_blocking(
+        Duration::from_secs(10),
+        "the output written meanwhile",
+        || std::fs::read_to_string(&log).unwrap().lines().count() > lines_at_crash + 30,
+    );
+    // One copy of each program, and stop works on the adopted one.
+    let copies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cmdline"))
+                .is_ok_and(|c| c.contains(counter.to_str().unwrap()))
+        })
+        .count();
+    assert_eq!(copies, 1, "a second copy of the counter was started");
+    assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
+    assert!(!alive(pids[0]));
+    assert!(assert_counted(&log) > lines_at_crash + 30);
+}
+
+#[test]
+fn killing_the_holder_kills_no_program_and_zistd_replaces_it() {
+    let setup = Setup::new("");
+    let counter = counter(&setup);
+    setup.write_config(&program("counter", &counter, ""));
+    let mut zistd = setup.start();
+    let pid = pid_of(&zistd.info("counter"));
+    let holder_pid = || -> i32 {
+        std::fs::read_to_string(setup.path("state/holder.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let first = holder_pid();
+    kill(nix::unistd::Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    eventually_blocking(Duration::from_secs(10), "a new holder", || {
+        let now = holder_pid();
+        now != first && alive(now)
+    });
+    let log = zistd.cl(&["log"]);
+    assert!(log.stdout.contains("the holder process ended"), "{log:?}");
+    assert!(alive(pid));
+    // The new holder holds the pipes: the counter survives zistd's death too.
+    kill(zistd.pid(), Signal::SIGKILL).unwrap();
+    zistd.wait_exit(Duration::from_secs(10)).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(pid), "the counter died with zistd");
+    let mut zistd = setup.start();
+    assert_eq!(pid_of(&zistd.info("counter")), pid);
+    assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
+    assert_counted(&setup.path("logs/counter.out.log"));
+}

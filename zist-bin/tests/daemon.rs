@@ -57,6 +57,29 @@ impl Setup {
     }
 }
 
+impl Drop for Setup {
+    /// Ends what a zistd killed in the test left behind: the holder, and
+    /// every program process its state file names.
+    fn drop(&mut self) {
+        let state = self.path("state");
+        if let Ok(state) = std::fs::read_to_string(state.join("state.json"))
+            && let Ok(state) = serde_json::from_str::<Value>(&state)
+            && let Some(programs) = state["programs"].as_object()
+        {
+            for program in programs.values() {
+                if let Some(pid) = program["process"]["pid"].as_i64() {
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            }
+        }
+        if let Ok(pid) = std::fs::read_to_string(state.join("holder.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// A running zistd in its own process group; on drop it gets SIGTERM (which
 /// stops every program), then SIGKILL if it has not exited in time, and every
 /// program pid seen is killed by its group.

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod error;
+pub mod holder;
 mod lifecycle;
 pub mod logs;
 #[cfg(feature = "net")]

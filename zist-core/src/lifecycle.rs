@@ -254,7 +254,7 @@ pub(crate) enum Effect<C> {
     /// [`Event::DetachReady`] or [`Event::DetachRefused`].
     PrepareDetach { ending: bool },
     /// Hand the child's output to the relays and let it go.
-    Release(C),
+    Release { child: C, ending: bool },
     /// Answer the control being applied.
     Answer(Outcome),
     /// End the actor.
@@ -343,7 +343,10 @@ pub(crate) fn step<C: HasPid>(
             Event::DetachReady { ending },
         ) => {
             let pid = child.pid();
-            let mut effects = vec![Effect::Release(child), Effect::Answer(Outcome::Done)];
+            let mut effects = vec![
+                Effect::Release { child, ending },
+                Effect::Answer(Outcome::Done),
+            ];
             if ending {
                 effects.push(Effect::End);
             }
@@ -654,7 +657,7 @@ mod tests {
             Effect::Signal(s) => format!("signal {s}"),
             Effect::Reap { child, .. } => format!("reap {}", child.0),
             Effect::PrepareDetach { ending } => format!("prepare detach{}", end(*ending)),
-            Effect::Release(child) => format!("release {}", child.0),
+            Effect::Release { child, .. } => format!("release {}", child.0),
             Effect::Answer(Outcome::Done) => "ok".to_owned(),
             Effect::Answer(Outcome::AlreadyRunning(s)) => format!("err already {s}"),
             Effect::Answer(Outcome::NotRunning(s)) => format!("err not running {s}"),

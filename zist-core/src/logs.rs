@@ -731,8 +731,8 @@ enum Hot {
     HandedOff(pipe::Receiver),
     /// The pipe could not be enlarged: the pump must not pause for it.
     Unpausable(pipe::Receiver),
-    /// End of stream, or an error: the stream is finished.
-    Ended,
+    /// End of stream, or an error: the stream is finished (the pipe, if still held).
+    Ended(Option<std::os::fd::OwnedFd>),
 }
 
 /// Reads a hot stream on a timer: the pipe is taken off the readiness
@@ -752,7 +752,7 @@ async fn hot_spell(
         Ok(fd) => fd,
         Err(e) => {
             broken(log, "cannot take an output pipe off the poller", &e);
-            return Hot::Ended;
+            return Hot::Ended(None);
         }
     };
     use nix::fcntl::{FcntlArg, fcntl};
@@ -770,7 +770,7 @@ async fn hot_spell(
             Ok(rx) => ok(rx),
             Err(e) => {
                 broken(log, "cannot watch an output pipe again", &e);
-                Hot::Ended
+                Hot::Ended(None)
             }
         }
     };
@@ -793,7 +793,7 @@ async fn hot_spell(
             match io::Read::read(&mut file, &mut buf) {
                 Ok(0) => {
                     log.finish();
-                    return Hot::Ended;
+                    return Hot::Ended(Some(file.into()));
                 }
                 Ok(n) => {
                     burst += n;
@@ -809,7 +809,7 @@ async fn hot_spell(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     broken(log, "cannot read an output pipe", &e);
-                    return Hot::Ended;
+                    return Hot::Ended(Some(file.into()));
                 }
             }
         }
@@ -822,18 +822,29 @@ async fn hot_spell(
     }
 }
 
-/// Reads a pipe until end-of-file, or until `handoff` fires; then gives the pipe back.
+/// How a pump ended.
+#[derive(Debug)]
+pub(crate) enum PumpEnd {
+    /// Detach asked for the pipe: here it is, unread from here on.
+    HandedOff(pipe::Receiver),
+    /// The stream is finished. The pipe is kept (not closed) until this is
+    /// dropped, so its descriptor number stays the pipe's while the child's
+    /// owner may still name it.
+    Ended(#[allow(dead_code)] Option<std::os::fd::OwnedFd>),
+}
+
+/// Reads a pipe until end-of-file, or until `handoff` fires.
 pub(crate) async fn pump(
     mut rx: pipe::Receiver,
     log: SharedLog,
     mut handoff: oneshot::Receiver<()>,
-) -> Option<pipe::Receiver> {
+) -> PumpEnd {
     let mut heat = Heat::new();
     let mut pausable = true;
     loop {
         let burst = tokio::select! {
             biased;
-            _ = &mut handoff => return Some(rx),
+            _ = &mut handoff => return PumpEnd::HandedOff(rx),
             ready = rx.readable() => match ready {
                 Ok(()) => read_burst(&rx, &log),
                 Err(e) => {
@@ -843,7 +854,7 @@ pub(crate) async fn pump(
             },
         };
         match burst {
-            Burst::Ended => return None,
+            Burst::Ended => return PumpEnd::Ended(rx.into_nonblocking_fd().ok()),
             Burst::Read(n) if pausable && heat.hot_after(n) => {
                 // Boxed: only hot pumps pay for the timer and the buffer.
                 match Box::pin(hot_spell(rx, &log, &mut handoff)).await {
@@ -852,8 +863,8 @@ pub(crate) async fn pump(
                         rx = again;
                         pausable = false;
                     }
-                    Hot::HandedOff(rx) => return Some(rx),
-                    Hot::Ended => return None,
+                    Hot::HandedOff(rx) => return PumpEnd::HandedOff(rx),
+                    Hot::Ended(fd) => return PumpEnd::Ended(fd),
                 }
                 heat = Heat::new();
             }

@@ -28,10 +28,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at};
 
 use crate::error::{Error, Result};
+use crate::holder::Holder;
 use crate::lifecycle::{
     Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, Timer, step,
 };
-use crate::logs::{RotatingFile, SharedLog, pump};
+use crate::logs::{PumpEnd, RotatingFile, SharedLog, pump};
 use crate::persist::{ProcessRecord, Store};
 use crate::spawn::{self, Process, SpawnError};
 use crate::spec::{ProgramSpec, signal_name};
@@ -80,19 +81,23 @@ pub(crate) enum Control {
     Detach(Reply),
     Signal(Signal, Reply),
     Shutdown(ShutdownMode, Reply),
+    /// A new holder process: hand it the pipes again (no answer).
+    Rehold,
 }
 
 impl Control {
-    /// The lifecycle event this control is, and whom to answer.
-    fn into_event<C>(self) -> (Event<C>, Reply) {
-        match self {
+    /// The lifecycle event this control is, and whom to answer; `None`
+    /// for a control the actor carries out itself.
+    fn into_event<C>(self) -> Option<(Event<C>, Reply)> {
+        Some(match self {
             Self::Start(reply) => (Event::Start, reply),
             Self::Stop(reply) => (Event::Stop, reply),
             Self::Restart(reply) => (Event::Restart, reply),
             Self::Detach(reply) => (Event::Detach, reply),
             Self::Signal(signal, reply) => (Event::Signal(signal), reply),
             Self::Shutdown(mode, reply) => (Event::Shutdown(mode), reply),
-        }
+            Self::Rehold => return None,
+        })
     }
 }
 
@@ -179,6 +184,7 @@ impl Program {
         log_dir: &std::path::Path,
         events: broadcast::Sender<ProcessEvent>,
         store: Option<Arc<Store>>,
+        holder: Option<Arc<Holder>>,
         resume: Resume,
     ) -> Self {
         let spec = Arc::new(spec);
@@ -200,6 +206,7 @@ impl Program {
             logs: logs.clone(),
             prepared: None,
             relay_files: None,
+            holder,
         };
         let begin = host.resume(resume);
         Self::with_host(spec, host, lease, logs, events, store, begin)
@@ -273,6 +280,11 @@ impl Program {
         Ok(rx)
     }
 
+    /// Posts a control that needs no answer.
+    pub(crate) fn post(&self, control: Control) {
+        let _ = self.mailbox.post(control);
+    }
+
     /// Tells the actor to stop or detach its process and end; resolves when it has.
     pub(crate) async fn shut_down(&self, mode: ShutdownMode) {
         if let Ok(done) = self.send(|reply| Control::Shutdown(mode, reply)).await {
@@ -343,15 +355,21 @@ pub(crate) trait Host: Send + 'static {
     fn reap(&mut self, child: Self::Child, grace_until: Instant)
     -> impl Future<Output = ()> + Send;
     /// Prepares what a detach needs; nothing is let go yet.
-    fn prepare_detach(&mut self) -> Result<(), String>;
+    /// `ending`: the supervisor is shutting down and leaving programs for
+    /// the next one to adopt.
+    fn prepare_detach(&mut self, ending: bool) -> Result<(), String>;
     /// Hands the child's output to what `prepare_detach` made and lets it go.
-    fn release(&mut self, child: Self::Child) -> impl Future<Output = ()> + Send;
+    fn release(&mut self, child: Self::Child, ending: bool) -> impl Future<Output = ()> + Send;
+    /// Hands the holder (a new one) the child's pipes again.
+    fn rehold(&self, child: &Self::Child);
 }
 
 /// One output pump of a live process.
 struct Pump {
     handoff: oneshot::Sender<()>,
-    task: JoinHandle<Option<pipe::Receiver>>,
+    task: JoinHandle<PumpEnd>,
+    /// The pipe's descriptor: the pump keeps it open while this pump exists.
+    fd: std::os::fd::RawFd,
 }
 
 /// A real child: its process and the pumps reading its output.
@@ -376,6 +394,8 @@ struct Os {
     prepared: Option<Arc<spawn::Prepared>>,
     /// The log files a detach's relays will write, once prepared.
     relay_files: Option<Vec<std::fs::File>>,
+    /// Keeps the pipes open while the supervisor is down (`holder.rs`).
+    holder: Option<Arc<Holder>>,
 }
 
 impl Host for Os {
@@ -417,17 +437,28 @@ impl Host for Os {
         self.lease.signal(signal)
     }
 
+    fn rehold(&self, child: &Child) {
+        self.hold(child);
+    }
+
     async fn reap(&mut self, child: Child, grace_until: Instant) {
         let pgid = Pid::from_raw(child.process.pid());
         if !wait_group_gone(pgid, grace_until).await {
             clear_group(pgid).await;
         }
         drain(child.pumps).await;
+        if let Some(holder) = &self.holder {
+            holder.forget(self.spec.name.as_str());
+        }
         self.logs.iter().for_each(SharedLog::no_longer_expected);
         self.lease.stop_done();
     }
 
-    fn prepare_detach(&mut self) -> Result<(), String> {
+    fn prepare_detach(&mut self, ending: bool) -> Result<(), String> {
+        if ending && self.holder.is_some() {
+            // Left to the next supervisor: the holder keeps the pipes.
+            return Ok(());
+        }
         spawn::resolve_executable(std::path::Path::new("cat"), &Default::default())
             .map_err(|e| format!("the output relay needs `cat`: {e}"))?;
         let files = self
@@ -442,14 +473,27 @@ impl Host for Os {
 
     /// Lets the process go: its output is handed to relays that outlive zist,
     /// and zist never signals it again. The child is still reaped in the background.
-    async fn release(&mut self, child: Child) {
+    async fn release(&mut self, child: Child, ending: bool) {
         let Child { process, pumps } = child;
         self.logs.iter().for_each(SharedLog::no_longer_expected);
+        if ending && self.holder.is_some() {
+            // What the program writes from now on waits in its pipes, which
+            // the holder keeps open, for the next supervisor to read.
+            for pump in pumps {
+                let _ = pump.handoff.send(());
+                let _ = pump.task.await;
+            }
+            process.release();
+            return;
+        }
+        if let Some(holder) = &self.holder {
+            holder.forget(self.spec.name.as_str());
+        }
         let files = self.relay_files.take().unwrap_or_default();
         let mut relays = Vec::new();
         for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
             let _ = pump.handoff.send(());
-            let Ok(Some(rx)) = pump.task.await else {
+            let Ok(PumpEnd::HandedOff(rx)) = pump.task.await else {
                 continue; // that stream had already ended
             };
             let relay = rx
@@ -481,6 +525,16 @@ impl Host for Os {
 }
 
 impl Os {
+    /// Hands each of `child`'s pipes to the holder.
+    fn hold(&self, child: &Child) {
+        if let Some(holder) = &self.holder {
+            for (stream, pump) in child.pumps.iter().enumerate() {
+                // The pump keeps the descriptor open while `child` exists.
+                holder.hold(self.spec.name.as_str(), stream, pump.fd);
+            }
+        }
+    }
+
     /// Where the actor begins, from what an earlier life of the supervisor left.
     fn resume(&mut self, resume: Resume) -> Begin<Child> {
         let name = &self.spec.name;
@@ -498,18 +552,24 @@ impl Os {
                 }
                 begin
             }
-            Resume::Process { restarts, record } => {
+            Resume::Process {
+                restarts,
+                record,
+                pipes,
+            } => {
                 let mut begin = Begin::fresh(restarts);
                 let (wall, since) = instant_of(record.started_ms);
                 begin.history.last_spawn_wall = Some(wall);
                 begin.history.last_spawn = Some(since);
                 match spawn::adopt(&record, &self.lease) {
                     Ok(process) => {
-                        tracing::info!(program = %name, pid = record.pid, "adopted the running process");
-                        let child = Child {
-                            process,
-                            pumps: Vec::new(),
-                        };
+                        let pumps = self.pumps(pipes);
+                        if pumps.is_empty() {
+                            tracing::warn!(program = %name, pid = record.pid, "adopted the running process; its output pipes were lost with the holder, so its output is not captured until it is restarted");
+                        } else {
+                            tracing::info!(program = %name, pid = record.pid, "adopted the running process");
+                        }
+                        let child = Child { process, pumps };
                         begin.life = if since.elapsed() >= self.spec.start_secs {
                             Lifecycle::Running { child, since }
                         } else {
@@ -517,6 +577,9 @@ impl Os {
                         };
                     }
                     Err(e) => {
+                        if let Some(holder) = &self.holder {
+                            holder.forget(name.as_str());
+                        }
                         tracing::info!(program = %name, pid = record.pid, "the process ended while zistd was down ({e})");
                         begin.first = Some(Event::Vanished);
                     }
@@ -536,22 +599,45 @@ impl Os {
                 p
             }
         };
-        spawn::spawn(&self.spec, &prepared, &self.lease).and_then(|s| {
-            let mut pumps = Vec::with_capacity(2);
-            for (fd, log) in [s.stdout, s.stderr].into_iter().zip(&self.logs) {
-                let rx = pipe::Receiver::from_owned_fd(fd).map_err(|source| SpawnError::Setup {
-                    what: "watch the output pipe",
-                    source,
-                })?;
-                let (handoff, handoff_rx) = oneshot::channel();
-                let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
-                pumps.push(Pump { handoff, task });
-            }
-            Ok(Child {
-                process: s.process,
-                pumps,
-            })
-        })
+        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease)?;
+        let pumps = self.pumps([Some(spawned.stdout), Some(spawned.stderr)]);
+        if pumps.len() < 2 {
+            // A pipe could not be watched: never leave a child nobody reads.
+            let mut process = spawned.process;
+            let _ = killpg(Pid::from_raw(process.pid()), Signal::SIGKILL);
+            drop(pumps);
+            tokio::spawn(async move { process.wait().await });
+            return Err(SpawnError::Setup {
+                what: "watch the output pipe",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let child = Child {
+            process: spawned.process,
+            pumps,
+        };
+        self.hold(&child);
+        Ok(child)
+    }
+
+    /// Starts a pump on each pipe given, into the stream's log.
+    fn pumps(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
+        let mut pumps = Vec::with_capacity(2);
+        for (fd, log) in pipes.into_iter().zip(&self.logs) {
+            let Some(fd) = fd else { continue };
+            let rx = match pipe::Receiver::from_owned_fd(fd) {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::warn!(program = %self.spec.name, "cannot watch an output pipe: {e}");
+                    continue;
+                }
+            };
+            let (handoff, handoff_rx) = oneshot::channel();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
+            let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
+            pumps.push(Pump { handoff, task, fd });
+        }
+        pumps
     }
 }
 
@@ -596,10 +682,12 @@ struct Recorded {
 pub(crate) enum Resume {
     /// Nothing: stopped, until told to start.
     Fresh { restarts: u32 },
-    /// A process it ran: adopted when it still runs, else restarted by the policy.
+    /// A process it ran: adopted when it still runs, else restarted by the
+    /// policy; with its output pipes when the holder kept them.
     Process {
         restarts: u32,
         record: ProcessRecord,
+        pipes: [Option<std::os::fd::OwnedFd>; 2],
     },
     /// Detached on request: stays detached, neither adopted nor started.
     Detached {
@@ -662,7 +750,9 @@ impl<H: Host> Actor<H> {
             return;
         }
         loop {
-            let event = self.next_event().await;
+            let Some(event) = self.next_event().await else {
+                continue;
+            };
             // Boxed: an idle actor then holds only what waiting needs.
             if Box::pin(self.apply(event)).await {
                 break;
@@ -673,7 +763,7 @@ impl<H: Host> Actor<H> {
 
     /// Waits for what happens next: a control (unless one is being
     /// applied), the child's exit, or the state's timer.
-    async fn next_event(&mut self) -> Event<H::Child> {
+    async fn next_event(&mut self) -> Option<Event<H::Child>> {
         let timer = self.life.timer(&self.rules.restart);
         let listening = self.caller.is_none();
         let mailbox = &self.mailbox;
@@ -704,12 +794,19 @@ impl<H: Host> Actor<H> {
             exit = exited => Woke::Exited(exit),
             timer = due => Woke::Due(timer),
         };
-        match woke {
-            Woke::Control(Some(control)) => {
-                let (event, reply) = control.into_event();
-                self.caller = Some(reply);
-                event
-            }
+        Some(match woke {
+            Woke::Control(Some(control)) => match control.into_event() {
+                Some((event, reply)) => {
+                    self.caller = Some(reply);
+                    event
+                }
+                None => {
+                    if let Some(child) = self.life.child_mut() {
+                        self.host.rehold(child);
+                    }
+                    return None;
+                }
+            },
             // Every handle is gone: stop and end.
             Woke::Control(None) => Event::Shutdown(ShutdownMode::Stop),
             Woke::Exited(exit) => Event::Exited {
@@ -717,7 +814,7 @@ impl<H: Host> Actor<H> {
                 stop_sent: self.host.stop_sent(),
             },
             Woke::Due(timer) => timer.event(),
-        }
+        })
     }
 
     /// Steps on `event` and on the events its effects bring; true when the actor ends.
@@ -757,12 +854,14 @@ impl<H: Host> Actor<H> {
                         Box::pin(self.host.reap(child, grace_until)).await;
                     }
                     Effect::PrepareDetach { ending } => {
-                        queue.push_back(match self.host.prepare_detach() {
+                        queue.push_back(match self.host.prepare_detach(ending) {
                             Ok(()) => Event::DetachReady { ending },
                             Err(reason) => Event::DetachRefused { reason, ending },
                         });
                     }
-                    Effect::Release(child) => Box::pin(self.host.release(child)).await,
+                    Effect::Release { child, ending } => {
+                        Box::pin(self.host.release(child, ending)).await;
+                    }
                     Effect::Answer(outcome) => answers.push(self.answer(outcome)),
                     Effect::End => end = true,
                 }
@@ -1028,14 +1127,16 @@ mod tests {
             w.live = None;
         }
 
-        fn prepare_detach(&mut self) -> Result<(), String> {
+        fn prepare_detach(&mut self, _ending: bool) -> Result<(), String> {
             match self.world().detach_refused.clone() {
                 Some(reason) => Err(reason),
                 None => Ok(()),
             }
         }
 
-        async fn release(&mut self, child: FakeChild) {
+        fn rehold(&self, _child: &FakeChild) {}
+
+        async fn release(&mut self, child: FakeChild, _ending: bool) {
             let mut w = self.world();
             w.did.push(format!("release {}", child.pid));
             w.live = None;

@@ -1135,6 +1135,34 @@ pub(crate) fn spawn_relay(pipe: OwnedFd, file: File) -> io::Result<Child> {
     Ok(child)
 }
 
+/// Starts the holder process (see `holder.rs`): `exe` with `env` set, in
+/// a session of its own, `listener` as its stdin. Reaped in the background
+/// when it ends while this process lives; returns its pid.
+pub(crate) fn spawn_holder(exe: &Path, listener: OwnedFd, env: &str) -> io::Result<u32> {
+    let mut cmd = Command::new(exe);
+    cmd.env(env, "1")
+        .stdin(Stdio::from(listener))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/")
+        .kill_on_drop(false);
+    // SAFETY: runs in the forked child before exec, makes only
+    // async-signal-safe system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| reset_child_process_state());
+    }
+    let gate = crate::reaper::spawn_gate();
+    let mut child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    crate::reaper::claim(pid as i32);
+    drop(gate);
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+        crate::reaper::release(pid as i32);
+    });
+    Ok(pid)
+}
+
 /// New session, clean signal state, no inherited descriptors beyond 0-2.
 ///
 /// # Safety

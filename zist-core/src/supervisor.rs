@@ -15,6 +15,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::holder::{Held, Holder};
 use crate::logs::{LogHealth, SharedLog};
 use crate::persist::{Intent, Remembered, Store};
 use crate::program::{Control, Program, Resume};
@@ -70,6 +71,26 @@ pub struct SupervisorOptions {
     /// process is PID 1. Off by default: an embedding program may reap its
     /// own children.
     pub subreaper: bool,
+    /// Keep every program's output pipes open in a holder process while
+    /// this supervisor is down, so that a program never dies of SIGPIPE
+    /// because the supervisor did, and its output waits for the next one
+    /// (docs/reference.md §8.3). Needs `state_dir`, and a `main` that calls
+    /// [`crate::holder::run_if_asked`] first (the holder is this executable).
+    pub holder: bool,
+}
+
+impl SupervisorOptions {
+    /// The options a config gives: its LogDir, file and StateDir; a
+    /// subreaper; no holder.
+    pub fn for_config(config: &Config) -> Self {
+        Self {
+            log_dir: config.daemon.log_dir.clone(),
+            config_file: Some(config.daemon.file.clone()),
+            state_dir: Some(config.daemon.state_dir.clone()),
+            subreaper: true,
+            holder: false,
+        }
+    }
 }
 
 impl Default for SupervisorOptions {
@@ -79,6 +100,7 @@ impl Default for SupervisorOptions {
             config_file: None,
             state_dir: None,
             subreaper: false,
+            holder: false,
         }
     }
 }
@@ -107,6 +129,9 @@ struct Inner {
     /// Programs added at run time: kept by reloads, which only manage the
     /// config's programs.
     runtime: Mutex<BTreeSet<String>>,
+    holder: Option<Arc<Holder>>,
+    /// Pipes the holder kept for programs not yet resumed.
+    held: Mutex<Held>,
 }
 
 impl Supervisor {
@@ -135,6 +160,18 @@ impl Supervisor {
                 })
                 .ok()
         });
+        let (holder, held) = match (&store, options.holder, options.state_dir.as_deref()) {
+            (Some(_), true, Some(dir)) => match Holder::open(dir) {
+                Ok((holder, held)) => (Some(holder), held),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start the holder process ({e}); programs die of SIGPIPE if zistd does"
+                    );
+                    (None, Held::new())
+                }
+            },
+            _ => (None, Held::new()),
+        };
         Self {
             inner: Arc::new(Inner {
                 programs: RwLock::new(BTreeMap::new()),
@@ -147,6 +184,8 @@ impl Supervisor {
                 reloading: tokio::sync::Mutex::new(()),
                 store,
                 runtime: Mutex::new(BTreeSet::new()),
+                holder,
+                held: Mutex::new(held),
             }),
         }
     }
@@ -161,12 +200,12 @@ impl Supervisor {
     /// a program's recorded intent decides whether it starts (Autostart
     /// decides only for a program with none).
     pub async fn from_config(config: &Config) -> Self {
-        let supervisor = Self::new(SupervisorOptions {
-            log_dir: config.daemon.log_dir.clone(),
-            config_file: Some(config.daemon.file.clone()),
-            state_dir: Some(config.daemon.state_dir.clone()),
-            subreaper: true,
-        });
+        Self::start_config(SupervisorOptions::for_config(config), config).await
+    }
+
+    /// [`Supervisor::from_config`] with other options (zistd's holder, ...).
+    pub async fn start_config(options: SupervisorOptions, config: &Config) -> Self {
+        let supervisor = Self::new(options);
         let mut specs: Vec<(ProgramSpec, bool)> =
             config.programs.iter().map(|s| (s.clone(), false)).collect();
         if let Some(store) = &supervisor.inner.store {
@@ -207,8 +246,34 @@ impl Supervisor {
                 }
             }
         }
+        if let Some(holder) = &supervisor.inner.holder {
+            // Pipes of programs that are no more.
+            let left: Vec<String> = supervisor.held().drain().map(|(name, _)| name).collect();
+            for name in left {
+                holder.forget(&name);
+            }
+            let weak = Arc::downgrade(&supervisor.inner);
+            holder.watch(move || {
+                if let Some(inner) = weak.upgrade() {
+                    let programs = inner
+                        .programs
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for program in programs.values() {
+                        program.post(Control::Rehold);
+                    }
+                }
+            });
+        }
         send_all(&starting, Control::Start).await;
         supervisor
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How a program resumes what the store remembers of it, and whether
@@ -225,7 +290,17 @@ impl Supervisor {
         let restarts = remembered.restarts;
         match (remembered.intent, remembered.process) {
             (Some(Intent::Detach), record) => (Resume::Detached { restarts, record }, false),
-            (_, Some(record)) => (Resume::Process { restarts, record }, false),
+            (_, Some(record)) => {
+                let pipes = self.held().remove(spec.name.as_str()).unwrap_or_default();
+                (
+                    Resume::Process {
+                        restarts,
+                        record,
+                        pipes,
+                    },
+                    false,
+                )
+            }
             (Some(Intent::Start), None) => (Resume::Fresh { restarts }, true),
             (Some(Intent::Stop), None) => (Resume::Fresh { restarts }, false),
             (None, None) => (Resume::Fresh { restarts }, spec.autostart),
@@ -312,6 +387,7 @@ impl Supervisor {
             &self.inner.log_dir,
             self.inner.events.clone(),
             self.inner.store.clone(),
+            self.inner.holder.clone(),
             resume,
         ));
         programs.insert(name, program.clone());
@@ -710,6 +786,9 @@ impl Supervisor {
         let programs: Vec<_> = self.read().values().cloned().collect();
         send_all(&programs, |reply| Control::Shutdown(mode, reply)).await;
         self.write().clear();
+        if let (Some(holder), ShutdownMode::Stop) = (&self.inner.holder, mode) {
+            holder.quit();
+        }
         if let Some(store) = &self.inner.store {
             let store = store.clone();
             let _ = tokio::task::spawn_blocking(move || store.close()).await;

@@ -51,6 +51,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The holder of programs' pipes is this executable, started again.
+    zist_core::holder::run_if_asked();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Generate) => match new_token() {
@@ -289,7 +291,11 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
     } else {
         tracing::info!("open-file limit {limit}: room for about {room} programs");
     }
-    let supervisor = Supervisor::from_config(&config).await;
+    let options = zist_core::SupervisorOptions {
+        holder: true,
+        ..zist_core::SupervisorOptions::for_config(&config)
+    };
+    let supervisor = Supervisor::start_config(options, &config).await;
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon { log, exit: exit_tx });
     // The token only ever goes to the server's gate; it is never logged.
