@@ -333,3 +333,124 @@ fn killing_the_holder_kills_no_program_and_zistd_replaces_it() {
     assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
     assert_counted(&setup.path("logs/counter.out.log"));
 }
+
+/// Puts a copy of zistd (or `text`, when given) at `path`, atomically, as
+/// `cargo install` would.
+fn install_zistd(path: &Path, text: Option<&str>) {
+    use std::os::unix::fs::PermissionsExt;
+    let fresh = path.with_extension("new");
+    match text {
+        Some(text) => std::fs::write(&fresh, text).unwrap(),
+        None => {
+            std::fs::copy(crate::daemon::ZISTD, &fresh).unwrap();
+        }
+    }
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&fresh, path).unwrap();
+}
+
+/// A client that calls `daemon.status` on a new connection in a loop:
+/// the longest wait for an answer, and every failure.
+struct Caller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, Vec<String>, usize)>,
+}
+
+impl Caller {
+    fn start(addr: &str) -> Self {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "daemon.status"}).to_string();
+            let headers = format!(
+                "Authorization: Bearer {}\r\nContent-Type: application/json\r\n",
+                crate::daemon::TOKEN
+            );
+            let (mut longest, mut failures, mut calls) = (Duration::ZERO, Vec::new(), 0);
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = std::time::Instant::now();
+                match zist_core::testing::request(addr, "POST", "/", &headers, body.as_bytes()) {
+                    Ok(r) if r.status == 200 && r.body.contains("\"result\"") => {}
+                    Ok(r) => failures.push(format!("{} {}", r.status, r.body)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                longest = longest.max(asked.elapsed());
+                calls += 1;
+            }
+            (longest, failures, calls)
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> (Duration, Vec<String>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
+    let setup = Setup::new("");
+    let counter = counter(&setup);
+    let flaky = setup.script(
+        "flaky.sh",
+        "if [ -e \"$0.ran\" ]; then exec sleep 300; fi\ntouch \"$0.ran\"\nsleep 0.3\nexit 1",
+    );
+    setup.write_config(
+        &(program("counter", &counter, "")
+            + &program("flaky", &flaky, "")
+            + &program(
+                "idle",
+                Path::new("/bin/sleep"),
+                "Args = \"308\"\nAutostart = false",
+            )),
+    );
+    let exe = setup.path("zistd");
+    install_zistd(&exe, None);
+    let mut zistd = crate::daemon::Zistd::start_exe(&exe, &[], &setup.conf());
+    eventually_blocking(Duration::from_secs(10), "flaky to restart once", || {
+        let f = zistd.info("flaky");
+        f["restarts"] == 1 && f["state"] == "running"
+    });
+    let before = zistd.list();
+    let caller = Caller::start(&zistd.rpc.clone());
+    std::thread::sleep(Duration::from_millis(200));
+
+    // A broken new executable is refused, and nothing changes.
+    install_zistd(&exe, Some("#!/bin/sh\nexit 3\n"));
+    let refused = zistd.rpc("daemon.upgrade", json!([]));
+    assert_eq!(refused["error"]["code"], -32005, "{refused}");
+    let out = zistd.cl(&["upgrade"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("refused"), "{out:?}");
+
+    install_zistd(&exe, None);
+    let out = zistd.cl(&["upgrade"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("->"), "{out:?}");
+    let ready = zistd.wait_line("READY ", Duration::from_secs(10));
+    assert!(
+        ready.contains(&format!("\"pid\": {}", zistd.child.id())),
+        "{ready}"
+    );
+    // SIGUSR2 does the same.
+    kill(zistd.pid(), Signal::SIGUSR2).unwrap();
+    zistd.wait_line("READY ", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let (longest, failures, calls) = caller.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(calls > 10);
+    println!("longest wait for an answer across two upgrades: {longest:?} ({calls} calls)");
+
+    let after = zistd.list();
+    for (old, new) in before.iter().zip(&after) {
+        for key in ["name", "state", "pid", "started_at", "restarts"] {
+            assert_eq!(old[key], new[key], "{key}: {old} / {new}");
+        }
+    }
+    let log = zistd.cl(&["log"]);
+    assert!(log.stdout.contains("resuming after an upgrade"), "{log:?}");
+    assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
+    assert!(assert_counted(&setup.path("logs/counter.out.log")) > 50);
+}

@@ -99,11 +99,16 @@ impl Zistd {
 
     /// Starts zistd under a wrapper command (`prlimit --nofile=64:64`, ...).
     pub(crate) fn start_under(wrapper: &[&str], conf: &Path) -> Self {
+        Self::start_exe(Path::new(ZISTD), wrapper, conf)
+    }
+
+    /// Starts the zistd executable at `exe` (a copy, for upgrades).
+    pub(crate) fn start_exe(exe: &Path, wrapper: &[&str], conf: &Path) -> Self {
         let mut command = match wrapper {
-            [] => Command::new(ZISTD),
+            [] => Command::new(exe),
             [first, rest @ ..] => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(ZISTD);
+                c.args(rest).arg(exe);
                 c
             }
         };

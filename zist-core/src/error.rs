@@ -92,6 +92,9 @@ pub enum Error {
     /// Measuring a program failed inside zist.
     #[error("the stats sampler failed: {0}")]
     Sampler(String),
+    /// An upgrade in place was refused; nothing changed.
+    #[error("upgrade refused, nothing changed: {0}")]
+    UpgradeRefused(String),
 }
 
 /// What kind of failure an [`Error`] is, for protocols to map to their codes.
@@ -126,7 +129,7 @@ impl Error {
             Self::Config(_) | Self::ConfigRefused(_) | Self::Value(_) | Self::NoConfigFile => {
                 ErrorKind::Invalid
             }
-            Self::Signal { .. } => ErrorKind::Invalid,
+            Self::Signal { .. } | Self::UpgradeRefused(_) => ErrorKind::Invalid,
             Self::NotExposed { .. } => ErrorKind::NotAllowed,
             Self::ShuttingDown => ErrorKind::Unavailable,
             Self::Sampler(_) => ErrorKind::Internal,

@@ -19,6 +19,7 @@ mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod token;
+pub mod upgrade;
 mod wire;
 
 pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol, program_to_json};

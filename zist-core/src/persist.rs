@@ -133,6 +133,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The state folder.
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -293,10 +298,12 @@ pub(crate) fn exe_of(pid: i32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Whether the live process `pid` is the one `record` describes.
+/// Whether the process `pid` is the one `record` describes. A zombie has
+/// no executable to read: its start time alone then decides (the pid
+/// cannot be reused before it is reaped).
 pub(crate) fn matches(record: &ProcessRecord) -> bool {
     start_ticks(record.pid) == Some(record.start_ticks)
-        && exe_of(record.pid).as_deref() == Some(record.exe.as_str())
+        && exe_of(record.pid).is_none_or(|exe| exe == record.exe)
 }
 
 #[cfg(test)]

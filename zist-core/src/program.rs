@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,13 +31,14 @@ use tokio::time::{sleep_until, timeout_at};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::lifecycle::{
-    Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, Timer, step,
+    AfterStop, Effect, Event, HasPid, History, Lifecycle, Now, Outcome, Rules, Timer, step,
 };
 use crate::logs::{PumpEnd, RotatingFile, SharedLog, pump};
 use crate::persist::{ProcessRecord, Store};
 use crate::spawn::{self, Process, SpawnError};
 use crate::spec::{ProgramSpec, signal_name};
 use crate::state::{ExitKind, ProcessState, RestartRules};
+use crate::upgrade::{Frozen, FrozenExit, epoch_ms};
 use crate::wire::{ProcessEvent, ProcessInfo, ShutdownMode, rfc3339, rfc3339_millis, secs};
 
 /// How long a stop waits, after SIGKILL, for the last members of a group.
@@ -83,6 +85,8 @@ pub(crate) enum Control {
     Shutdown(ShutdownMode, Reply),
     /// A new holder process: hand it the pipes again (no answer).
     Rehold,
+    /// Hand the program over to the next executable and end (upgrade).
+    Freeze(oneshot::Sender<Frozen>),
 }
 
 impl Control {
@@ -96,7 +100,7 @@ impl Control {
             Self::Detach(reply) => (Event::Detach, reply),
             Self::Signal(signal, reply) => (Event::Signal(signal), reply),
             Self::Shutdown(mode, reply) => (Event::Shutdown(mode), reply),
-            Self::Rehold => return None,
+            Self::Rehold | Self::Freeze(_) => return None,
         })
     }
 }
@@ -245,6 +249,7 @@ impl Program {
             started_at: None,
             store,
             recorded: Recorded::default(),
+            frozen: false,
         };
         let mut actor = Box::new(actor);
         // What it resumes is visible before the first control.
@@ -278,6 +283,14 @@ impl Program {
             .post(make(tx))
             .map_err(|_| Error::ShuttingDown)?;
         Ok(rx)
+    }
+
+    /// Asks the actor to hand the program over for an upgrade (then it
+    /// ends); the receiver resolves with the description.
+    pub(crate) fn freeze(&self) -> Option<oneshot::Receiver<Frozen>> {
+        let (tx, rx) = oneshot::channel();
+        self.mailbox.post(Control::Freeze(tx)).ok()?;
+        Some(rx)
     }
 
     /// Posts a control that needs no answer.
@@ -362,6 +375,9 @@ pub(crate) trait Host: Send + 'static {
     fn release(&mut self, child: Self::Child, ending: bool) -> impl Future<Output = ()> + Send;
     /// Hands the holder (a new one) the child's pipes again.
     fn rehold(&self, child: &Self::Child);
+    /// Stops reading the child's pipes and lets it go untouched, for the
+    /// next executable of this process; returns the pipes.
+    fn freeze(&mut self, child: Self::Child) -> impl Future<Output = [Option<OwnedFd>; 2]> + Send;
 }
 
 /// One output pump of a live process.
@@ -439,6 +455,20 @@ impl Host for Os {
 
     fn rehold(&self, child: &Child) {
         self.hold(child);
+    }
+
+    async fn freeze(&mut self, child: Child) -> [Option<OwnedFd>; 2] {
+        let Child { process, pumps } = child;
+        let mut fds = [None, None];
+        for (slot, pump) in fds.iter_mut().zip(pumps) {
+            let _ = pump.handoff.send(());
+            if let Ok(PumpEnd::HandedOff(rx)) = pump.task.await {
+                *slot = rx.into_nonblocking_fd().ok();
+            }
+        }
+        // The lease forgets it: no bulk stop reaches it from here on.
+        process.release();
+        fds
     }
 
     async fn reap(&mut self, child: Child, grace_until: Instant) {
@@ -540,6 +570,7 @@ impl Os {
         let name = &self.spec.name;
         match resume {
             Resume::Fresh { restarts } => Begin::fresh(restarts),
+            Resume::Frozen(frozen) => self.thaw(*frozen),
             Resume::Detached { restarts, record } => {
                 let mut begin = Begin::fresh(restarts);
                 if let Some(record) = record {
@@ -587,6 +618,80 @@ impl Os {
                 begin
             }
         }
+    }
+
+    /// Where the actor begins after an upgrade: where the old one was.
+    fn thaw(&mut self, mut frozen: Frozen) -> Begin<Child> {
+        let mut begin = Begin::fresh(frozen.restarts);
+        let history = &mut begin.history;
+        history.failures = frozen.failures;
+        history.last_exit = frozen.last_exit.map(|e| match e {
+            FrozenExit::Code(c) => ExitKind::Code(c),
+            FrozenExit::Signal(s) => ExitKind::Signal(s),
+            FrozenExit::Unknown => ExitKind::Unknown,
+        });
+        if let Some(ms) = frozen.last_spawn_ms {
+            let (wall, mono) = instant_of(ms);
+            history.last_spawn_wall = Some(wall);
+            history.last_spawn = Some(mono);
+        }
+        let since = frozen
+            .since_ms
+            .map_or_else(Instant::now, |ms| instant_of(ms).1);
+        let pipes = std::mem::take(&mut frozen.owned);
+        let adopted = match &frozen.process {
+            Some(record)
+                if matches!(frozen.state.as_str(), "starting" | "running" | "stopping") =>
+            {
+                match spawn::adopt(record, &self.lease) {
+                    Ok(process) => Some(Child {
+                        process,
+                        pumps: self.pumps(pipes),
+                    }),
+                    Err(e) => {
+                        tracing::info!(program = %self.spec.name, pid = record.pid, "the process ended during the upgrade ({e})");
+                        begin.first = Some(Event::Vanished);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        begin.life = match (frozen.state.as_str(), adopted) {
+            ("starting", Some(child)) => Lifecycle::Starting { child, since },
+            ("running", Some(child)) => Lifecycle::Running { child, since },
+            ("stopping", Some(child)) => {
+                self.lease.stop_was_sent();
+                Lifecycle::Stopping {
+                    child,
+                    since,
+                    kill_at: frozen
+                        .kill_in_ms
+                        .map(|ms| Instant::now() + Duration::from_millis(ms)),
+                    then: match frozen.then.as_deref() {
+                        Some("start") => AfterStop::Start,
+                        Some("end") => AfterStop::End,
+                        _ => AfterStop::Stay,
+                    },
+                }
+            }
+            ("backoff", _) => Lifecycle::Backoff {
+                until: Instant::now() + Duration::from_millis(frozen.retry_in_ms.unwrap_or(0)),
+            },
+            ("exited", _) => Lifecycle::Exited,
+            ("fatal", _) => Lifecycle::Fatal {
+                reason: frozen.reason.unwrap_or_default().into(),
+            },
+            ("detached", _) => match &frozen.process {
+                Some(record) => Lifecycle::Detached {
+                    pid: record.pid,
+                    since,
+                },
+                None => Lifecycle::Stopped,
+            },
+            _ => Lifecycle::Stopped,
+        };
+        begin
     }
 
     /// Spawns the child and starts the pumps of its output.
@@ -644,6 +749,7 @@ impl Os {
 /// What woke an actor.
 enum Woke {
     Control(Option<Control>),
+    Freeze(oneshot::Sender<Frozen>),
     Exited(ExitKind),
     Due(Timer),
 }
@@ -668,6 +774,8 @@ struct Actor<H: Host> {
     store: Option<Arc<Store>>,
     /// What was last written to the store.
     recorded: Recorded,
+    /// Handed over to the next executable: the actor ends.
+    frozen: bool,
 }
 
 /// What an actor last wrote to the store.
@@ -689,6 +797,9 @@ pub(crate) enum Resume {
         record: ProcessRecord,
         pipes: [Option<std::os::fd::OwnedFd>; 2],
     },
+    /// Handed over by the previous executable of this process (upgrade):
+    /// resumed exactly where it was.
+    Frozen(Box<Frozen>),
     /// Detached on request: stays detached, neither adopted nor started.
     Detached {
         restarts: u32,
@@ -751,6 +862,9 @@ impl<H: Host> Actor<H> {
         }
         loop {
             let Some(event) = self.next_event().await else {
+                if self.frozen {
+                    break;
+                }
                 continue;
             };
             // Boxed: an idle actor then holds only what waiting needs.
@@ -790,7 +904,10 @@ impl<H: Host> Actor<H> {
             }
         };
         let woke = tokio::select! {
-            control = control => Woke::Control(control),
+            control = control => match control {
+                Some(Control::Freeze(reply)) => Woke::Freeze(reply),
+                control => Woke::Control(control),
+            },
             exit = exited => Woke::Exited(exit),
             timer = due => Woke::Due(timer),
         };
@@ -807,6 +924,12 @@ impl<H: Host> Actor<H> {
                     return None;
                 }
             },
+            Woke::Freeze(reply) => {
+                let frozen = self.freeze().await;
+                let _ = reply.send(frozen);
+                self.frozen = true;
+                return None;
+            }
             // Every handle is gone: stop and end.
             Woke::Control(None) => Event::Shutdown(ShutdownMode::Stop),
             Woke::Exited(exit) => Event::Exited {
@@ -874,6 +997,74 @@ impl<H: Host> Actor<H> {
             }
         }
         end
+    }
+
+    /// Describes the program for the next executable and lets its process
+    /// go untouched (upgrade in place).
+    async fn freeze(&mut self) -> Frozen {
+        let life = std::mem::replace(&mut self.life, Lifecycle::Stopped);
+        let now_wall = SystemTime::now();
+        let now = Instant::now();
+        let wall_ms = |at: Instant| epoch_ms(now_wall - now.saturating_duration_since(at));
+        let record = |pid: i32| {
+            Some(ProcessRecord {
+                pid,
+                start_ticks: crate::persist::start_ticks(pid)?,
+                exe: crate::persist::exe_of(pid).unwrap_or_default(),
+                started_ms: self.history.last_spawn_wall.map_or(0, epoch_ms),
+            })
+        };
+        let mut frozen = Frozen {
+            name: self.name.to_string(),
+            state: life.state().as_str().to_owned(),
+            process: None,
+            since_ms: life.since().map(wall_ms),
+            retry_in_ms: None,
+            kill_in_ms: None,
+            then: None,
+            reason: life.reason().map(|r| r.to_string()),
+            restarts: self.history.restarts,
+            failures: self.history.failures,
+            last_exit: self.history.last_exit.map(|e| match e {
+                ExitKind::Code(c) => FrozenExit::Code(c),
+                ExitKind::Signal(s) => FrozenExit::Signal(s),
+                ExitKind::Unknown => FrozenExit::Unknown,
+            }),
+            last_spawn_ms: self.history.last_spawn_wall.map(epoch_ms),
+            fds: [None, None],
+            owned: [None, None],
+        };
+        match life {
+            Lifecycle::Starting { child, .. } | Lifecycle::Running { child, .. } => {
+                frozen.process = record(child.pid());
+                frozen.owned = self.host.freeze(child).await;
+            }
+            Lifecycle::Stopping {
+                child,
+                kill_at,
+                then,
+                ..
+            } => {
+                frozen.process = record(child.pid());
+                frozen.kill_in_ms =
+                    kill_at.map(|at| at.saturating_duration_since(now).as_millis() as u64);
+                frozen.then = Some(
+                    match then {
+                        AfterStop::Stay => "stay",
+                        AfterStop::Start => "start",
+                        AfterStop::End => "end",
+                    }
+                    .to_owned(),
+                );
+                frozen.owned = self.host.freeze(child).await;
+            }
+            Lifecycle::Backoff { until } => {
+                frozen.retry_in_ms = Some(until.saturating_duration_since(now).as_millis() as u64);
+            }
+            Lifecycle::Detached { pid, .. } => frozen.process = record(pid),
+            _ => {}
+        }
+        frozen
     }
 
     /// Writes the live process and `restarts` to the store when they
@@ -1135,6 +1326,10 @@ mod tests {
         }
 
         fn rehold(&self, _child: &FakeChild) {}
+
+        async fn freeze(&mut self, _child: FakeChild) -> [Option<OwnedFd>; 2] {
+            [None, None]
+        }
 
         async fn release(&mut self, child: FakeChild, _ending: bool) {
             let mut w = self.world();

@@ -455,6 +455,11 @@ impl Lease {
         Some(at)
     }
 
+    /// Notes a stop signal sent before this process's upgrade, without sending it again.
+    pub(crate) fn stop_was_sent(&self) {
+        self.lock().stop_sent = Some(std::time::Instant::now());
+    }
+
     /// Whether a stop was sent and not yet finished.
     pub(crate) fn stopping(&self) -> bool {
         self.lock().stop_sent.is_some()

@@ -21,6 +21,7 @@ use crate::persist::{Intent, Remembered, Store};
 use crate::program::{Control, Program, Resume};
 use crate::spec::{LogStream, ProgramSpec};
 use crate::stats::Sampler;
+use crate::upgrade::{Frozen, Handover};
 use crate::wire::{
     DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
 };
@@ -132,12 +133,23 @@ struct Inner {
     holder: Option<Arc<Holder>>,
     /// Pipes the holder kept for programs not yet resumed.
     held: Mutex<Held>,
+    /// Programs handed over by an upgrade, not yet resumed.
+    frozen: Mutex<BTreeMap<String, Frozen>>,
 }
 
 impl Supervisor {
     /// A supervisor with no programs. Raises the open-file soft limit of this
     /// process to its hard limit (children get the original one back).
     pub fn new(options: SupervisorOptions) -> Self {
+        let reap = options.subreaper || crate::reaper::is_init();
+        let supervisor = Self::build(options);
+        if reap {
+            crate::reaper::start();
+        }
+        supervisor
+    }
+
+    fn build(options: SupervisorOptions) -> Self {
         crate::spawn::raise_fd_limit();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         if options.subreaper
@@ -146,9 +158,6 @@ impl Supervisor {
             tracing::warn!(
                 "cannot become a child subreaper ({e}); orphans of programs go to PID 1"
             );
-        }
-        if options.subreaper || crate::reaper::is_init() {
-            crate::reaper::start();
         }
         let store = options.state_dir.as_deref().and_then(|dir| {
             Store::open(dir)
@@ -186,6 +195,7 @@ impl Supervisor {
                 runtime: Mutex::new(BTreeSet::new()),
                 holder,
                 held: Mutex::new(held),
+                frozen: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -205,7 +215,23 @@ impl Supervisor {
 
     /// [`Supervisor::from_config`] with other options (zistd's holder, ...).
     pub async fn start_config(options: SupervisorOptions, config: &Config) -> Self {
-        let supervisor = Self::new(options);
+        Self::resume_config(options, config, None).await
+    }
+
+    /// [`Supervisor::start_config`] in a process whose previous executable
+    /// handed its programs over ([`Supervisor::freeze`], upgrade in place):
+    /// each program the handover names resumes exactly where it was (same
+    /// process, state, timers, counters), reading on from its pipes.
+    pub async fn resume_config(
+        options: SupervisorOptions,
+        config: &Config,
+        handover: Option<Handover>,
+    ) -> Self {
+        let reap = options.subreaper || crate::reaper::is_init();
+        let supervisor = Self::build(options);
+        if let Some(handover) = handover {
+            *supervisor.frozen() = handover.programs;
+        }
         let mut specs: Vec<(ProgramSpec, bool)> =
             config.programs.iter().map(|s| (s.clone(), false)).collect();
         if let Some(store) = &supervisor.inner.store {
@@ -246,6 +272,13 @@ impl Supervisor {
                 }
             }
         }
+        // Programs the handover named but the config no longer does: let go.
+        supervisor.frozen().clear();
+        if reap {
+            // After the resume: a program that ended during an upgrade is
+            // its actor's to reap, not an orphan.
+            crate::reaper::start();
+        }
         if let Some(holder) = &supervisor.inner.holder {
             // Pipes of programs that are no more.
             let left: Vec<String> = supervisor.held().drain().map(|(name, _)| name).collect();
@@ -269,6 +302,41 @@ impl Supervisor {
         supervisor
     }
 
+    fn frozen(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Frozen>> {
+        self.inner
+            .frozen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands every program over to the next executable of this process
+    /// (upgrade in place, docs/reference.md §8.2): each actor stops reading
+    /// its pipes and ends without touching its process, and what it was
+    /// doing is described in the [`Handover`]. The supervisor then refuses
+    /// every call. Pass the handover to [`Handover::exec`].
+    pub async fn freeze(&self) -> Handover {
+        self.inner.closing.store(true, Ordering::Release);
+        let programs: Vec<_> = self.read().values().cloned().collect();
+        let mut frozen = BTreeMap::new();
+        // All asked first, so they hand over at once.
+        let asked: Vec<_> = programs.iter().filter_map(|p| p.freeze()).collect();
+        for answer in asked {
+            if let Ok(program) = answer.await {
+                frozen.insert(program.name.clone(), program);
+            }
+        }
+        self.write().clear();
+        if let Some(store) = &self.inner.store {
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        }
+        Handover {
+            programs: frozen,
+            from: crate::VERSION.to_owned(),
+            ..Handover::default()
+        }
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.inner
             .held
@@ -279,6 +347,11 @@ impl Supervisor {
     /// How a program resumes what the store remembers of it, and whether
     /// it is to be started.
     fn resume(&self, spec: &ProgramSpec) -> (Resume, bool) {
+        if let Some(frozen) = self.frozen().remove(spec.name.as_str()) {
+            // The handover's pipes are the ones to read; the holder's copies go.
+            drop(self.held().remove(spec.name.as_str()));
+            return (Resume::Frozen(Box::new(frozen)), false);
+        }
         let remembered = self
             .inner
             .store
@@ -319,6 +392,11 @@ impl Supervisor {
         if let Some(store) = &self.inner.store {
             store.update(name, |r| r.intent = Some(intent));
         }
+    }
+
+    /// The state folder, when what is asked outlives this supervisor.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.inner.store.as_ref().map(|s| s.dir().to_owned())
     }
 
     /// The folder for log files of programs whose spec names none.

@@ -164,6 +164,19 @@ pub async fn serve(
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener.into_std()?, token, supervisor, options, stopped)
+}
+
+/// [`serve`] on a socket already listening (one kept across an upgrade in place).
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    token: &str,
+    supervisor: Supervisor,
+    options: HttpOptions,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let bound = listener.local_addr()?;
     let no_route = warp::any().map(|| not_found("no such route"));
     let app = routes(supervisor, token, &options).or(no_route).unify();

@@ -56,6 +56,12 @@ pub trait ZistApi {
     #[method(name = "daemon.shutdown")]
     async fn daemon_shutdown(&self, mode: ShutdownMode) -> RpcResult<bool>;
 
+    /// Checks the executable at the path zistd was started from, answers
+    /// `{"from", "to"}`, then zistd replaces itself with it, keeping its
+    /// pid, its sockets and every program (docs/reference.md §8.2).
+    #[method(name = "daemon.upgrade")]
+    async fn daemon_upgrade(&self) -> RpcResult<zist_core::upgrade::UpgradeReport>;
+
     /// Every program's info.
     #[method(name = "process.list")]
     async fn process_list(&self) -> RpcResult<Vec<ProcessInfo>>;
@@ -137,6 +143,13 @@ pub trait DaemonControl: Send + Sync + 'static {
     /// Asks the daemon to detach or stop every program and exit, after the
     /// answer to `daemon.shutdown` has gone out.
     fn request_exit(&self, mode: ShutdownMode);
+    /// Checks the new executable (blocking: it runs it); when it is fit,
+    /// arranges the switch to happen after the answer has gone out.
+    fn upgrade(&self) -> zist_core::Result<zist_core::upgrade::UpgradeReport> {
+        Err(zist_core::Error::UpgradeRefused(
+            "this server is not zistd and cannot replace itself".to_owned(),
+        ))
+    }
 }
 
 /// [`DaemonControl`] for a supervisor embedded without zistd: no own log;
@@ -215,6 +228,14 @@ impl ZistApiServer for ZistRpc {
     async fn daemon_shutdown(&self, mode: ShutdownMode) -> RpcResult<bool> {
         self.daemon.request_exit(mode);
         Ok(true)
+    }
+
+    async fn daemon_upgrade(&self) -> RpcResult<zist_core::upgrade::UpgradeReport> {
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || daemon.upgrade())
+            .await
+            .map_err(|e| rpc_error(zist_core::Error::UpgradeRefused(e.to_string())))?
+            .map_err(rpc_error)
     }
 
     async fn process_list(&self) -> RpcResult<Vec<ProcessInfo>> {
@@ -404,6 +425,18 @@ pub async fn serve(
     options: ServeOptions,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener.into_std()?, token, module, options)
+}
+
+/// [`serve`] on a socket already listening (one kept across an upgrade in place).
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    token: &str,
+    module: RpcModule<ZistRpc>,
+    options: ServeOptions,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let bound = listener.local_addr()?;
     let config = ServerConfig::builder()
         .max_request_body_size(options.max_request_bytes)

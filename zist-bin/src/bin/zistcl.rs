@@ -389,6 +389,7 @@ enum Command<'a> {
     Log,
     LogClear,
     Reload,
+    Upgrade,
     Kill(ShutdownMode),
     Follow(&'a str, LogStream),
     Logs(&'a str, LogStream),
@@ -409,6 +410,7 @@ impl<'a> Command<'a> {
             ["log"] => Self::Log,
             ["log", "clear"] => Self::LogClear,
             ["reload"] => Self::Reload,
+            ["upgrade"] => Self::Upgrade,
             ["kill"] => Self::Kill(ShutdownMode::Detach),
             ["kill", "all"] => Self::Kill(ShutdownMode::Stop),
             [name, s @ ("stdout" | "stderr"), "-f"] => Self::Follow(name, stream(s)),
@@ -471,6 +473,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Log => log(&s).await,
         Command::LogClear => log_clear(&s).await,
         Command::Reload => reload(&s).await,
+        Command::Upgrade => upgrade(&s).await,
         Command::Kill(mode) => kill(&s, mode).await,
         Command::Follow(name, stream) => follow(&s, name, stream).await,
         Command::Logs(name, stream) => logs(&s, name, stream).await,
@@ -544,6 +547,37 @@ async fn reload(s: &Session<'_>) -> Outcome {
             };
             println!("{what:<10} {names}");
         }
+    });
+    Ok(())
+}
+
+/// `upgrade`: zistd replaces itself with the executable at the path it was
+/// started from; waits until the new one answers, then prints both versions.
+async fn upgrade(s: &Session<'_>) -> Outcome {
+    let report = s.client.daemon_upgrade().await.map_err(s.fail())?;
+    let answered = std::time::Instant::now();
+    let deadline = answered + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match s.client.daemon_status().await {
+            // The new executable: started after the answer.
+            Ok(status)
+                if status.version == report.to
+                    && status.uptime_secs <= answered.elapsed().as_secs_f64() =>
+            {
+                break;
+            }
+            _ if std::time::Instant::now() > deadline => {
+                return Err(Failure::Connect(format!(
+                    "zistd at {} did not answer as {} within 30 s after the upgrade; see its log",
+                    s.target.address, report.to
+                )));
+            }
+            _ => {}
+        }
+    }
+    s.print(&report, || {
+        println!("zistd upgraded in place: {} -> {}", report.from, report.to)
     });
     Ok(())
 }

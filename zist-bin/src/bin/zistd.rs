@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use zist_core::upgrade::{Handover, UpgradeReport};
 use zist_core::{Config, ShutdownMode, Supervisor};
-use zist_rpc::{DaemonControl, ServeOptions, rpc_module, serve};
+use zist_rpc::{DaemonControl, ServeOptions, rpc_module, serve_on};
 
 /// zistd's own log lines kept for `daemon.log`.
 const LOG_LINES: usize = 10_000;
@@ -32,6 +33,9 @@ struct Cli {
     /// PEM key for Protocol = "https" (overrides KeyFile).
     #[arg(long)]
     keyfile: Option<PathBuf>,
+    /// Resume from the handover an upgrade in place left (set by zistd itself).
+    #[arg(long, hide = true)]
+    upgrade_from: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -219,10 +223,30 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DaemonLog {
     }
 }
 
+/// Why the daemon's main loop ends.
+enum Exit {
+    Shutdown(ShutdownMode),
+    /// Replace this executable with the new one (checked already).
+    Upgrade,
+}
+
 /// What the RPC server may ask of this daemon.
 struct Daemon {
     log: DaemonLog,
-    exit: mpsc::UnboundedSender<ShutdownMode>,
+    exit: mpsc::UnboundedSender<Exit>,
+    config_file: PathBuf,
+}
+
+impl Daemon {
+    /// Checks the executable an upgrade would switch to.
+    fn check_upgrade(&self) -> zist_core::Result<UpgradeReport> {
+        let exe = zist_core::upgrade::started_from().map_err(|e| {
+            zist_core::Error::UpgradeRefused(format!(
+                "cannot tell where zistd was started from: {e}"
+            ))
+        })?;
+        zist_core::upgrade::check_new_executable(&exe, &self.config_file)
+    }
 }
 
 impl DaemonControl for Daemon {
@@ -233,8 +257,53 @@ impl DaemonControl for Daemon {
         self.log.clear();
     }
     fn request_exit(&self, mode: ShutdownMode) {
-        let _ = self.exit.send(mode);
+        let _ = self.exit.send(Exit::Shutdown(mode));
     }
+    fn upgrade(&self) -> zist_core::Result<UpgradeReport> {
+        let report = self.check_upgrade()?;
+        tracing::info!(from = %report.from, to = %report.to, "upgrading in place");
+        let _ = self.exit.send(Exit::Upgrade);
+        Ok(report)
+    }
+}
+
+/// Hands every program and socket over and execs the executable zistd was
+/// started from, with the same arguments; returns only on failure.
+async fn upgrade(
+    supervisor: &Supervisor,
+    kept: Vec<(&str, std::io::Result<std::net::TcpListener>)>,
+) -> std::io::Error {
+    let mut handover = supervisor.freeze().await;
+    for (name, socket) in &kept {
+        match socket {
+            Ok(socket) => {
+                if let Err(e) = handover.add_listener(name, socket) {
+                    return e;
+                }
+            }
+            Err(e) => return std::io::Error::new(e.kind(), e.to_string()),
+        }
+    }
+    let exe = match zist_core::upgrade::started_from() {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    let Some(dir) = supervisor.state_dir() else {
+        return std::io::Error::other("no StateDir to hand over through");
+    };
+    let path = Handover::path_in(&dir);
+    let mut command = std::process::Command::new(exe);
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--upgrade-from" {
+            args.next();
+        } else {
+            command.arg(arg);
+        }
+    }
+    command.arg("--upgrade-from").arg(&path);
+    tracing::info!("zistd {} hands over", zist_core::VERSION);
+    handover.exec(&path, command)
 }
 
 fn run(cli: Cli) -> ExitCode {
@@ -267,10 +336,14 @@ fn run(cli: Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve_daemon(config, tls))
+    runtime.block_on(serve_daemon(config, tls, cli.upgrade_from))
 }
 
-async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) -> ExitCode {
+async fn serve_daemon(
+    config: Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    upgrade_from: Option<PathBuf>,
+) -> ExitCode {
     let log = DaemonLog::new(&config.daemon.daemon_log);
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
@@ -295,19 +368,46 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
         holder: true,
         ..zist_core::SupervisorOptions::for_config(&config)
     };
-    let supervisor = Supervisor::start_config(options, &config).await;
+    let mut handover = upgrade_from.and_then(|path| match Handover::load(&path) {
+        Ok(handover) => {
+            tracing::info!(from = %handover.from, programs = handover.len(), "resuming after an upgrade in place");
+            Some(handover)
+        }
+        Err(e) => {
+            tracing::error!("cannot read the upgrade handover {}: {e}; starting as new", path.display());
+            None
+        }
+    });
+    let listeners = handover
+        .as_mut()
+        .map(|h| (h.take_listener("rpc"), h.take_listener("http")));
+    let supervisor = Supervisor::resume_config(options, &config, handover).await;
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-    let daemon = Arc::new(Daemon { log, exit: exit_tx });
+    let daemon = Arc::new(Daemon {
+        log,
+        exit: exit_tx,
+        config_file: config.daemon.file.clone(),
+    });
+    let (rpc_listener, http_listener) = listeners.unwrap_or((None, None));
     // The token only ever goes to the server's gate; it is never logged.
     let token = config.daemon.token.clone();
-    let module = rpc_module(supervisor.clone(), daemon);
+    let module = rpc_module(supervisor.clone(), daemon.clone());
     let rpc_addr = config.daemon.rpc_addr();
     let http_tls = tls.clone();
     let options = ServeOptions {
         tls,
         ..ServeOptions::default()
     };
-    let (rpc_bound, server) = match serve(rpc_addr, &token, module, options).await {
+    let rpc_socket = match rpc_listener.map_or_else(|| std::net::TcpListener::bind(rpc_addr), Ok) {
+        Ok(socket) => socket,
+        Err(e) => {
+            supervisor.shutdown(ShutdownMode::Stop).await;
+            return fail(&format!("cannot listen for JSON-RPC on {rpc_addr}: {e}"));
+        }
+    };
+    // Kept for an upgrade: the next executable serves the same socket.
+    let mut kept = vec![("rpc", rpc_socket.try_clone())];
+    let (rpc_bound, server) = match serve_on(rpc_socket, &token, module, options) {
         Ok(s) => s,
         Err(e) => {
             supervisor.shutdown(ShutdownMode::Stop).await;
@@ -324,7 +424,12 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
             tls: http_tls,
             ..zist_http::HttpOptions::default()
         };
-        match zist_http::serve(http_addr, &token, supervisor.clone(), options, stopped).await {
+        let socket = http_listener.map_or_else(|| std::net::TcpListener::bind(http_addr), Ok);
+        let served = socket.and_then(|socket| {
+            kept.push(("http", socket.try_clone()));
+            zist_http::serve_on(socket, &token, supervisor.clone(), options, stopped)
+        });
+        match served {
             Ok(bound) => Some(bound),
             Err(e) => {
                 supervisor.shutdown(ShutdownMode::Stop).await;
@@ -349,13 +454,14 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
         );
         let _ = out.flush();
     }
-    let (mut term, mut int, mut quit, mut hup) = match (
+    let (mut term, mut int, mut quit, mut hup, mut usr2) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) {
-        (Ok(t), Ok(i), Ok(q), Ok(h)) => (t, i, q, h),
+        (Ok(t), Ok(i), Ok(q), Ok(h), Ok(u)) => (t, i, q, h, u),
         _ => {
             supervisor.shutdown(ShutdownMode::Stop).await;
             return fail("cannot install signal handlers");
@@ -370,7 +476,29 @@ async fn serve_daemon(config: Config, tls: Option<Arc<rustls::ServerConfig>>) ->
                 Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
                 Err(e) => tracing::warn!("{e}"),
             },
-            Some(mode) = exit_rx.recv() => break mode,
+            _ = usr2.recv() => {
+                let control = daemon.clone();
+                match tokio::task::spawn_blocking(move || control.upgrade()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!("SIGUSR2: {e}"),
+                    Err(e) => tracing::error!("SIGUSR2: {e}"),
+                }
+            }
+            Some(exit) = exit_rx.recv() => match exit {
+                Exit::Shutdown(mode) => break mode,
+                Exit::Upgrade => {
+                    // Stop taking connections (the sockets stay open: clients
+                    // wait in their queue for the new executable); answers
+                    // under way, the upgrade's own among them, still go out.
+                    let _ = server.stop();
+                    let _ = http_stop.send(());
+                    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), server.stopped()).await;
+                    let error = upgrade(&supervisor, kept).await;
+                    // The programs were handed over and still run: the next
+                    // zistd on this StateDir adopts them.
+                    return fail(&format!("the upgrade failed after the hand-over: {error}; start zistd again to adopt the programs"));
+                }
+            },
         }
     };
     tracing::info!(?mode, "shutting down");
