@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use serde_json::{Value, json};
 use zist_core::testing::eventually_blocking;
 
-use crate::daemon::{Setup, alive, program};
+use crate::daemon::{Setup, alive, cgroup_of, program};
 
 #[test]
 fn what_users_ask_survives_a_restart_and_a_reload() {
@@ -453,4 +453,96 @@ fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
     assert!(log.stdout.contains("resuming after an upgrade"), "{log:?}");
     assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
     assert!(assert_counted(&setup.path("logs/counter.out.log")) > 50);
+}
+
+/// The pids whose command line is exactly `words`.
+fn pids_running(words: &[&str]) -> Vec<i32> {
+    let wanted: Vec<u8> = words
+        .iter()
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+/// Ends the escaped process and removes the test's cgroups, also on failure.
+struct Escaped(Vec<i32>, Vec<std::path::PathBuf>);
+
+impl Drop for Escaped {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for dir in &self.1 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn stop_ends_a_grandchild_that_left_the_process_group_through_the_cgroup() {
+    let setup = Setup::new("");
+    let escaper = setup.script("escaper.sh", "setsid sleep 1009 &\nexec sleep 1010");
+    setup.write_config(&program("escaper", &escaper, ""));
+    let mut zistd = setup.start();
+    let main = pid_of(&zistd.info("escaper"));
+    let mut escaped = Vec::new();
+    eventually_blocking(Duration::from_secs(10), "the escaped grandchild", || {
+        escaped = pids_running(&["sleep", "1009"])
+            .into_iter()
+            .filter(|&p| cgroup_of(p) == cgroup_of(main))
+            .collect();
+        !escaped.is_empty()
+    });
+    let dir = cgroup_of(main).unwrap();
+    let _guard = Escaped(
+        escaped.clone(),
+        vec![dir.clone(), dir.parent().unwrap().to_owned()],
+    );
+    assert!(
+        dir.ends_with("escaper")
+            && dir
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("zist."),
+        "{}",
+        dir.display()
+    );
+    let log = zistd.cl(&["log"]);
+    assert!(log.stdout.contains("a cgroup of its own"), "{log:?}");
+    // Stats count it: the program's memory is more than its main process's.
+    let stats = zistd.cl(&["--json", "escaper", "stats"]);
+    let stats: Value = serde_json::from_str(&stats.stdout).unwrap();
+    let main_rss = std::fs::read_to_string(format!("/proc/{main}/statm"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4096;
+    assert!(
+        stats["memory_bytes"].as_u64().unwrap() > main_rss,
+        "{stats}"
+    );
+
+    assert_eq!(zistd.cl(&["escaper", "stop"]).code, 0);
+    for pid in &escaped {
+        assert!(!alive(*pid), "the escaped grandchild outlived stop");
+    }
+    kill(zistd.pid(), Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!dir.exists(), "the program's cgroup is left behind");
+    assert!(
+        !dir.parent().unwrap().exists(),
+        "zist's cgroup folder is left behind"
+    );
 }

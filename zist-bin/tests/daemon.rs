@@ -57,6 +57,20 @@ impl Setup {
     }
 }
 
+/// The cgroup v2 folder process `pid` is in.
+pub(crate) fn cgroup_of(pid: i32) -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (before, after) = l.split_once(" - ")?;
+        after
+            .starts_with("cgroup2 ")
+            .then(|| before.split_ascii_whitespace().nth(4).map(str::to_owned))?
+    })?;
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(Path::new(&mount).join(path.trim_start_matches('/')))
+}
+
 impl Drop for Setup {
     /// Ends what a zistd killed in the test left behind: the holder, and
     /// every program process its state file names.
@@ -66,9 +80,20 @@ impl Drop for Setup {
             && let Ok(state) = serde_json::from_str::<Value>(&state)
             && let Some(programs) = state["programs"].as_object()
         {
+            let mut cgroups = Vec::new();
             for program in programs.values() {
                 if let Some(pid) = program["process"]["pid"].as_i64() {
+                    cgroups.extend(
+                        cgroup_of(pid as i32).filter(|d| d.to_string_lossy().contains("/zist.")),
+                    );
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            }
+            // The cgroups of programs a killed zistd left, once empty.
+            for dir in &cgroups {
+                let _ = eventually_try(|| std::fs::remove_dir(dir).is_ok() || !dir.exists());
+                if let Some(parent) = dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
                 }
             }
         }
@@ -78,6 +103,18 @@ impl Drop for Setup {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Polls `done` for up to 2 s; whether it came true.
+fn eventually_try(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// A running zistd in its own process group; on drop it gets SIGTERM (which

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at};
 
+use crate::cgroup::ProgramCgroup;
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::lifecycle::{
@@ -177,6 +178,8 @@ pub(crate) struct Program {
     snapshot: Arc<RwLock<Snapshot>>,
     pub stdout: SharedLog,
     pub stderr: SharedLog,
+    /// The program's cgroup, for stats.
+    pub cgroup: Option<Arc<ProgramCgroup>>,
 }
 
 impl Program {
@@ -204,6 +207,7 @@ impl Program {
         };
         let logs = [file(&spec.logfile, "out"), file(&spec.err_logfile, "err")];
         let lease = Arc::new(spawn::Lease::default());
+        let cgroup = ProgramCgroup::for_program(spec.name.as_str()).map(Arc::new);
         let mut host = Os {
             spec: spec.clone(),
             lease: lease.clone(),
@@ -211,9 +215,12 @@ impl Program {
             prepared: None,
             relay_files: None,
             holder,
+            cgroup: cgroup.clone(),
         };
         let begin = host.resume(resume);
-        Self::with_host(spec, host, lease, logs, events, store, begin)
+        let mut program = Self::with_host(spec, host, lease, logs, events, store, begin);
+        program.cgroup = cgroup;
+        program
     }
 
     /// Starts an actor that acts through `host`, from `begin`.
@@ -263,6 +270,7 @@ impl Program {
             snapshot,
             stdout,
             stderr,
+            cgroup: None,
         }
     }
 
@@ -412,6 +420,17 @@ struct Os {
     relay_files: Option<Vec<std::fs::File>>,
     /// Keeps the pipes open while the supervisor is down (`holder.rs`).
     holder: Option<Arc<Holder>>,
+    /// The program's own cgroup, where the machine allows one.
+    cgroup: Option<Arc<ProgramCgroup>>,
+}
+
+impl Drop for Os {
+    fn drop(&mut self) {
+        // Gone only when empty: a program left running keeps it for the next zistd.
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove();
+        }
+    }
 }
 
 impl Host for Os {
@@ -441,11 +460,18 @@ impl Host for Os {
 
     fn signal_stop(&self) {
         self.lease.stop(self.spec.stop_signal);
+        if let (Some(cgroup), Some(pid)) = (&self.cgroup, self.lease.current()) {
+            // Processes that left the group (setsid, a double fork) too.
+            cgroup.signal_escaped(self.spec.stop_signal, pid);
+        }
     }
 
     fn kill(&self, pid: i32) {
         // The leader is unreaped (the actor holds it), so the id is still its group's.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal_escaped(Signal::SIGKILL, pid);
+        }
     }
 
     fn signal(&self, signal: Signal) -> Option<nix::Result<()>> {
@@ -475,6 +501,10 @@ impl Host for Os {
         let pgid = Pid::from_raw(child.process.pid());
         if !wait_group_gone(pgid, grace_until).await {
             clear_group(pgid).await;
+        }
+        if let Some(cgroup) = &self.cgroup {
+            // What escaped the group ends with the program.
+            cgroup.clear().await;
         }
         drain(child.pumps).await;
         if let Some(holder) = &self.holder {
@@ -704,7 +734,8 @@ impl Os {
                 p
             }
         };
-        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease)?;
+        let cgroup = self.cgroup.as_ref().map(|c| c.procs.as_c_str());
+        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease, cgroup)?;
         let pumps = self.pumps([Some(spawned.stdout), Some(spawned.stderr)]);
         if pumps.len() < 2 {
             // A pipe could not be watched: never leave a child nobody reads.

@@ -223,10 +223,12 @@ pub enum SpawnStep {
     Unshare = 8,
     /// Restoring the CPU affinity.
     Affinity = 9,
+    /// Joining the program's cgroup.
+    Cgroup = 10,
 }
 
 impl SpawnStep {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Exec,
         Self::Setsid,
         Self::Stdio,
@@ -237,6 +239,7 @@ impl SpawnStep {
         Self::Uid,
         Self::Unshare,
         Self::Affinity,
+        Self::Cgroup,
     ];
 
     fn from_code(code: i32) -> Option<Self> {
@@ -257,6 +260,7 @@ impl std::fmt::Display for SpawnStep {
             Self::Uid => "setting the user id",
             Self::Unshare => "making a private descriptor table",
             Self::Affinity => "restoring the CPU affinity",
+            Self::Cgroup => "joining the program's cgroup",
         })
     }
 }
@@ -458,6 +462,11 @@ impl Lease {
     /// Notes a stop signal sent before this process's upgrade, without sending it again.
     pub(crate) fn stop_was_sent(&self) {
         self.lock().stop_sent = Some(std::time::Instant::now());
+    }
+
+    /// The live process's pid, if any.
+    pub(crate) fn current(&self) -> Option<i32> {
+        self.lock().pid
     }
 
     /// Whether a stop was sent and not yet finished.
@@ -699,6 +708,8 @@ struct ChildPlan<'a> {
     /// pinned to the spawning thread's CPU (see `clone_child`).
     affinity: Option<libc::cpu_set_t>,
     identity: Option<&'a Identity>,
+    /// The `cgroup.procs` file of the program's cgroup, to join.
+    cgroup_procs: Option<&'a std::ffi::CStr>,
     /// `step << 16 | errno` of the first failing step, 0 when exec was reached.
     failure: AtomicI32,
 }
@@ -799,6 +810,7 @@ pub(crate) fn spawn(
     spec: &ProgramSpec,
     prepared: &Prepared,
     lease: &Arc<Lease>,
+    cgroup: Option<&std::ffi::CStr>,
 ) -> Result<Spawned, SpawnError> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
     let workdir = match &spec.workingdir {
@@ -869,6 +881,7 @@ pub(crate) fn spawn(
             rlim_max: hard,
         }),
         identity: prepared.identity.as_ref(),
+        cgroup_procs: cgroup,
         affinity: None,
         failure: AtomicI32::new(0),
     };
@@ -1051,6 +1064,24 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             ) < 0
         {
             return fail(SpawnStep::Unshare);
+        }
+        if let Some(procs) = plan.cgroup_procs {
+            // Writing 0 moves the writer: everything it starts stays inside.
+            let fd = libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                procs.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return fail(SpawnStep::Cgroup);
+            }
+            let zero = b"0";
+            let written = libc::syscall(libc::SYS_write, fd, zero.as_ptr(), 1usize);
+            libc::syscall(libc::SYS_close, fd);
+            if written != 1 {
+                return fail(SpawnStep::Cgroup);
+            }
         }
         for (target, &source) in plan.stdio.iter().enumerate() {
             if libc::syscall(libc::SYS_dup2, source, target as libc::c_int) < 0 {

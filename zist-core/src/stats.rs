@@ -33,6 +33,8 @@ struct Scan {
     at: Instant,
     /// Session id -> (CPU milliseconds, resident bytes), summed.
     sessions: HashMap<i32, (u64, u64)>,
+    /// Each process: CPU milliseconds, resident bytes, session.
+    processes: HashMap<i32, (u64, u64, i32)>,
 }
 
 struct SamplerState {
@@ -63,12 +65,18 @@ impl Sampler {
 
     /// Measures the session led by `pid`. Blocking: call it off the async workers.
     pub fn measure(&self, pid: i32) -> ProcessStats {
-        let first = self.try_measure(pid);
+        self.measure_in(pid, &[])
+    }
+
+    /// Measures the session led by `pid` and the processes `members` names
+    /// that left it (the rest of the program's cgroup). Blocking.
+    pub fn measure_in(&self, pid: i32, members: &[i32]) -> ProcessStats {
+        let first = self.try_measure(pid, members);
         match first {
             Some(stats) => stats,
             None => {
                 std::thread::sleep(FIRST_WINDOW);
-                self.try_measure(pid).unwrap_or_default()
+                self.try_measure(pid, members).unwrap_or_default()
             }
         }
     }
@@ -76,13 +84,22 @@ impl Sampler {
     /// Measures many sessions with one scan (and one first window for all
     /// that have no earlier sample). Blocking: call it off the async workers.
     pub fn measure_many(&self, pids: &[i32]) -> Vec<ProcessStats> {
-        let mut out: Vec<Option<ProcessStats>> =
-            pids.iter().map(|&pid| self.try_measure(pid)).collect();
+        let with: Vec<(i32, Vec<i32>)> = pids.iter().map(|&p| (p, Vec::new())).collect();
+        self.measure_many_in(&with)
+    }
+
+    /// [`Sampler::measure_many`], each session with its members (see
+    /// [`Sampler::measure_in`]).
+    pub fn measure_many_in(&self, pids: &[(i32, Vec<i32>)]) -> Vec<ProcessStats> {
+        let mut out: Vec<Option<ProcessStats>> = pids
+            .iter()
+            .map(|(pid, members)| self.try_measure(*pid, members))
+            .collect();
         if out.iter().any(Option::is_none) {
             std::thread::sleep(FIRST_WINDOW);
-            for (slot, &pid) in out.iter_mut().zip(pids) {
+            for (slot, (pid, members)) in out.iter_mut().zip(pids) {
                 if slot.is_none() {
-                    *slot = Some(self.try_measure(pid).unwrap_or_default());
+                    *slot = Some(self.try_measure(*pid, members).unwrap_or_default());
                 }
             }
         }
@@ -92,7 +109,7 @@ impl Sampler {
     /// Scans the process table now, whatever the age of the last scan
     /// (what a call costs once [`SCAN_REUSE`] has passed).
     pub fn rescan(&self) {
-        let _ = self.try_measure(0);
+        let _ = self.try_measure(0, &[]);
         if let Some(state) = self.lock().as_mut() {
             state.rescan(Instant::now());
         }
@@ -103,7 +120,7 @@ impl Sampler {
     }
 
     /// `None` when this is the first sample of `pid` and a second must follow.
-    fn try_measure(&self, pid: i32) -> Option<ProcessStats> {
+    fn try_measure(&self, pid: i32, members: &[i32]) -> Option<ProcessStats> {
         let mut guard = self.lock();
         let state = match guard.as_mut() {
             Some(state) => state,
@@ -133,7 +150,19 @@ impl Sampler {
         let (cpu_ms, rss) = state
             .scan
             .as_ref()
-            .and_then(|s| s.sessions.get(&pid).copied())
+            .map(|s| {
+                let (mut cpu, mut memory) = s.sessions.get(&pid).copied().unwrap_or((0, 0));
+                // Members that left the session (setsid): counted too.
+                for member in members {
+                    if let Some(&(c, m, sid)) = s.processes.get(member)
+                        && sid != pid
+                    {
+                        cpu += c;
+                        memory += m;
+                    }
+                }
+                (cpu, memory)
+            })
             .unwrap_or((0, 0));
         let memory_percent = if state.total_memory > 0 {
             rss as f64 * 100.0 / state.total_memory as f64
@@ -186,15 +215,22 @@ impl SamplerState {
                 .without_tasks(),
         );
         let mut sessions: HashMap<i32, (u64, u64)> = HashMap::new();
+        let mut processes = HashMap::with_capacity(self.system.processes().len());
         for (pid, process) in self.system.processes() {
             let sid = process.session_id().map_or(pid_i32(*pid), pid_i32);
             let entry = sessions.entry(sid).or_default();
-            entry.0 += process.accumulated_cpu_time();
-            entry.1 += process.memory();
+            let (cpu, memory) = (process.accumulated_cpu_time(), process.memory());
+            entry.0 += cpu;
+            entry.1 += memory;
+            processes.insert(pid_i32(*pid), (cpu, memory, sid));
         }
         // Samples of sessions that are gone would only grow the map.
         self.previous.retain(|pid, _| sessions.contains_key(pid));
-        self.scan = Some(Scan { at: now, sessions });
+        self.scan = Some(Scan {
+            at: now,
+            sessions,
+            processes,
+        });
     }
 }
 
