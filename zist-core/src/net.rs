@@ -28,6 +28,92 @@ pub struct Limits {
     pub write_stall: Option<Duration>,
     /// Serve TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Counts the connections accepted and not yet asking, and the requests
+    /// being answered, so that a server that stops can wait until every
+    /// client it took is answered (an upgrade in place does).
+    pub in_flight: InFlight,
+}
+
+/// Accept loops still running, connections accepted but not yet asking,
+/// and requests being answered (a stream counts until its headers are
+/// sent). Shared by servers that stop together.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One unit of [`InFlight`], given back on drop.
+struct Counted(InFlight);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    fn enter(&self) -> Counted {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Counted(self.clone())
+    }
+
+    /// How many there are now.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until there is none (after the servers stopped accepting), or
+    /// `limit` passes; true when none is left.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+}
+
+/// A service that counts its requests in [`InFlight`] and, at the first
+/// one, gives back the count its connection held while it said nothing.
+#[derive(Clone)]
+struct CountRequests<S> {
+    inner: S,
+    waiting: Arc<std::sync::Mutex<Option<Counted>>>,
+    in_flight: InFlight,
+}
+
+impl<S, R> tower::Service<R> for CountRequests<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let counted = self.in_flight.enter();
+        drop(
+            self.waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let _counted = counted;
+            answer.await
+        })
+    }
 }
 
 /// Accepts connections on `listener` until `stopped()` resolves, serving
@@ -55,7 +141,10 @@ pub fn accept_loop<M, S, B, F, Fut>(
 {
     let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let places = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // The loop counts itself until it ends: settled means it took its last client.
+    let accepting = limits.in_flight.enter();
     tokio::spawn(async move {
+        let _accepting = accepting;
         let stop = stopped();
         tokio::pin!(stop);
         let mut trouble = AcceptTrouble::default();
@@ -81,20 +170,38 @@ pub fn accept_loop<M, S, B, F, Fut>(
             let Ok(place) = places.clone().try_acquire_owned() else {
                 continue; // over the limit: the socket closes here
             };
-            let service = make_service();
-            let stopped = stopped();
+            let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
+            let service = CountRequests {
+                inner: make_service(),
+                waiting: waiting.clone(),
+                in_flight: limits.in_flight.clone(),
+            };
+            drop(waiting);
+            let stopped_early = stopped();
+            let stopped_later = stopped();
             let limits = limits.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
                 let _place = place;
                 let _ = socket.set_nodelay(true);
-                // A client that connects and says nothing is dropped.
-                if !matches!(
-                    tokio::time::timeout(limits.request_timeout, socket.readable()).await,
-                    Ok(Ok(()))
-                ) {
+                // A client that connects and says nothing is dropped; after
+                // a stop, one taken just before gets a moment to ask.
+                let silent = {
+                    let readable = socket.readable();
+                    let stopped = stopped_early;
+                    tokio::pin!(readable, stopped);
+                    tokio::select! {
+                        ready = tokio::time::timeout(limits.request_timeout, &mut readable) => !matches!(ready, Ok(Ok(()))),
+                        () = &mut stopped => !matches!(
+                            tokio::time::timeout(STOP_GRACE, &mut readable).await,
+                            Ok(Ok(()))
+                        ),
+                    }
+                };
+                if silent {
                     return;
                 }
+                let stopped = stopped_later;
                 let io: Box<dyn Io> = match tls {
                     None => Box::new(socket),
                     Some(acceptor) => {
@@ -150,6 +257,9 @@ pub fn accept_loop<M, S, B, F, Fut>(
         }
     });
 }
+
+/// How long a connection taken just before a stop has to send its request.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Failed accepts in a row: how long to wait, and when to say so.
 #[derive(Default)]

@@ -144,7 +144,15 @@ impl Handover {
         for fd in fds.iter().chain(self.listeners.values()) {
             inherit(fd, true);
         }
+        // Blocked across exec, so a signal that arrives before the next
+        // executable has its handlers waits for them ([`unblock_signals`]).
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&daemon_signals()),
+            None,
+        );
         let error = command.exec();
+        unblock_signals();
         for fd in fds.iter().chain(self.listeners.values()) {
             inherit(fd, false);
         }
@@ -208,6 +216,26 @@ impl Handover {
     }
 }
 
+/// The signals zistd handles.
+fn daemon_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal::*;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for signal in [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR2] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Unblocks the signals an upgrade blocked across exec; call once the
+/// handlers are in place (pending ones are handled then).
+pub fn unblock_signals() {
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&daemon_signals()),
+        None,
+    );
+}
+
 /// What an upgrade switches between.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpgradeReport {
@@ -234,11 +262,24 @@ pub fn started_from() -> std::io::Result<PathBuf> {
 pub fn check_new_executable(exe: &Path, config: &Path) -> crate::Result<UpgradeReport> {
     let refused = |what: String| crate::Error::UpgradeRefused(what);
     let run = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        command
             .args(args)
             .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| refused(format!("cannot run {}: {e}", exe.display())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // Claimed under the gate: the orphan reaper leaves its status to us.
+        let gate = crate::reaper::spawn_gate();
+        let child = command.spawn();
+        if let Ok(child) = &child {
+            crate::reaper::claim(child.id() as i32);
+        }
+        drop(gate);
+        let child = child.map_err(|e| refused(format!("cannot run {}: {e}", exe.display())))?;
+        let pid = child.id() as i32;
+        let output = child.wait_with_output();
+        crate::reaper::release(pid);
+        output.map_err(|e| refused(format!("cannot run {}: {e}", exe.display())))
     };
     let version = run(&["--version".as_ref()])?;
     let text = String::from_utf8_lossy(&version.stdout);

@@ -44,6 +44,8 @@ pub struct HttpOptions {
     pub heartbeat: Duration,
     /// Serve HTTPS with this config (see `zist_core::net::tls_config`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Counts clients taken and not yet answered (see `zist_core::net::InFlight`).
+    pub in_flight: zist_core::net::InFlight,
 }
 
 impl Default for HttpOptions {
@@ -54,6 +56,7 @@ impl Default for HttpOptions {
             write_stall: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
             tls: None,
+            in_flight: zist_core::net::InFlight::default(),
         }
     }
 }
@@ -194,6 +197,7 @@ pub fn serve_on(
         read_idle: None,
         write_stall: Some(options.write_stall),
         tls: options.tls,
+        in_flight: options.in_flight,
     };
     zist_core::net::accept_loop(
         listener,

@@ -396,6 +396,8 @@ pub struct ServeOptions {
     pub websocket_idle: Duration,
     /// Serve HTTPS and WSS with this TLS config (see [`zist_core::net::tls_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Counts clients taken and not yet answered (see [`zist_core::net::InFlight`]).
+    pub in_flight: zist_core::net::InFlight,
 }
 
 impl Default for ServeOptions {
@@ -407,6 +409,7 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(10),
             websocket_idle: Duration::from_secs(60),
             tls: None,
+            in_flight: zist_core::net::InFlight::default(),
         }
     }
 }
@@ -466,6 +469,7 @@ pub fn serve_on(
         read_idle: Some(options.websocket_idle.max(options.request_timeout)),
         write_stall: None,
         tls: options.tls.clone(),
+        in_flight: options.in_flight.clone(),
     };
     let make_service = {
         let stop = stop.clone();

@@ -394,8 +394,11 @@ async fn serve_daemon(
     let module = rpc_module(supervisor.clone(), daemon.clone());
     let rpc_addr = config.daemon.rpc_addr();
     let http_tls = tls.clone();
+    // Both servers count the clients they took, so an upgrade answers them all first.
+    let in_flight = zist_core::net::InFlight::default();
     let options = ServeOptions {
         tls,
+        in_flight: in_flight.clone(),
         ..ServeOptions::default()
     };
     let rpc_socket = match rpc_listener.map_or_else(|| std::net::TcpListener::bind(rpc_addr), Ok) {
@@ -422,6 +425,7 @@ async fn serve_daemon(
         };
         let options = zist_http::HttpOptions {
             tls: http_tls,
+            in_flight: in_flight.clone(),
             ..zist_http::HttpOptions::default()
         };
         let socket = http_listener.map_or_else(|| std::net::TcpListener::bind(http_addr), Ok);
@@ -439,6 +443,22 @@ async fn serve_daemon(
     } else {
         None
     };
+    // Handlers first: a signal sent as soon as READY is seen is handled,
+    // never left to its default action.
+    let (mut term, mut int, mut quit, mut hup, mut usr2) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    ) {
+        (Ok(t), Ok(i), Ok(q), Ok(h), Ok(u)) => (t, i, q, h, u),
+        _ => {
+            supervisor.shutdown(ShutdownMode::Stop).await;
+            return fail("cannot install signal handlers");
+        }
+    };
+    zist_core::upgrade::unblock_signals();
     tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
     {
         let mut out = std::io::stdout().lock();
@@ -454,19 +474,6 @@ async fn serve_daemon(
         );
         let _ = out.flush();
     }
-    let (mut term, mut int, mut quit, mut hup, mut usr2) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined2()),
-    ) {
-        (Ok(t), Ok(i), Ok(q), Ok(h), Ok(u)) => (t, i, q, h, u),
-        _ => {
-            supervisor.shutdown(ShutdownMode::Stop).await;
-            return fail("cannot install signal handlers");
-        }
-    };
     let mode = loop {
         tokio::select! {
             _ = term.recv() => break ShutdownMode::Stop,
@@ -492,7 +499,11 @@ async fn serve_daemon(
                     // under way, the upgrade's own among them, still go out.
                     let _ = server.stop();
                     let _ = http_stop.send(());
-                    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), server.stopped()).await;
+                    // Every client taken is answered first (bounded: a
+                    // client that connected and says nothing is not waited for).
+                    if !in_flight.settled(std::time::Duration::from_secs(2)).await {
+                        tracing::warn!("{} clients still unanswered at the upgrade", in_flight.count());
+                    }
                     let error = upgrade(&supervisor, kept).await;
                     // The programs were handed over and still run: the next
                     // zistd on this StateDir adopts them.
