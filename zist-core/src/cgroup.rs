@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// The folder all programs' cgroups go in, once found (`None`: not here).
-static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// Whether the machine's answer was said in the log already.
+static SAID: OnceLock<()> = OnceLock::new();
 
 /// Where the cgroup v2 hierarchy is mounted, from `mountinfo`'s text.
 pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
@@ -59,11 +59,11 @@ fn unescape(field: &str) -> String {
     out
 }
 
-/// Sets up the programs' cgroup folder, named after `key` (the state
-/// folder, so that a zistd started again finds the same one). Says once in
-/// the log when there is none. Idempotent.
-pub(crate) fn init(key: &Path) {
-    ROOT.get_or_init(|| match find_root(key) {
+/// Sets up a supervisor's cgroup folder, named after `key` (its state
+/// folder, so that a zistd started again finds the same one); `None` where
+/// the machine has none for it, which the log says once.
+pub(crate) fn init(key: &Path) -> Option<PathBuf> {
+    match find_root(key) {
         Ok(root) => {
             tracing::info!(
                 "each program runs in a cgroup of its own under {}",
@@ -72,10 +72,12 @@ pub(crate) fn init(key: &Path) {
             Some(root)
         }
         Err(why) => {
-            tracing::info!("programs run in process groups, not cgroups: {why}");
+            if SAID.set(()).is_ok() {
+                tracing::info!("programs run in process groups, not cgroups: {why}");
+            }
             None
         }
-    });
+    }
 }
 
 fn find_root(key: &Path) -> Result<PathBuf, String> {
@@ -110,11 +112,6 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The programs' cgroup folder, if cgroups are in use.
-pub(crate) fn root() -> Option<&'static Path> {
-    ROOT.get().and_then(Option::as_deref)
-}
-
 /// One program's cgroup.
 #[derive(Debug)]
 pub(crate) struct ProgramCgroup {
@@ -124,10 +121,10 @@ pub(crate) struct ProgramCgroup {
 }
 
 impl ProgramCgroup {
-    /// The cgroup of program `name`, created if need be; `None` when
-    /// cgroups are not in use or it cannot be made (said in the log).
-    pub(crate) fn for_program(name: &str) -> Option<Self> {
-        let dir = root()?.join(name);
+    /// The cgroup of program `name` under `root`, created if need be;
+    /// `None` when it cannot be made (said in the log).
+    pub(crate) fn for_program(root: &Path, name: &str) -> Option<Self> {
+        let dir = root.join(name);
         if let Err(e) = std::fs::create_dir(&dir)
             && e.kind() != std::io::ErrorKind::AlreadyExists
         {
@@ -140,6 +137,11 @@ impl ProgramCgroup {
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?;
         Some(Self { dir, procs })
+    }
+
+    /// Makes it again if something removed it; before each spawn.
+    pub(crate) fn ensure(&self) {
+        let _ = std::fs::create_dir(&self.dir);
     }
 
     /// The processes in it.
@@ -202,17 +204,15 @@ impl ProgramCgroup {
 
 /// Removes the programs' cgroups that are empty, then their folder if it
 /// is (zistd's clean end; a program left running keeps its own).
-pub(crate) fn remove_root() {
-    if let Some(root) = root() {
-        if let Ok(entries) = std::fs::read_dir(root) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_dir(entry.path());
-                }
+pub(crate) fn remove_root(root: &Path) {
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(entry.path());
             }
         }
-        let _ = std::fs::remove_dir(root);
     }
+    let _ = std::fs::remove_dir(root);
 }
 
 #[cfg(test)]

@@ -192,6 +192,7 @@ impl Program {
         events: broadcast::Sender<ProcessEvent>,
         store: Option<Arc<Store>>,
         holder: Option<Arc<Holder>>,
+        cgroup_root: Option<&std::path::Path>,
         resume: Resume,
     ) -> Self {
         let spec = Arc::new(spec);
@@ -207,7 +208,9 @@ impl Program {
         };
         let logs = [file(&spec.logfile, "out"), file(&spec.err_logfile, "err")];
         let lease = Arc::new(spawn::Lease::default());
-        let cgroup = ProgramCgroup::for_program(spec.name.as_str()).map(Arc::new);
+        let cgroup = cgroup_root
+            .and_then(|root| ProgramCgroup::for_program(root, spec.name.as_str()))
+            .map(Arc::new);
         let mut host = Os {
             spec: spec.clone(),
             lease: lease.clone(),
@@ -734,6 +737,9 @@ impl Os {
                 p
             }
         };
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.ensure();
+        }
         let cgroup = self.cgroup.as_ref().map(|c| c.procs.as_c_str());
         let spawned = spawn::spawn(&self.spec, &prepared, &self.lease, cgroup)?;
         let pumps = self.pumps([Some(spawned.stdout), Some(spawned.stderr)]);

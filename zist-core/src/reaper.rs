@@ -69,8 +69,10 @@ pub(crate) fn reap_orphans() -> usize {
             .as_ref()
             .is_some_and(|set| set.contains(&pid.as_raw()))
         {
-            // Its owner reaps it, then wakes us to look past it.
-            return reaped;
+            // Its owner reaps it and wakes us to look past it; meanwhile
+            // (or if the owner is gone) the zombies behind it are found
+            // in /proc.
+            return reaped + reap_listed_zombies();
         }
         if matches!(
             waitpid(pid, Some(WaitPidFlag::WNOHANG)),
@@ -79,6 +81,41 @@ pub(crate) fn reap_orphans() -> usize {
             reaped += 1;
         }
     }
+}
+
+/// Reaps the unclaimed zombie children found by a scan of `/proc` (for
+/// when a claimed zombie hides the others from `waitid`).
+fn reap_listed_zombies() -> usize {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_ascii_whitespace();
+        let zombie = fields.next() == Some("Z");
+        let ours = fields.next().and_then(|p| p.parse::<i32>().ok()) == Some(me);
+        if zombie
+            && ours
+            && !claimed().as_ref().is_some_and(|set| set.contains(&pid))
+            && matches!(
+                waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+            )
+        {
+            reaped += 1;
+        }
+    }
+    reaped
 }
 
 /// Makes this process a child subreaper: orphans of its descendants

@@ -143,6 +143,8 @@ struct Inner {
     held: Mutex<Held>,
     /// Programs handed over by an upgrade, not yet resumed.
     frozen: Mutex<BTreeMap<String, Frozen>>,
+    /// Where programs' cgroups go, when they run in cgroups.
+    cgroup_root: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -159,10 +161,10 @@ impl Supervisor {
 
     fn build(options: SupervisorOptions) -> Self {
         crate::spawn::raise_fd_limit();
-        if options.cgroups {
+        let cgroup_root = options.cgroups.then(|| {
             let key = options.state_dir.as_ref().unwrap_or(&options.log_dir);
-            crate::cgroup::init(&std::path::absolute(key).unwrap_or_else(|_| key.clone()));
-        }
+            crate::cgroup::init(&std::path::absolute(key).unwrap_or_else(|_| key.clone()))
+        });
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         if options.subreaper
             && let Err(e) = crate::reaper::become_subreaper()
@@ -208,6 +210,7 @@ impl Supervisor {
                 holder,
                 held: Mutex::new(held),
                 frozen: Mutex::new(BTreeMap::new()),
+                cgroup_root: cgroup_root.flatten(),
             }),
         }
     }
@@ -478,6 +481,7 @@ impl Supervisor {
             self.inner.events.clone(),
             self.inner.store.clone(),
             self.inner.holder.clone(),
+            self.inner.cgroup_root.as_deref(),
             resume,
         ));
         programs.insert(name, program.clone());
@@ -895,8 +899,8 @@ impl Supervisor {
         if let (Some(holder), ShutdownMode::Stop) = (&self.inner.holder, mode) {
             holder.quit();
         }
-        if mode == ShutdownMode::Stop {
-            crate::cgroup::remove_root();
+        if let (Some(root), ShutdownMode::Stop) = (&self.inner.cgroup_root, mode) {
+            crate::cgroup::remove_root(root);
         }
         if let Some(store) = &self.inner.store {
             let store = store.clone();
