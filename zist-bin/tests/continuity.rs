@@ -451,6 +451,22 @@ fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
     }
     let log = zistd.cl(&["log"]);
     assert!(log.stdout.contains("resuming after an upgrade"), "{log:?}");
+    // The tail reaches back across both switches: 1, 2, 3, ... each once.
+    let tail = zistd.rpc(
+        "process.logs",
+        json!({"name": "counter", "stream": "stdout", "lines": 10000}),
+    );
+    let numbers: Vec<usize> = tail["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.len() > 50, "{tail}");
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i + 1),
+        "{numbers:?}"
+    );
     assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
     assert!(assert_counted(&setup.path("logs/counter.out.log")) > 50);
 }

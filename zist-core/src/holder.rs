@@ -206,11 +206,12 @@ fn connect_to(path: &Path) -> io::Result<OwnedFd> {
 impl Holder {
     /// Connects to the holder a previous zistd left in `dir` and takes
     /// back copies of the pipes it holds, or starts a new holder.
-    pub(crate) fn open(dir: &Path) -> io::Result<(Arc<Self>, Held)> {
+    /// `take_back`: false after an upgrade, whose pipes came across exec.
+    pub(crate) fn open(dir: &Path, take_back: bool) -> io::Result<(Arc<Self>, Held)> {
         let path = socket_path(dir);
         let (link, held) = match connect_to(&path) {
             Ok(link) => {
-                let held = list(&link)?;
+                let held = if take_back { list(&link)? } else { Held::new() };
                 (link, held)
             }
             Err(_) => (start(dir)?, Held::new()),

@@ -108,6 +108,17 @@ impl LogTail {
         self.push_raw(whole.freeze());
     }
 
+    /// Puts `older` (the bytes just before everything held) in front.
+    fn prepend(&mut self, older: Bytes) {
+        let mut fresh = LogTail::default();
+        fresh.push_raw(older);
+        self.seal();
+        for chunk in std::mem::take(&mut self.chunks) {
+            fresh.push_raw(chunk);
+        }
+        *self = fresh;
+    }
+
     /// Ends the unfinished last line (at the end of the stream).
     pub fn finish(&mut self) {
         if self.unfinished() > 0 {
@@ -486,6 +497,10 @@ pub(crate) struct StreamLog {
     /// Cuts lines for followers, only while there are some.
     framer: Option<LineFramer>,
     follow: Option<broadcast::Sender<Bytes>>,
+    /// The log file's length when this supervisor took the stream over
+    /// from an earlier one (upgrade, crash): the tail starts with the file's
+    /// last lines before it, read when first asked for.
+    resumed_at: Option<u64>,
 }
 
 /// A stream's log, shared by the pump that fills it and the API that reads it.
@@ -499,6 +514,7 @@ impl SharedLog {
             tail: LogTail::default(),
             framer: None,
             follow: None,
+            resumed_at: None,
         })))
     }
 
@@ -516,6 +532,7 @@ impl SharedLog {
             tail,
             framer,
             follow,
+            ..
         } = &mut *log;
         file.write(&chunk);
         match follow.as_ref().filter(|tx| tx.receiver_count() > 0) {
@@ -551,7 +568,20 @@ impl SharedLog {
     }
 
     pub(crate) fn last(&self, n: usize) -> Vec<String> {
-        self.lock().tail.last(n)
+        let mut log = self.lock();
+        if let Some(at) = log.resumed_at.take() {
+            let older = read_before(log.file.path(), at);
+            log.tail.prepend(older);
+        }
+        log.tail.last(n)
+    }
+
+    /// This stream continues what an earlier supervisor wrote to the log
+    /// file: the tail begins with that (read from the file when first asked).
+    pub(crate) fn resumed(&self) {
+        let mut log = self.lock();
+        let len = std::fs::metadata(log.file.path()).map_or(0, |m| m.len());
+        log.resumed_at = (len > 0).then_some(len);
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Bytes> {
@@ -589,6 +619,34 @@ impl SharedLog {
     pub(crate) fn no_longer_expected(&self) {
         self.lock().file.uncount();
     }
+}
+
+/// Up to [`TAIL_BYTES`] of the log file at `path` that end at byte `at`
+/// (in `<path>.1` if the file was rotated since).
+fn read_before(path: &Path, at: u64) -> Bytes {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut numbered = path.as_os_str().to_owned();
+    numbered.push(".1");
+    for candidate in [path, Path::new(&numbered)] {
+        let Ok(mut file) = File::open(candidate) else {
+            continue;
+        };
+        if file.metadata().map_or(0, |m| m.len()) < at {
+            continue;
+        }
+        let from = at.saturating_sub(TAIL_BYTES as u64);
+        let mut bytes = vec![0; (at - from) as usize];
+        if file.seek(SeekFrom::Start(from)).is_ok() && file.read_exact(&mut bytes).is_ok() {
+            // From the first whole line on.
+            let start = if from > 0 {
+                memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1)
+            } else {
+                0
+            };
+            return Bytes::from(bytes).slice(start..);
+        }
+    }
+    Bytes::new()
 }
 
 /// How a burst of reads ended.

@@ -285,10 +285,17 @@ fn read_saved(path: &Path) -> Saved {
 
 /// The start time (clock ticks after boot) of process `pid`, from `/proc`.
 pub(crate) fn start_ticks(pid: i32) -> Option<u64> {
+    stat_of(pid).map(|(ticks, _)| ticks)
+}
+
+/// The start time and parent pid of process `pid`, from `/proc`.
+fn stat_of(pid: i32) -> Option<(u64, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    let parent = fields.nth(1)?.parse().ok()?;
+    let ticks = fields.nth(17)?.parse().ok()?;
+    Some((ticks, parent))
 }
 
 /// What `/proc/<pid>/exe` names, when readable.
@@ -298,12 +305,13 @@ pub(crate) fn exe_of(pid: i32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Whether the process `pid` is the one `record` describes. A zombie has
-/// no executable to read: its start time alone then decides (the pid
-/// cannot be reused before it is reaped).
-pub(crate) fn matches(record: &ProcessRecord) -> bool {
-    start_ticks(record.pid) == Some(record.start_ticks)
-        && exe_of(record.pid).is_none_or(|exe| exe == record.exe)
+/// The parent pid of process `record.pid` when it is the one `record`
+/// describes. A zombie has no executable to read: its start time alone
+/// then decides (the pid cannot be reused before it is reaped).
+pub(crate) fn matches(record: &ProcessRecord) -> Option<i32> {
+    let (ticks, parent) = stat_of(record.pid)?;
+    (ticks == record.start_ticks && exe_of(record.pid).is_none_or(|exe| exe == record.exe))
+        .then_some(parent)
 }
 
 #[cfg(test)]
@@ -353,11 +361,11 @@ mod tests {
             exe: exe_of(pid).unwrap(),
             started_ms: 0,
         };
-        assert!(matches(&record));
+        assert_eq!(matches(&record), Some(nix::unistd::getppid().as_raw()));
         let other = ProcessRecord {
             start_ticks: record.start_ticks + 1,
             ..record.clone()
         };
-        assert!(!matches(&other));
+        assert_eq!(matches(&other), None);
     }
 }

@@ -238,7 +238,7 @@ impl Program {
     ) -> Self {
         let mailbox = Arc::new(Mailbox::default());
         let snapshot = Arc::new(RwLock::new(Snapshot::NEW));
-        let actor = Actor {
+        let mut actor = Actor {
             rules: Rules {
                 restart: RestartRules {
                     policy: spec.restart,
@@ -261,6 +261,13 @@ impl Program {
             recorded: Recorded::default(),
             frozen: false,
         };
+        if begin.stored {
+            actor.recorded = Recorded {
+                pid: actor.life.pid(),
+                restarts: actor.history.restarts,
+                running: actor.life.state() == ProcessState::Running,
+            };
+        }
         let mut actor = Box::new(actor);
         // What it resumes is visible before the first control.
         actor.publish(ProcessState::Stopped);
@@ -627,13 +634,14 @@ impl Os {
                 begin.history.last_spawn = Some(since);
                 match spawn::adopt(&record, &self.lease) {
                     Ok(process) => {
-                        let pumps = self.pumps(pipes);
+                        let pumps = self.resumed_pumps(pipes);
                         if pumps.is_empty() {
                             tracing::warn!(program = %name, pid = record.pid, "adopted the running process; its output pipes were lost with the holder, so its output is not captured until it is restarted");
                         } else {
                             tracing::info!(program = %name, pid = record.pid, "adopted the running process");
                         }
                         let child = Child { process, pumps };
+                        begin.stored = true;
                         begin.life = if since.elapsed() >= self.spec.start_secs {
                             Lifecycle::Running { child, since }
                         } else {
@@ -677,10 +685,13 @@ impl Os {
                 if matches!(frozen.state.as_str(), "starting" | "running" | "stopping") =>
             {
                 match spawn::adopt(record, &self.lease) {
-                    Ok(process) => Some(Child {
-                        process,
-                        pumps: self.pumps(pipes),
-                    }),
+                    Ok(process) => {
+                        begin.stored = true;
+                        Some(Child {
+                            process,
+                            pumps: self.resumed_pumps(pipes),
+                        })
+                    }
                     Err(e) => {
                         tracing::info!(program = %self.spec.name, pid = record.pid, "the process ended during the upgrade ({e})");
                         begin.first = Some(Event::Vanished);
@@ -764,6 +775,16 @@ impl Os {
 
     /// Starts a pump on each pipe given, into the stream's log.
     fn pumps(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
+        self.pumps_into(pipes)
+    }
+
+    /// The pumps of an adopted process, whose streams continue the log files.
+    fn resumed_pumps(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
+        self.logs.iter().for_each(SharedLog::resumed);
+        self.pumps_into(pipes)
+    }
+
+    fn pumps_into(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
         let mut pumps = Vec::with_capacity(2);
         for (fd, log) in pipes.into_iter().zip(&self.logs) {
             let Some(fd) = fd else { continue };
@@ -850,6 +871,8 @@ pub(crate) struct Begin<C> {
     history: History,
     /// An event to step on before anything else.
     first: Option<Event<C>>,
+    /// The store holds this process already (adopted): not written again.
+    stored: bool,
 }
 
 impl<C> Begin<C> {
@@ -861,6 +884,7 @@ impl<C> Begin<C> {
                 ..History::default()
             },
             first: None,
+            stored: false,
         }
     }
 }

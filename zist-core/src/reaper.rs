@@ -83,29 +83,19 @@ pub(crate) fn reap_orphans() -> usize {
     }
 }
 
-/// Reaps the unclaimed zombie children found by a scan of `/proc` (for
-/// when a claimed zombie hides the others from `waitid`).
+/// Reaps the unclaimed zombie children listed in `/proc` (for when a
+/// claimed zombie hides the others from `waitid`).
 fn reap_listed_zombies() -> usize {
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
     let mut reaped = 0;
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_ascii_whitespace();
-        let zombie = fields.next() == Some("Z");
-        let ours = fields.next().and_then(|p| p.parse::<i32>().ok()) == Some(me);
+    for pid in own_children() {
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = &stat[stat.rfind(')')? + 1..];
+                Some(rest.split_ascii_whitespace().next()? == "Z")
+            })
+            .unwrap_or(false);
         if zombie
-            && ours
             && !claimed().as_ref().is_some_and(|set| set.contains(&pid))
             && matches!(
                 waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
@@ -116,6 +106,25 @@ fn reap_listed_zombies() -> usize {
         }
     }
     reaped
+}
+
+/// This process's children, from each of its threads' `children` file.
+fn own_children() -> Vec<i32> {
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{me}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
 }
 
 /// Makes this process a child subreaper: orphans of its descendants

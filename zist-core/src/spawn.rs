@@ -572,13 +572,6 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// The parent pid of `pid`, from `/proc`.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
 /// Takes hold of a running process that `record` describes: one this
 /// supervisor's earlier life started (docs/reference.md §8.3). Refused when
 /// the pid now names another process (its start time or executable differ),
@@ -591,13 +584,13 @@ pub(crate) fn adopt(
     let pidfd = pidfd_open(pid)?;
     // Checked after the pidfd is open: if the pid still has the recorded
     // start time now, the pidfd refers to that very process.
-    if !crate::persist::matches(record) {
+    let Some(parent) = crate::persist::matches(record) else {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "the pid now names another process",
         ));
-    }
-    let child = parent_of(pid) == Some(std::process::id() as i32);
+    };
+    let child = parent == std::process::id() as i32;
     if child {
         crate::reaper::claim(pid);
     }

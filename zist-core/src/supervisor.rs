@@ -152,14 +152,14 @@ impl Supervisor {
     /// process to its hard limit (children get the original one back).
     pub fn new(options: SupervisorOptions) -> Self {
         let reap = options.subreaper || crate::reaper::is_init();
-        let supervisor = Self::build(options);
+        let supervisor = Self::build(options, false);
         if reap {
             crate::reaper::start();
         }
         supervisor
     }
 
-    fn build(options: SupervisorOptions) -> Self {
+    fn build(options: SupervisorOptions, upgrading: bool) -> Self {
         crate::spawn::raise_fd_limit();
         let cgroup_root = options.cgroups.then(|| {
             let key = options.state_dir.as_ref().unwrap_or(&options.log_dir);
@@ -184,7 +184,7 @@ impl Supervisor {
                 .ok()
         });
         let (holder, held) = match (&store, options.holder, options.state_dir.as_deref()) {
-            (Some(_), true, Some(dir)) => match Holder::open(dir) {
+            (Some(_), true, Some(dir)) => match Holder::open(dir, !upgrading) {
                 Ok((holder, held)) => (Some(holder), held),
                 Err(e) => {
                     tracing::warn!(
@@ -243,7 +243,7 @@ impl Supervisor {
         handover: Option<Handover>,
     ) -> Self {
         let reap = options.subreaper || crate::reaper::is_init();
-        let supervisor = Self::build(options);
+        let supervisor = Self::build(options, handover.is_some());
         if let Some(handover) = handover {
             *supervisor.frozen() = handover.programs;
         }

@@ -271,6 +271,30 @@ impl Instance {
         self.child.id()
     }
 
+    /// Starts zistd again on the same config and state (the last one must
+    /// have ended); returns when it was spawned, once its API answers.
+    fn relaunch(&mut self) -> Instant {
+        let spawned = Instant::now();
+        self.child = Command::new(sibling("zistd"))
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("zistd");
+        lock_started().insert(self.child.id() as i32);
+        self.spawned = spawned;
+        while self.call_status().is_err() {
+            assert!(
+                spawned.elapsed() < Duration::from_secs(60),
+                "zistd did not come up again"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        spawned
+    }
+
     /// The HTTP request for an API call: `zist` is the JSON-RPC method,
     /// `supervisord` the XML-RPC one.
     fn request(&self, zist: &str, supervisord: &str, connection: Connection) -> String {
@@ -661,8 +685,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
-    if !["all", "fleet", "restart", "logs"].contains(&which.as_str()) {
-        eprintln!("unknown scenario {which:?}; use all, fleet, restart or logs");
+    if !["all", "fleet", "restart", "logs", "continuity"].contains(&which.as_str()) {
+        eprintln!("unknown scenario {which:?}; use all, fleet, restart, logs or continuity");
         std::process::exit(2);
     }
     let mut sizes = if args.iter().any(|a| a == "--quick") {
@@ -724,6 +748,135 @@ fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     if run("logs") {
         log_throughput(kind, sizes, venv, table);
     }
+    if run("continuity") {
+        continuity(kind, sizes.n, venv, table);
+    }
+}
+
+/// zistd outliving itself with `n` programs: an upgrade in place under a
+/// client calling in a loop, a start after SIGKILL that adopts every
+/// program, and the holder's memory. supervisord has neither: after its
+/// own SIGKILL it starts every program again (its `start N` row).
+fn continuity(kind: Kind, n: usize, venv: &Path, table: &mut Table) {
+    if kind != Kind::Zist {
+        return;
+    }
+    let mut daemon = Instance::launch(kind, &sleepers(n), venv);
+    daemon.all_running(n);
+    let before: BTreeMap<String, Option<i32>> = daemon
+        .states()
+        .into_iter()
+        .map(|(k, s)| (k, s.pid))
+        .collect();
+    let holder = std::fs::read_to_string(daemon.dir.path().join("state/holder.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    if let Some(holder) = holder {
+        lock_started().insert(holder as i32);
+        let (_, rss) = usage(holder);
+        table.add(
+            &format!("holder process RSS, {n} programs' pipes held"),
+            "MiB",
+            "≤ 2 MiB",
+            kind,
+            rss as f64 / 1048576.0,
+        );
+    }
+
+    // Upgrade in place to the same executable, a client calling meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let (addr, status) = (
+            daemon.addr.clone(),
+            daemon.status_request(Connection::Close),
+        );
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut longest, mut failed) = (Duration::ZERO, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                if send_once(&addr, &status).map_or(true, |a| !a.starts_with(b"HTTP/1.1 200")) {
+                    failed += 1;
+                }
+                longest = longest.max(t.elapsed());
+            }
+            (longest, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let answer = daemon.call("daemon.upgrade", "").expect("daemon.upgrade");
+    assert!(answer.contains("\"to\""), "upgrade refused: {answer}");
+    loop {
+        let status = daemon.call_status().unwrap_or_default();
+        let uptime = serde_json::from_str::<serde_json::Value>(&status)
+            .ok()
+            .and_then(|v| v["result"]["uptime_secs"].as_f64())
+            .unwrap_or(f64::MAX);
+        if uptime <= asked.elapsed().as_secs_f64() {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the upgraded zistd never answered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (longest, failed) = caller.join().expect("the caller");
+    let after: BTreeMap<String, Option<i32>> = daemon
+        .states()
+        .into_iter()
+        .map(|(k, s)| (k, s.pid))
+        .collect();
+    let restarted = before
+        .iter()
+        .filter(|(k, pid)| after.get(*k) != Some(pid))
+        .count();
+    table.add(
+        &format!("upgrade in place, {n} programs: longest wait for an answer (daemon.status in a loop, new connection each)"),
+        "ms",
+        "≤ 200 ms",
+        kind,
+        longest.as_secs_f64() * 1000.0,
+    );
+    table.add(
+        &format!("upgrade in place, {n} programs: calls failed + programs restarted"),
+        "count",
+        "0",
+        kind,
+        f64::from(failed) + restarted as f64,
+    );
+
+    // SIGKILL, then start again on the same StateDir: every program adopted.
+    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGKILL).expect("kill -9 zistd");
+    let _ = daemon.child.wait();
+    let t = daemon.relaunch();
+    let adopted = loop {
+        let states = daemon.states();
+        if states.len() == n && states.values().all(|s| s.running) {
+            break states;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "zistd never adopted all"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let took = t.elapsed();
+    let same = adopted
+        .iter()
+        .filter(|(k, s)| before.get(*k) == Some(&s.pid))
+        .count();
+    assert_eq!(same, n, "programs were started again instead of adopted");
+    table.add(
+        &format!("start after SIGKILL, {n} programs: spawn to all {n} adopted (same pids)"),
+        "s",
+        "≤ 0.3 s",
+        kind,
+        took.as_secs_f64(),
+    );
 }
 
 /// The machine's floor, then start N, idle, the APIs and stop all.
