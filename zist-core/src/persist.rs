@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 /// The file's format version; a file of another version is not read.
 const FORMAT: u32 = 1;
 
+/// The least time between two writes: a burst of changes (a thousand
+/// programs starting) costs a few writes, not one per change.
+const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What a user last asked of a program through an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,7 +45,7 @@ pub(crate) struct ProcessRecord {
     pub pid: i32,
     /// Start time in clock ticks after boot (`/proc/<pid>/stat`, field 22).
     pub start_ticks: u64,
-    /// What `/proc/<pid>/exe` named.
+    /// What `/proc/<pid>/exe` named; empty until the writer has read it.
     pub exe: String,
     /// When it was spawned, in milliseconds since the Unix epoch.
     pub started_ms: u64,
@@ -209,6 +213,7 @@ impl Store {
     }
 
     fn write_loop(&self) {
+        let mut last_write: Option<std::time::Instant> = None;
         let mut shared = self.lock();
         loop {
             while shared.written == shared.changed && !shared.closed {
@@ -220,12 +225,50 @@ impl Store {
             if shared.written == shared.changed {
                 return;
             }
+            if let Some(wait) = last_write.and_then(|at| MIN_GAP.checked_sub(at.elapsed()))
+                && !shared.closed
+            {
+                drop(shared);
+                std::thread::sleep(wait);
+                shared = self.lock();
+            }
+            // Executables of new processes, read here rather than on the spawn path.
+            let unread: Vec<(String, i32)> = shared
+                .saved
+                .programs
+                .iter()
+                .filter_map(|(name, p)| {
+                    let process = p.process.as_ref()?;
+                    process.exe.is_empty().then(|| (name.clone(), process.pid))
+                })
+                .collect();
+            if !unread.is_empty() {
+                drop(shared);
+                let read: Vec<_> = unread
+                    .into_iter()
+                    .filter_map(|(name, pid)| Some((name, pid, exe_of(pid)?)))
+                    .collect();
+                shared = self.lock();
+                for (name, pid, exe) in read {
+                    if let Some(process) = shared
+                        .saved
+                        .programs
+                        .get_mut(&name)
+                        .and_then(|p| p.process.as_mut())
+                        .filter(|p| p.pid == pid && p.exe.is_empty())
+                    {
+                        process.exe = exe;
+                    }
+                }
+            }
             let target = shared.changed;
-            let bytes = serde_json::to_vec(&shared.saved);
+            // Not kept between writes: an idle supervisor holds no copy.
+            let mut buffer = Vec::new();
+            let serialized = serde_json::to_writer(&mut buffer, &shared.saved);
             drop(shared);
-            match bytes
+            match serialized
                 .map_err(std::io::Error::other)
-                .and_then(|b| self.write_file(&b))
+                .and_then(|()| self.write_file(&buffer))
             {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(
@@ -233,6 +276,8 @@ impl Store {
                     self.path.display()
                 ),
             }
+            drop(buffer);
+            last_write = Some(std::time::Instant::now());
             shared = self.lock();
             shared.written = target;
             self.wake.notify_all();
@@ -310,8 +355,8 @@ pub(crate) fn exe_of(pid: i32) -> Option<String> {
 /// then decides (the pid cannot be reused before it is reaped).
 pub(crate) fn matches(record: &ProcessRecord) -> Option<i32> {
     let (ticks, parent) = stat_of(record.pid)?;
-    (ticks == record.start_ticks && exe_of(record.pid).is_none_or(|exe| exe == record.exe))
-        .then_some(parent)
+    let exe_ok = record.exe.is_empty() || exe_of(record.pid).is_none_or(|exe| exe == record.exe);
+    (ticks == record.start_ticks && exe_ok).then_some(parent)
 }
 
 #[cfg(test)]

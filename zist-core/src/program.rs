@@ -271,7 +271,10 @@ impl Program {
         let mut actor = Box::new(actor);
         // What it resumes is visible before the first control.
         actor.publish(ProcessState::Stopped);
-        tokio::spawn(actor.run(begin.first));
+        match begin.first {
+            Some(first) => drop(tokio::spawn(actor.run_after(first))),
+            None => drop(tokio::spawn(actor.run())),
+        }
         Self {
             path: spec.path.display().to_string().into(),
             spec,
@@ -914,13 +917,16 @@ fn now() -> Now {
 impl<H: Host> Actor<H> {
     /// Runs until the program's end. Boxed: an async fn's argument is
     /// stored in its future twice over, and the actor is large.
-    async fn run(mut self: Box<Self>, first: Option<Event<H::Child>>) {
-        if let Some(event) = first
-            && Box::pin(self.apply(event)).await
-        {
+    /// Steps on `first`, then runs (a program that resumes with an event).
+    async fn run_after(mut self: Box<Self>, first: Event<H::Child>) {
+        if Box::pin(self.apply(first)).await {
             self.mailbox.close();
             return;
         }
+        Box::pin(self.run()).await;
+    }
+
+    async fn run(mut self: Box<Self>) {
         loop {
             let Some(event) = self.next_event().await else {
                 if self.frozen {
@@ -986,7 +992,8 @@ impl<H: Host> Actor<H> {
                 }
             },
             Woke::Freeze(reply) => {
-                let frozen = self.freeze().await;
+                // Boxed: rare, and it would size every idle actor's wait.
+                let frozen = Box::pin(self.freeze()).await;
                 let _ = reply.send(frozen);
                 self.frozen = true;
                 return None;
@@ -1141,19 +1148,32 @@ impl<H: Host> Actor<H> {
         if now == self.recorded {
             return;
         }
-        let process = now.pid.and_then(|pid| {
-            Some(ProcessRecord {
-                pid,
-                start_ticks: crate::persist::start_ticks(pid)?,
-                exe: crate::persist::exe_of(pid)?,
-                started_ms: self.history.last_spawn_wall.map_or(0, millis_since_epoch),
-            })
-        });
         let restarts = now.restarts;
-        store.update(&self.name, |r| {
-            r.restarts = restarts;
-            r.process = process;
-        });
+        if now.pid != self.recorded.pid {
+            // The start time now, while the child is unreaped; the executable
+            // is read by the store's writer, off this path.
+            let process = now.pid.and_then(|pid| {
+                Some(ProcessRecord {
+                    pid,
+                    start_ticks: crate::persist::start_ticks(pid)?,
+                    exe: String::new(),
+                    started_ms: self.history.last_spawn_wall.map_or(0, millis_since_epoch),
+                })
+            });
+            store.update(&self.name, |r| {
+                r.restarts = restarts;
+                r.process = process;
+            });
+        } else {
+            let refresh = now.running && !self.recorded.running;
+            store.update(&self.name, |r| {
+                r.restarts = restarts;
+                if refresh && let Some(process) = &mut r.process {
+                    // Up for StartSecs: a wrapper has exec'd its program by now.
+                    process.exe.clear();
+                }
+            });
+        }
         self.recorded = now;
     }
 

@@ -69,16 +69,39 @@ pub(crate) fn reap_orphans() -> usize {
             .as_ref()
             .is_some_and(|set| set.contains(&pid.as_raw()))
         {
-            // Its owner reaps it and wakes us to look past it; meanwhile
-            // (or if the owner is gone) the zombies behind it are found
-            // in /proc.
-            return reaped + reap_listed_zombies();
+            // Its owner reaps it and wakes us to look past it. Only if it
+            // stays (its owner is gone: an embedder's runtime ended) are
+            // the zombies behind it looked for in /proc.
+            return reaped
+                + if blocked_long(pid.as_raw()) {
+                    reap_listed_zombies()
+                } else {
+                    0
+                };
         }
         if matches!(
             waitpid(pid, Some(WaitPidFlag::WNOHANG)),
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
         ) {
             reaped += 1;
+        }
+    }
+}
+
+/// How long a claimed zombie may hide others before they are looked for in `/proc`.
+const STUCK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The claimed zombie that hid the others last, and since when.
+static BLOCKER: Mutex<Option<(i32, std::time::Instant)>> = Mutex::new(None);
+
+/// Whether claimed zombie `pid` has hidden the others for [`STUCK`].
+fn blocked_long(pid: i32) -> bool {
+    let mut blocker = BLOCKER.lock().unwrap_or_else(PoisonError::into_inner);
+    match *blocker {
+        Some((same, since)) if same == pid => since.elapsed() >= STUCK,
+        _ => {
+            *blocker = Some((pid, std::time::Instant::now()));
+            false
         }
     }
 }
