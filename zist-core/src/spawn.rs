@@ -1144,9 +1144,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// signal from it, and ends when the program closes its end of the pipe.
 pub(crate) fn spawn_relay(pipe: OwnedFd, file: File) -> io::Result<Child> {
     let mut cmd = Command::new("cat");
-    cmd.stdin(Stdio::from(pipe))
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::null())
+    cmd.stdin(Stdio::from(pipe)).stdout(Stdio::from(file));
+    spawn_in_own_session(cmd)
+}
+
+/// Spawns `cmd` in a session of its own with clean signal state, stderr to
+/// /dev/null and `/` as its folder, claimed from the orphan reaper (its
+/// owner reaps it).
+fn spawn_in_own_session(mut cmd: Command) -> io::Result<Child> {
+    cmd.stderr(Stdio::null())
         .current_dir("/")
         .kill_on_drop(false);
     // SAFETY: runs in the forked child before exec, makes only
@@ -1160,7 +1166,6 @@ pub(crate) fn spawn_relay(pipe: OwnedFd, file: File) -> io::Result<Child> {
         crate::reaper::claim(pid as i32);
     }
     drop(gate);
-    drop(cmd);
     Ok(child)
 }
 
@@ -1171,20 +1176,9 @@ pub(crate) fn spawn_holder(exe: &Path, listener: OwnedFd, env: &str) -> io::Resu
     let mut cmd = Command::new(exe);
     cmd.env(env, "1")
         .stdin(Stdio::from(listener))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir("/")
-        .kill_on_drop(false);
-    // SAFETY: runs in the forked child before exec, makes only
-    // async-signal-safe system calls and allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| reset_child_process_state());
-    }
-    let gate = crate::reaper::spawn_gate();
-    let mut child = cmd.spawn()?;
+        .stdout(Stdio::null());
+    let mut child = spawn_in_own_session(cmd)?;
     let pid = child.id().unwrap_or(0);
-    crate::reaper::claim(pid as i32);
-    drop(gate);
     tokio::spawn(async move {
         let _ = child.wait().await;
         crate::reaper::release(pid as i32);
