@@ -18,8 +18,10 @@
 //! it every pipe again; the programs never notice.
 //!
 //! Messages are datagrams of one line each: `hold NAME STREAM` with one
-//! descriptor, `drop NAME`, `list` (answered by `fd NAME STREAM` with one
-//! descriptor each, then `end`), `quit`.
+//! descriptor, `pair NAME` with stdout's and stderr's (one message a
+//! spawn), `drop NAME`, `list` (answered by `fd NAME STREAM` with one
+//! descriptor each, then `end`), `quit`. A holder outlives upgrades of
+//! zistd, so messages are only ever added, never changed.
 
 #![allow(unsafe_code)]
 
@@ -70,14 +72,16 @@ fn receive(sock: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>)> {
 
 /// Sends one message, with a descriptor if any.
 fn send(sock: RawFd, text: &str, fd: Option<RawFd>, flags: MsgFlags) -> nix::Result<()> {
-    let fds;
-    let cmsgs: &[ControlMessage] = match fd {
-        Some(fd) => {
-            fds = [fd];
-            &[ControlMessage::ScmRights(&fds)]
-        }
-        None => &[],
-    };
+    match fd {
+        Some(fd) => send_fds(sock, text, &[fd], flags),
+        None => send_fds(sock, text, &[], flags),
+    }
+}
+
+/// Sends one message with `fds`.
+fn send_fds(sock: RawFd, text: &str, fds: &[RawFd], flags: MsgFlags) -> nix::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(sock, &[IoSlice::new(text.as_bytes())], cmsgs, flags, None).map(|_| ())
 }
 
@@ -115,6 +119,15 @@ fn serve() -> i32 {
                 ["hold", name, stream] => {
                     if let (Some(fd), Ok(stream)) = (fds.pop(), stream.parse::<u8>()) {
                         held.insert((name.to_owned(), stream), fd);
+                    }
+                }
+                ["pair", name] if fds.len() == 2 => {
+                    let err = fds.pop();
+                    let out = fds.pop();
+                    for (stream, fd) in [(0u8, out), (1, err)] {
+                        if let Some(fd) = fd {
+                            held.insert((name.to_owned(), stream), fd);
+                        }
                     }
                 }
                 ["drop", name] => held.retain(|(held_name, _), _| held_name != name),
@@ -242,6 +255,17 @@ impl Holder {
     /// stderr); `fd` must be open (the kernel copies it as it is sent).
     pub(crate) fn hold(&self, name: &str, stream: usize, fd: RawFd) {
         self.tell(&format!("hold {name} {stream}"), Some(fd));
+    }
+
+    /// Hands the holder copies of a program's stdout and stderr pipes in
+    /// one message; both must be open.
+    pub(crate) fn hold_pair(&self, name: &str, out: RawFd, err: RawFd) {
+        let link = self.link();
+        let Some(link) = link.as_ref() else { return };
+        let line = format!("pair {name}");
+        if let Err(e) = send_fds(link.as_raw_fd(), &line, &[out, err], MsgFlags::MSG_DONTWAIT) {
+            tracing::warn!("cannot reach the holder process ({e}): `{line}` not done");
+        }
     }
 
     /// The holder lets go of a program's pipes.

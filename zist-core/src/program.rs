@@ -407,6 +407,8 @@ struct Pump {
     task: JoinHandle<PumpEnd>,
     /// The pipe's descriptor: the pump keeps it open while this pump exists.
     fd: std::os::fd::RawFd,
+    /// 0: stdout, 1: stderr.
+    stream: usize,
 }
 
 /// A real child: its process and the pumps reading its output.
@@ -562,9 +564,21 @@ impl Host for Os {
         if let Some(holder) = &self.holder {
             holder.forget(self.spec.name.as_str());
         }
-        let files = self.relay_files.take().unwrap_or_default();
+        let mut files: Vec<Option<std::fs::File>> = self
+            .relay_files
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut relays = Vec::new();
-        for ((pump, file), log) in pumps.into_iter().zip(files).zip(&self.logs) {
+        for pump in pumps {
+            let (Some(file), Some(log)) = (
+                files.get_mut(pump.stream).and_then(Option::take),
+                self.logs.get(pump.stream),
+            ) else {
+                continue;
+            };
             let _ = pump.handoff.send(());
             let Ok(PumpEnd::HandedOff(rx)) = pump.task.await else {
                 continue; // that stream had already ended
@@ -601,9 +615,14 @@ impl Os {
     /// Hands each of `child`'s pipes to the holder.
     fn hold(&self, child: &Child) {
         if let Some(holder) = &self.holder {
-            for (stream, pump) in child.pumps.iter().enumerate() {
-                // The pump keeps the descriptor open while `child` exists.
-                holder.hold(self.spec.name.as_str(), stream, pump.fd);
+            // The pumps keep the descriptors open while `child` exists.
+            match &child.pumps[..] {
+                [out, err] => holder.hold_pair(self.spec.name.as_str(), out.fd, err.fd),
+                pumps => {
+                    for pump in pumps {
+                        holder.hold(self.spec.name.as_str(), pump.stream, pump.fd);
+                    }
+                }
             }
         }
     }
@@ -789,7 +808,7 @@ impl Os {
 
     fn pumps_into(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
         let mut pumps = Vec::with_capacity(2);
-        for (fd, log) in pipes.into_iter().zip(&self.logs) {
+        for (stream, (fd, log)) in pipes.into_iter().zip(&self.logs).enumerate() {
             let Some(fd) = fd else { continue };
             let rx = match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => rx,
@@ -801,7 +820,12 @@ impl Os {
             let (handoff, handoff_rx) = oneshot::channel();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
             let task = tokio::spawn(pump(rx, log.clone(), handoff_rx));
-            pumps.push(Pump { handoff, task, fd });
+            pumps.push(Pump {
+                handoff,
+                task,
+                fd,
+                stream,
+            });
         }
         pumps
     }
