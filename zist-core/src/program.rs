@@ -439,15 +439,6 @@ struct Os {
     cgroup: Option<Arc<ProgramCgroup>>,
 }
 
-impl Drop for Os {
-    fn drop(&mut self) {
-        // Gone only when empty: a program left running keeps it for the next zistd.
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.remove();
-        }
-    }
-}
-
 impl Host for Os {
     type Child = Child;
 

@@ -531,6 +531,10 @@ impl Supervisor {
         let program = self.get(name)?;
         program.shut_down(ShutdownMode::Stop).await;
         self.write().remove(name);
+        if let Some(cgroup) = &program.cgroup {
+            // Empty now; removed only when empty.
+            cgroup.remove();
+        }
         self.runtime().remove(name);
         if let Some(store) = &self.inner.store {
             store.forget(name);
@@ -855,6 +859,17 @@ impl Supervisor {
             let mut programs = self.write();
             for program in &to_stop {
                 programs.remove(program.spec.name.as_str());
+            }
+        }
+        // A changed program keeps its cgroup; a removed one's goes.
+        for program in &to_stop {
+            if report
+                .removed
+                .iter()
+                .any(|n| n == program.spec.name.as_str())
+                && let Some(cgroup) = &program.cgroup
+            {
+                cgroup.remove();
             }
         }
         if let Some(store) = &self.inner.store {
