@@ -139,11 +139,6 @@ impl ProgramCgroup {
         Some(Self { dir, procs })
     }
 
-    /// Makes it again if something removed it; before each spawn.
-    pub(crate) fn ensure(&self) {
-        let _ = std::fs::create_dir(&self.dir);
-    }
-
     /// The processes in it.
     pub(crate) fn pids(&self) -> Vec<i32> {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))

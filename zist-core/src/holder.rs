@@ -70,16 +70,8 @@ fn receive(sock: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>)> {
     Ok((msg.bytes, fds))
 }
 
-/// Sends one message, with a descriptor if any.
-fn send(sock: RawFd, text: &str, fd: Option<RawFd>, flags: MsgFlags) -> nix::Result<()> {
-    match fd {
-        Some(fd) => send_fds(sock, text, &[fd], flags),
-        None => send_fds(sock, text, &[], flags),
-    }
-}
-
 /// Sends one message with `fds`.
-fn send_fds(sock: RawFd, text: &str, fds: &[RawFd], flags: MsgFlags) -> nix::Result<()> {
+fn send(sock: RawFd, text: &str, fds: &[RawFd], flags: MsgFlags) -> nix::Result<()> {
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(sock, &[IoSlice::new(text.as_bytes())], cmsgs, flags, None).map(|_| ())
@@ -137,11 +129,11 @@ fn serve() -> i32 {
                         let _ = send(
                             conn.as_raw_fd(),
                             &line,
-                            Some(fd.as_raw_fd()),
+                            &[fd.as_raw_fd()],
                             MsgFlags::empty(),
                         );
                     }
-                    let _ = send(conn.as_raw_fd(), "end", None, MsgFlags::empty());
+                    let _ = send(conn.as_raw_fd(), "end", &[], MsgFlags::empty());
                 }
                 ["quit"] => return 0,
                 _ => {}
@@ -242,11 +234,11 @@ impl Holder {
         self.link.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends one line; never waits on a holder that does not read.
-    fn tell(&self, line: &str, fd: Option<RawFd>) {
+    /// Sends one line with `fds`; never waits on a holder that does not read.
+    fn tell(&self, line: &str, fds: &[RawFd]) {
         let link = self.link();
         let Some(link) = link.as_ref() else { return };
-        if let Err(e) = send(link.as_raw_fd(), line, fd, MsgFlags::MSG_DONTWAIT) {
+        if let Err(e) = send(link.as_raw_fd(), line, fds, MsgFlags::MSG_DONTWAIT) {
             tracing::warn!("cannot reach the holder process ({e}): `{line}` not done");
         }
     }
@@ -254,28 +246,23 @@ impl Holder {
     /// Hands the holder a copy of a program's pipe (stream 0: stdout, 1:
     /// stderr); `fd` must be open (the kernel copies it as it is sent).
     pub(crate) fn hold(&self, name: &str, stream: usize, fd: RawFd) {
-        self.tell(&format!("hold {name} {stream}"), Some(fd));
+        self.tell(&format!("hold {name} {stream}"), &[fd]);
     }
 
     /// Hands the holder copies of a program's stdout and stderr pipes in
     /// one message; both must be open.
     pub(crate) fn hold_pair(&self, name: &str, out: RawFd, err: RawFd) {
-        let link = self.link();
-        let Some(link) = link.as_ref() else { return };
-        let line = format!("pair {name}");
-        if let Err(e) = send_fds(link.as_raw_fd(), &line, &[out, err], MsgFlags::MSG_DONTWAIT) {
-            tracing::warn!("cannot reach the holder process ({e}): `{line}` not done");
-        }
+        self.tell(&format!("pair {name}"), &[out, err]);
     }
 
     /// The holder lets go of a program's pipes.
     pub(crate) fn forget(&self, name: &str) {
-        self.tell(&format!("drop {name}"), None);
+        self.tell(&format!("drop {name}"), &[]);
     }
 
     /// Ends the holder (zistd stops every program: nothing is left to hold).
     pub(crate) fn quit(&self) {
-        self.tell("quit", None);
+        self.tell("quit", &[]);
         *self.link() = None;
     }
 
@@ -340,7 +327,7 @@ fn list(link: &OwnedFd) -> io::Result<Held> {
         nix::sys::socket::sockopt::ReceiveTimeout,
         &nix::sys::time::TimeVal::new(5, 0),
     )?;
-    send(link.as_raw_fd(), "list", None, MsgFlags::empty())?;
+    send(link.as_raw_fd(), "list", &[], MsgFlags::empty())?;
     let mut held = Held::new();
     let mut buf = [0u8; 256];
     loop {

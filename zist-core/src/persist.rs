@@ -330,17 +330,31 @@ fn read_saved(path: &Path) -> Saved {
 
 /// The start time (clock ticks after boot) of process `pid`, from `/proc`.
 pub(crate) fn start_ticks(pid: i32) -> Option<u64> {
-    stat_of(pid).map(|(ticks, _)| ticks)
+    stat_of(pid).map(|stat| stat.start_ticks)
 }
 
-/// The start time and parent pid of process `pid`, from `/proc`.
-fn stat_of(pid: i32) -> Option<(u64, i32)> {
+/// What `/proc/<pid>/stat` says of a process that zist needs.
+pub(crate) struct ProcStat {
+    /// The state letter (`Z`: a zombie).
+    pub state: char,
+    pub parent: i32,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Reads `/proc/<pid>/stat`.
+pub(crate) fn stat_of(pid: i32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields follow the last ')'.
     let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
-    let parent = fields.nth(1)?.parse().ok()?;
-    let ticks = fields.nth(17)?.parse().ok()?;
-    Some((ticks, parent))
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    let start_ticks = fields.nth(17)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        parent,
+        start_ticks,
+    })
 }
 
 /// What `/proc/<pid>/exe` names, when readable.
@@ -354,9 +368,9 @@ pub(crate) fn exe_of(pid: i32) -> Option<String> {
 /// describes. A zombie has no executable to read: its start time alone
 /// then decides (the pid cannot be reused before it is reaped).
 pub(crate) fn matches(record: &ProcessRecord) -> Option<i32> {
-    let (ticks, parent) = stat_of(record.pid)?;
+    let stat = stat_of(record.pid)?;
     let exe_ok = record.exe.is_empty() || exe_of(record.pid).is_none_or(|exe| exe == record.exe);
-    (ticks == record.start_ticks && exe_ok).then_some(parent)
+    (stat.start_ticks == record.start_ticks && exe_ok).then_some(stat.parent)
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use crate::persist::{ProcessRecord, Store};
 use crate::spawn::{self, Process, SpawnError};
 use crate::spec::{ProgramSpec, signal_name};
 use crate::state::{ExitKind, ProcessState, RestartRules};
-use crate::upgrade::{Frozen, FrozenExit, epoch_ms};
+use crate::upgrade::{Frozen, epoch_ms};
 use crate::wire::{ProcessEvent, ProcessInfo, ShutdownMode, rfc3339, rfc3339_millis, secs};
 
 /// How long a stop waits, after SIGKILL, for the last members of a group.
@@ -679,11 +679,7 @@ impl Os {
         let mut begin = Begin::fresh(frozen.restarts);
         let history = &mut begin.history;
         history.failures = frozen.failures;
-        history.last_exit = frozen.last_exit.map(|e| match e {
-            FrozenExit::Code(c) => ExitKind::Code(c),
-            FrozenExit::Signal(s) => ExitKind::Signal(s),
-            FrozenExit::Unknown => ExitKind::Unknown,
-        });
+        history.last_exit = frozen.last_exit;
         if let Some(ms) = frozen.last_spawn_ms {
             let (wall, mono) = instant_of(ms);
             history.last_spawn_wall = Some(wall);
@@ -761,9 +757,6 @@ impl Os {
                 p
             }
         };
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.ensure();
-        }
         let cgroup = self.cgroup.as_ref().map(|c| c.procs.as_c_str());
         let spawned = spawn::spawn(&self.spec, &prepared, &self.lease, cgroup)?;
         let pumps = self.pumps([Some(spawned.stdout), Some(spawned.stderr)]);
@@ -786,18 +779,14 @@ impl Os {
         Ok(child)
     }
 
-    /// Starts a pump on each pipe given, into the stream's log.
-    fn pumps(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
-        self.pumps_into(pipes)
-    }
-
     /// The pumps of an adopted process, whose streams continue the log files.
     fn resumed_pumps(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
         self.logs.iter().for_each(SharedLog::resumed);
-        self.pumps_into(pipes)
+        self.pumps(pipes)
     }
 
-    fn pumps_into(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
+    /// Starts a pump on each pipe given, into the stream's log.
+    fn pumps(&self, pipes: [Option<std::os::fd::OwnedFd>; 2]) -> Vec<Pump> {
         let mut pumps = Vec::with_capacity(2);
         for (stream, (fd, log)) in pipes.into_iter().zip(&self.logs).enumerate() {
             let Some(fd) = fd else { continue };
@@ -914,11 +903,6 @@ fn instant_of(ms: u64) -> (SystemTime, Instant) {
     let ago = SystemTime::now().duration_since(wall).unwrap_or_default();
     let now = Instant::now();
     (wall, now.checked_sub(ago).unwrap_or(now))
-}
-
-fn millis_since_epoch(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The current time, from tokio's clock (so a test can pause it).
@@ -1108,11 +1092,7 @@ impl<H: Host> Actor<H> {
             reason: life.reason().map(|r| r.to_string()),
             restarts: self.history.restarts,
             failures: self.history.failures,
-            last_exit: self.history.last_exit.map(|e| match e {
-                ExitKind::Code(c) => FrozenExit::Code(c),
-                ExitKind::Signal(s) => FrozenExit::Signal(s),
-                ExitKind::Unknown => FrozenExit::Unknown,
-            }),
+            last_exit: self.history.last_exit,
             last_spawn_ms: self.history.last_spawn_wall.map(epoch_ms),
             fds: [None, None],
             owned: [None, None],
@@ -1172,7 +1152,7 @@ impl<H: Host> Actor<H> {
                     pid,
                     start_ticks: crate::persist::start_ticks(pid)?,
                     exe: String::new(),
-                    started_ms: self.history.last_spawn_wall.map_or(0, millis_since_epoch),
+                    started_ms: self.history.last_spawn_wall.map_or(0, epoch_ms),
                 })
             });
             store.update(&self.name, |r| {

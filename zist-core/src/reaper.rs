@@ -111,13 +111,7 @@ fn blocked_long(pid: i32) -> bool {
 fn reap_listed_zombies() -> usize {
     let mut reaped = 0;
     for pid in own_children() {
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                let rest = &stat[stat.rfind(')')? + 1..];
-                Some(rest.split_ascii_whitespace().next()? == "Z")
-            })
-            .unwrap_or(false);
+        let zombie = crate::persist::stat_of(pid).is_some_and(|stat| stat.state == 'Z');
         if zombie
             && !claimed().as_ref().is_some_and(|set| set.contains(&pid))
             && matches!(

@@ -71,7 +71,8 @@ impl fmt::Display for ProcessState {
 }
 
 /// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExitKind {
     /// It exited with this code.
     Code(i32),

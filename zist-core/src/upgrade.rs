@@ -24,15 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::persist::ProcessRecord;
 
-/// How a frozen program's last process ended.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum FrozenExit {
-    Code(i32),
-    Signal(i32),
-    Unknown,
-}
-
 /// One program, as the old executable left it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Frozen {
@@ -51,7 +42,7 @@ pub(crate) struct Frozen {
     pub reason: Option<String>,
     pub restarts: u32,
     pub failures: u32,
-    pub last_exit: Option<FrozenExit>,
+    pub last_exit: Option<crate::state::ExitKind>,
     pub last_spawn_ms: Option<u64>,
     /// The pipes' descriptor numbers, kept open across exec.
     pub fds: [Option<RawFd>; 2],
