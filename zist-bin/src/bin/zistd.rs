@@ -13,6 +13,9 @@ use zist_core::upgrade::{Handover, UpgradeReport};
 use zist_core::{Config, ShutdownMode, Supervisor};
 use zist_rpc::{DaemonControl, ServeOptions, rpc_module, serve_on};
 
+/// Where `zistd install` writes by default.
+const DEFAULT_PREFIX: &str = "/etc/zist";
+
 /// zistd's own log lines kept for `daemon.log`.
 const LOG_LINES: usize = 10_000;
 
@@ -47,7 +50,7 @@ enum Command {
     /// Write DIR/conf.toml (with a fresh token, mode 0600) and DIR/conf.d/.
     Install {
         /// Where to install.
-        #[arg(long, default_value = "/etc/zist")]
+        #[arg(long, default_value = DEFAULT_PREFIX)]
         prefix: PathBuf,
     },
     /// Validate the config, print every problem, exit 1 if there is any error.
@@ -97,8 +100,15 @@ fn install(prefix: &Path) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&format!("cannot read random bytes: {e}")),
     };
+    // The system install keeps its state where state belongs
+    // (docs/reference.md §8); another prefix keeps it beside its config.
+    let state_dir = if prefix == Path::new(DEFAULT_PREFIX) {
+        "/var/lib/zist"
+    } else {
+        "state"
+    };
     let text = format!(
-        "# zistd config; programs go in conf.d/, one per *.toml file.\nConfdir = \"conf.d\"\nWeb = true\nProtocol = \"http\"\nHTTPPort = 7000\nRPCPort = 9876\nBind = \"127.0.0.1\"\nToken = \"{token}\"\nLogDir = \"logs\"\n"
+        "# zistd config; programs go in conf.d/, one per *.toml file.\nConfdir = \"conf.d\"\nWeb = true\nProtocol = \"http\"\nHTTPPort = 7000\nRPCPort = 9876\nBind = \"127.0.0.1\"\nToken = \"{token}\"\nLogDir = \"logs\"\nStateDir = \"{state_dir}\"\n"
     );
     let written = std::fs::create_dir_all(prefix.join("conf.d")).and_then(|()| {
         let mut file = std::fs::OpenOptions::new()
