@@ -562,3 +562,58 @@ fn stop_ends_a_grandchild_that_left_the_process_group_through_the_cgroup() {
         "zist's cgroup folder is left behind"
     );
 }
+
+#[test]
+fn a_recorded_pid_with_another_start_time_is_never_adopted_and_an_adopted_program_is_restarted() {
+    let setup = Setup::new("");
+    setup.write_config(
+        &(program("stranger", Path::new("/bin/sleep"), "Args = \"312\"")
+            + &program("adopted", Path::new("/bin/sleep"), "Args = \"313\"")),
+    );
+    let mut zistd = setup.start();
+    eventually_blocking(Duration::from_secs(10), "both to run", || {
+        zistd.list().iter().all(|i| i["state"] == "running")
+    });
+    let stranger = pid_of(&zistd.info("stranger"));
+    // The next zistd will not know it: ended here, also on failure.
+    let _stranger = Escaped(vec![stranger], Vec::new());
+    let adopted = pid_of(&zistd.info("adopted"));
+    kill(zistd.pid(), Signal::SIGKILL).unwrap();
+    zistd.wait_exit(Duration::from_secs(10)).unwrap_or_default();
+    // The record now names a process that started at another time: as if
+    // the pid had been reused by something zist never ran.
+    let path = setup.path("state/state.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let ticks = &mut state["programs"]["stranger"]["process"]["start_ticks"];
+    *ticks = json!(ticks.as_u64().unwrap() + 1);
+    std::fs::write(&path, state.to_string()).unwrap();
+
+    let mut zistd = setup.start();
+    eventually_blocking(
+        Duration::from_secs(10),
+        "a new copy of the one not adopted",
+        || {
+            let info = zistd.info("stranger");
+            info["state"] == "running" && info["pid"].as_i64() != Some(i64::from(stranger))
+        },
+    );
+    assert!(
+        alive(stranger),
+        "zist signalled a process it did not recognise"
+    );
+
+    // The adopted one is not zistd's child now; its exit is still seen at
+    // once and the restart policy applies.
+    assert_eq!(pid_of(&zistd.info("adopted")), adopted);
+    kill(nix::unistd::Pid::from_raw(adopted), Signal::SIGKILL).unwrap();
+    eventually_blocking(
+        Duration::from_secs(10),
+        "the adopted program restarted",
+        || {
+            let info = zistd.info("adopted");
+            info["state"] == "running"
+                && info["pid"].as_i64() != Some(i64::from(adopted))
+                && info["restarts"] == 1
+        },
+    );
+}
