@@ -94,13 +94,20 @@ const STUCK: std::time::Duration = std::time::Duration::from_millis(200);
 /// The claimed zombie that hid the others last, and since when.
 static BLOCKER: Mutex<Option<(i32, std::time::Instant)>> = Mutex::new(None);
 
-/// Whether claimed zombie `pid` has hidden the others for [`STUCK`].
+/// Whether claimed zombie `pid` has hidden the others for [`STUCK`]; a
+/// yes starts the count again, so a stuck claim costs one scan of `/proc`
+/// per [`STUCK`], not one per call (each holds the spawn gate).
 fn blocked_long(pid: i32) -> bool {
     let mut blocker = BLOCKER.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = std::time::Instant::now();
     match *blocker {
-        Some((same, since)) if same == pid => since.elapsed() >= STUCK,
+        Some((same, since)) if same == pid && now.duration_since(since) < STUCK => false,
+        Some((same, _)) if same == pid => {
+            *blocker = Some((pid, now));
+            true
+        }
         _ => {
-            *blocker = Some((pid, std::time::Instant::now()));
+            *blocker = Some((pid, now));
             false
         }
     }
