@@ -115,8 +115,8 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// One program's cgroup.
 #[derive(Debug)]
 pub(crate) struct ProgramCgroup {
-    dir: PathBuf,
-    /// `<dir>/cgroup.procs`, for the child to join between clone and exec.
+    /// `<its folder>/cgroup.procs`, for the child to join between clone and
+    /// exec; the only path kept (a thousand programs, one path each).
     pub procs: CString,
 }
 
@@ -136,12 +136,21 @@ impl ProgramCgroup {
             return None;
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?;
-        Some(Self { dir, procs })
+        Some(Self { procs })
+    }
+
+    fn procs_path(&self) -> &Path {
+        Path::new(std::ffi::OsStr::from_bytes(self.procs.as_bytes()))
+    }
+
+    /// Its folder.
+    fn dir(&self) -> &Path {
+        self.procs_path().parent().unwrap_or(Path::new("/"))
     }
 
     /// The processes in it.
     pub(crate) fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+        std::fs::read_to_string(self.procs_path())
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }
@@ -165,7 +174,7 @@ impl ProgramCgroup {
         }
         let killed = std::fs::OpenOptions::new()
             .write(true)
-            .open(self.dir.join("cgroup.kill"))
+            .open(self.dir().join("cgroup.kill"))
             .and_then(|mut f| f.write_all(b"1"));
         if killed.is_err() {
             // Before Linux 5.14: one by one.
@@ -183,7 +192,10 @@ impl ProgramCgroup {
                 return true;
             }
             if Instant::now() >= deadline {
-                tracing::warn!("processes are left in {} after SIGKILL", self.dir.display());
+                tracing::warn!(
+                    "processes are left in {} after SIGKILL",
+                    self.dir().display()
+                );
                 return false;
             }
             tokio::time::sleep(pause).await;
@@ -193,7 +205,7 @@ impl ProgramCgroup {
 
     /// Removes it (it must be empty; a failure is left for the next zistd).
     pub(crate) fn remove(&self) {
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_dir(self.dir());
     }
 }
 

@@ -13,7 +13,7 @@
 //! by the next one, so a burst of a thousand changes costs a few writes.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -232,51 +232,14 @@ impl Store {
                 std::thread::sleep(wait);
                 shared = self.lock();
             }
-            // Executables of new processes, read here rather than on the spawn path.
-            let unread: Vec<(String, i32)> = shared
-                .saved
-                .programs
-                .iter()
-                .filter_map(|(name, p)| {
-                    let process = p.process.as_ref()?;
-                    process.exe.is_empty().then(|| (name.clone(), process.pid))
-                })
-                .collect();
-            if !unread.is_empty() {
-                drop(shared);
-                let read: Vec<_> = unread
-                    .into_iter()
-                    .filter_map(|(name, pid)| Some((name, pid, exe_of(pid)?)))
-                    .collect();
-                shared = self.lock();
-                for (name, pid, exe) in read {
-                    if let Some(process) = shared
-                        .saved
-                        .programs
-                        .get_mut(&name)
-                        .and_then(|p| p.process.as_mut())
-                        .filter(|p| p.pid == pid && p.exe.is_empty())
-                    {
-                        process.exe = exe;
-                    }
-                }
-            }
+            shared = self.read_executables(shared);
             let target = shared.changed;
-            // Not kept between writes: an idle supervisor holds no copy.
-            let mut buffer = Vec::new();
-            let serialized = serde_json::to_writer(&mut buffer, &shared.saved);
-            drop(shared);
-            match serialized
-                .map_err(std::io::Error::other)
-                .and_then(|()| self.write_file(&buffer))
-            {
-                Ok(()) => {}
-                Err(e) => tracing::warn!(
+            if let Err(e) = self.write_file(shared) {
+                tracing::warn!(
                     "cannot write the state file {}: {e}; what was asked since may be forgotten by the next zistd",
                     self.path.display()
-                ),
+                );
             }
-            drop(buffer);
             last_write = Some(std::time::Instant::now());
             shared = self.lock();
             shared.written = target;
@@ -284,11 +247,66 @@ impl Store {
         }
     }
 
-    /// Writes `bytes` under a temporary name, then renames it over the file.
-    fn write_file(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Fills in the executables of new processes, read here rather than on
+    /// the spawn path, a few at a time without the lock: this thread's
+    /// memory stays a few pages however many programs start at once.
+    fn read_executables<'a>(
+        &'a self,
+        mut shared: MutexGuard<'a, Shared>,
+    ) -> MutexGuard<'a, Shared> {
+        const BATCH: usize = 32;
+        let mut after: Option<String> = None;
+        loop {
+            let from = match &after {
+                Some(name) => Bound::Excluded(name.as_str()),
+                None => Bound::Unbounded,
+            };
+            let unread: Vec<(String, i32)> = shared
+                .saved
+                .programs
+                .range::<str, _>((from, Bound::Unbounded))
+                .filter_map(|(name, p)| {
+                    let process = p.process.as_ref()?;
+                    process.exe.is_empty().then(|| (name.clone(), process.pid))
+                })
+                .take(BATCH)
+                .collect();
+            let Some((last, _)) = unread.last() else {
+                return shared;
+            };
+            after = Some(last.clone());
+            drop(shared);
+            let read: Vec<(String, i32, Option<String>)> = unread
+                .into_iter()
+                .map(|(name, pid)| (name, pid, exe_of(pid)))
+                .collect();
+            shared = self.lock();
+            for (name, pid, exe) in read {
+                if let Some(process) = shared
+                    .saved
+                    .programs
+                    .get_mut(&name)
+                    .and_then(|p| p.process.as_mut())
+                    .filter(|p| p.pid == pid && p.exe.is_empty())
+                    && let Some(exe) = exe
+                {
+                    process.exe = exe;
+                }
+            }
+        }
+    }
+
+    /// Writes what `shared` holds under a temporary name (serialised
+    /// straight into the file through a small buffer: a thousand programs'
+    /// state is never a second copy in memory), lets go of the lock, then
+    /// syncs and renames it over the file.
+    fn write_file(&self, shared: MutexGuard<'_, Shared>) -> std::io::Result<()> {
         let temporary = self.path.with_extension("json.new");
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
+        let file = std::fs::File::create(&temporary)?;
+        let mut out = std::io::BufWriter::with_capacity(8192, file);
+        serde_json::to_writer(&mut out, &shared.saved).map_err(std::io::Error::other)?;
+        drop(shared);
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_data()?;
         drop(file);
         std::fs::rename(&temporary, &self.path)
