@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod capture;
 mod cgroup;
 pub mod config;
 mod error;
