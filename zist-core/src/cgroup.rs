@@ -148,6 +148,20 @@ impl ProgramCgroup {
         self.procs_path().parent().unwrap_or(Path::new("/"))
     }
 
+    /// Moves running processes in (an adopted process and its
+    /// descendants); those that cannot be moved stay where they are.
+    pub(crate) fn join(&self, pids: &[i32]) {
+        for pid in pids {
+            let moved = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.procs_path())
+                .and_then(|mut f| f.write_all(pid.to_string().as_bytes()));
+            if let Err(e) = moved {
+                tracing::debug!("cannot move pid {pid} into {}: {e}", self.dir().display());
+            }
+        }
+    }
+
     /// The processes in it.
     pub(crate) fn pids(&self) -> Vec<i32> {
         std::fs::read_to_string(self.procs_path())

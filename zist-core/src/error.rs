@@ -95,6 +95,31 @@ pub enum Error {
     /// An upgrade in place was refused; nothing changed.
     #[error("upgrade refused, nothing changed: {0}")]
     UpgradeRefused(String),
+
+    /// `process.adopt`: no live process has this pid.
+    #[error("no process has pid {pid}")]
+    NoSuchPid {
+        /// The pid asked for.
+        pid: i32,
+    },
+
+    /// `process.adopt`: the process may not be adopted.
+    #[error("cannot adopt pid {pid}: {reason}")]
+    AdoptRefused {
+        /// The pid asked for.
+        pid: i32,
+        /// Why, for a person.
+        reason: String,
+    },
+
+    /// `process.adopt`: a program already supervises the process.
+    #[error("pid {pid} is already supervised as program `{name}`")]
+    AlreadySupervised {
+        /// The pid asked for.
+        pid: i32,
+        /// The program that has it.
+        name: String,
+    },
 }
 
 /// What kind of failure an [`Error`] is, for protocols to map to their codes.
@@ -122,14 +147,18 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::NoSuchProcess { .. } => ErrorKind::NotFound,
-            Self::AlreadyRunning { .. } | Self::AlreadyExists { .. } => ErrorKind::Conflict,
+            Self::NoSuchProcess { .. } | Self::NoSuchPid { .. } => ErrorKind::NotFound,
+            Self::AlreadyRunning { .. } | Self::AlreadyExists { .. } | Self::AlreadySupervised { .. } => {
+                ErrorKind::Conflict
+            }
             Self::NotRunning { .. } => ErrorKind::NotRunning,
             Self::Spawn { .. } | Self::Detach { .. } => ErrorKind::SpawnFailed,
             Self::Config(_) | Self::ConfigRefused(_) | Self::Value(_) | Self::NoConfigFile => {
                 ErrorKind::Invalid
             }
-            Self::Signal { .. } | Self::UpgradeRefused(_) => ErrorKind::Invalid,
+            Self::Signal { .. } | Self::UpgradeRefused(_) | Self::AdoptRefused { .. } => {
+                ErrorKind::Invalid
+            }
             Self::NotExposed { .. } => ErrorKind::NotAllowed,
             Self::ShuttingDown => ErrorKind::Unavailable,
             Self::Sampler(_) => ErrorKind::Internal,

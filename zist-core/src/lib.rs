@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod adopt;
 mod capture;
 mod cgroup;
 pub mod config;
@@ -38,7 +39,7 @@ pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
 pub use token::Token;
 pub use wire::{
-    DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
+    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
 };
 
 /// The version of zist-core.

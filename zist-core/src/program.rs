@@ -60,6 +60,7 @@ pub(crate) struct Snapshot {
     pub restarts: u32,
     pub exit: Option<ExitKind>,
     pub error: Option<Arc<str>>,
+    pub message: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -71,6 +72,7 @@ impl Snapshot {
         restarts: 0,
         exit: None,
         error: None,
+        message: None,
     };
 }
 
@@ -260,6 +262,7 @@ impl Program {
             store,
             recorded: Recorded::default(),
             frozen: false,
+            note: None,
         };
         if begin.stored {
             actor.recorded = Recorded {
@@ -267,6 +270,9 @@ impl Program {
                 restarts: actor.history.restarts,
                 running: actor.life.state() == ProcessState::Running,
             };
+        }
+        if let (Some(note), Some(pid)) = (begin.note, actor.life.pid()) {
+            actor.note = Some((pid, note));
         }
         let mut actor = Box::new(actor);
         // What it resumes is visible before the first control.
@@ -355,6 +361,7 @@ impl Program {
             },
             web: spec.web,
             error: snap.error.as_deref().map(str::to_owned),
+            message: snap.message.as_deref().map(str::to_owned),
         }
     }
 }
@@ -465,6 +472,7 @@ impl Host for Os {
     }
 
     fn signal_stop(&self) {
+        // Its group, or an adopted process and its descendants one by one.
         self.lease.stop(self.spec.stop_signal);
         if let (Some(cgroup), Some(pid)) = (&self.cgroup, self.lease.current()) {
             // Processes that left the group (setsid, a double fork) too.
@@ -473,8 +481,12 @@ impl Host for Os {
     }
 
     fn kill(&self, pid: i32) {
-        // The leader is unreaped (the actor holds it), so the id is still its group's.
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if self.lease.alone() {
+            self.lease.signal_all(Signal::SIGKILL);
+        } else {
+            // The leader is unreaped (the actor holds it), so the id is still its group's.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         if let Some(cgroup) = &self.cgroup {
             cgroup.signal_escaped(Signal::SIGKILL, pid);
         }
@@ -624,6 +636,38 @@ impl Os {
         match resume {
             Resume::Fresh { restarts } => Begin::fresh(restarts),
             Resume::Frozen(frozen) => self.thaw(*frozen),
+            Resume::Adopt {
+                record,
+                pipes,
+                note,
+            } => {
+                let mut begin = Begin::fresh(0);
+                let (wall, since) = instant_of(record.started_ms);
+                begin.history.last_spawn_wall = Some(wall);
+                begin.history.last_spawn = Some(since);
+                match spawn::adopt(&record, &self.lease) {
+                    Ok(process) => {
+                        if let Some(cgroup) = &self.cgroup {
+                            // Its descendants to come stay inside, and a stop ends them all.
+                            cgroup.join(&crate::adopt::tree(record.pid));
+                        }
+                        let child = Child {
+                            process,
+                            pumps: self.pumps(pipes),
+                        };
+                        self.hold(&child);
+                        tracing::info!(program = %name, pid = record.pid, "adopted pid {}{}", record.pid, note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
+                        begin.stored = true;
+                        begin.note = note.map(Into::into);
+                        begin.life = Lifecycle::Running { child, since };
+                    }
+                    Err(e) => {
+                        tracing::info!(program = %name, pid = record.pid, "the process to adopt ended ({e})");
+                        begin.first = Some(Event::Vanished);
+                    }
+                }
+                begin
+            }
             Resume::Detached { restarts, record } => {
                 let mut begin = Begin::fresh(restarts);
                 if let Some(record) = record {
@@ -841,6 +885,8 @@ struct Actor<H: Host> {
     recorded: Recorded,
     /// Handed over to the next executable: the actor ends.
     frozen: bool,
+    /// A note on one process (by pid), shown as `message` while it runs.
+    note: Option<(i32, Arc<str>)>,
 }
 
 /// What an actor last wrote to the store.
@@ -865,6 +911,13 @@ pub(crate) enum Resume {
     /// Handed over by the previous executable of this process (upgrade):
     /// resumed exactly where it was.
     Frozen(Box<Frozen>),
+    /// A process zist did not start (`process.adopt`), with the pipes its
+    /// output now goes to when it was captured, and what to say when not.
+    Adopt {
+        record: ProcessRecord,
+        pipes: [Option<std::os::fd::OwnedFd>; 2],
+        note: Option<String>,
+    },
     /// Detached on request: stays detached, neither adopted nor started.
     Detached {
         restarts: u32,
@@ -880,6 +933,8 @@ pub(crate) struct Begin<C> {
     first: Option<Event<C>>,
     /// The store holds this process already (adopted): not written again.
     stored: bool,
+    /// What to say of the process it begins with, while that process runs.
+    note: Option<Arc<str>>,
 }
 
 impl<C> Begin<C> {
@@ -892,6 +947,7 @@ impl<C> Begin<C> {
             },
             first: None,
             stored: false,
+            note: None,
         }
     }
 }
@@ -1206,6 +1262,13 @@ impl<H: Host> Actor<H> {
             self.started_at = Some((wall, rfc3339(wall).into()));
         }
         let pid = self.life.pid();
+        if self.note.as_ref().is_some_and(|(of, _)| Some(*of) != pid) {
+            self.note = None;
+        }
+        let error = self.life.reason().cloned();
+        let message = error
+            .clone()
+            .or_else(|| self.note.as_ref().map(|(_, note)| note.clone()));
         *write(&self.publish) = Snapshot {
             state,
             pid,
@@ -1213,7 +1276,8 @@ impl<H: Host> Actor<H> {
             since: self.life.since(),
             restarts: self.history.restarts,
             exit: self.history.last_exit,
-            error: self.life.reason().cloned(),
+            error,
+            message,
         };
         self.record(state);
         if before != state {

@@ -434,6 +434,11 @@ pub(crate) struct Lease(Mutex<LeaseState>);
 #[derive(Debug, Default)]
 struct LeaseState {
     pid: Option<i32>,
+    /// The process leads no process group of its own (adopted): signals
+    /// go to it and its descendants one by one.
+    alone: bool,
+    /// The process leads no session (adopted): stats walk its tree.
+    outside: bool,
     /// When the stop signal was sent, while a stop is under way.
     stop_sent: Option<std::time::Instant>,
 }
@@ -451,9 +456,14 @@ impl Lease {
             return Some(at);
         }
         let pid = state.pid?;
-        let group = Pid::from_raw(pid);
-        let _ = nix::sys::signal::killpg(group, signal);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT);
+        if state.alone {
+            signal_tree(pid, signal);
+            signal_tree(pid, nix::sys::signal::Signal::SIGCONT);
+        } else {
+            let group = Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(group, signal);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT);
+        }
         let at = std::time::Instant::now();
         state.stop_sent = Some(at);
         Some(at)
@@ -462,6 +472,29 @@ impl Lease {
     /// Notes a stop signal sent before this process's upgrade, without sending it again.
     pub(crate) fn stop_was_sent(&self) {
         self.lock().stop_sent = Some(std::time::Instant::now());
+    }
+
+    /// Whether the live process leads no process group of its own.
+    pub(crate) fn alone(&self) -> bool {
+        self.lock().alone
+    }
+
+    /// Whether the live process leads no session of its own.
+    pub(crate) fn outside(&self) -> bool {
+        self.lock().outside
+    }
+
+    /// Sends `signal` to what the live process leads: its group, or (when
+    /// it leads none) it and each of its descendants.
+    pub(crate) fn signal_all(&self, signal: nix::sys::signal::Signal) {
+        let state = self.lock();
+        match state.pid {
+            Some(pid) if state.alone => signal_tree(pid, signal),
+            Some(pid) => {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+            }
+            None => {}
+        }
     }
 
     /// The live process's pid, if any.
@@ -549,6 +582,13 @@ impl Process {
     }
 }
 
+/// Sends `signal` to `pid` and to each of its descendants.
+fn signal_tree(pid: i32, signal: nix::sys::signal::Signal) {
+    for member in crate::adopt::tree(pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(member), signal);
+    }
+}
+
 /// Whether the process a pidfd refers to has ended (the pidfd is readable).
 fn pidfd_says_exited(pidfd: &OwnedFd) -> bool {
     let mut poll = libc::pollfd {
@@ -602,6 +642,10 @@ pub(crate) fn adopt(
         let mut state = lease.lock();
         state.pid = Some(pid);
         state.stop_sent = None;
+        state.alone =
+            nix::unistd::getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() != pid);
+        state.outside =
+            nix::unistd::getsid(Some(Pid::from_raw(pid))).is_ok_and(|s| s.as_raw() != pid);
     }
     Ok(Process {
         pid,
@@ -920,6 +964,8 @@ pub(crate) fn spawn(
         let mut state = lease.lock();
         state.pid = Some(pid);
         state.stop_sent = None;
+        state.alone = false;
+        state.outside = false;
     }
     Ok(Spawned {
         process: Process {

@@ -22,8 +22,9 @@ use crate::program::{Control, Program, Resume};
 use crate::spec::{LogStream, ProgramSpec};
 use crate::stats::Sampler;
 use crate::upgrade::{Frozen, Handover};
+use crate::state::ProcessState;
 use crate::wire::{
-    DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
+    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
 };
 
 /// An action on one program, as frontends name it (`"start"`, `"stop"`, ...).
@@ -526,6 +527,104 @@ impl Supervisor {
         self.register(spec).await
     }
 
+    /// Takes over a running process that zist did not start
+    /// (docs/reference.md §8.4): it becomes a program added at run time,
+    /// `running` with its pid and real start time, its spec the process's
+    /// command line, working directory, environment and user (with
+    /// `Restart = "always"`), overridden by `request.spec`. Unless
+    /// `capture` is false, its stdout and stderr are moved into the
+    /// program's logs while it runs; when that cannot be done, `message`
+    /// says why, and output is captured from its next restart on.
+    ///
+    /// Refused: a pid that names no process ([`Error::NoSuchPid`]), pid 1,
+    /// this process and its ancestors, a kernel thread
+    /// ([`Error::AdoptRefused`]), a process a program already has
+    /// ([`Error::AlreadySupervised`]).
+    pub async fn adopt(&self, request: AdoptRequest) -> Result<ProcessInfo> {
+        let pid = request.pid;
+        let supervised = self.read().iter().find_map(|(name, program)| {
+            let snap = program.snapshot();
+            (snap.pid == Some(pid) && snap.state != ProcessState::Detached)
+                .then(|| name.clone())
+        });
+        if let Some(name) = supervised {
+            return Err(Error::AlreadySupervised { pid, name });
+        }
+        let found = tokio::task::spawn_blocking(move || crate::adopt::inspect(pid))
+            .await
+            .map_err(|e| Error::Sampler(e.to_string()))??;
+        let name = match request.name {
+            Some(name) => name,
+            None => crate::adopt::program_name(&found.exe_name, |n| self.read().contains_key(n)),
+        };
+        let mut keys = found.spec;
+        keys.insert("Name".into(), serde_json::Value::String(name.clone()));
+        let json = crate::adopt::merged(pid, keys, request.spec.as_ref())?;
+        let (spec, warnings) =
+            crate::config::program_from_json("process.adopt", &json, &self.inner.log_dir)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        if self.read().contains_key(&name) {
+            return Err(Error::AlreadyExists { name });
+        }
+        let (pipes, note) = if request.capture.unwrap_or(true) {
+            let (uid, gid) = (found.uid, found.gid);
+            let captured =
+                tokio::task::spawn_blocking(move || crate::capture::capture(pid, uid, gid))
+                    .await
+                    .map_err(|e| Error::Sampler(e.to_string()))?;
+            match captured {
+                Ok(captured) => {
+                    tracing::info!(
+                        program = %name,
+                        "captured the output of pid {pid}; it was paused {} µs",
+                        captured.paused.as_micros()
+                    );
+                    (
+                        [Some(captured.stdout), captured.stderr],
+                        captured.partial.map(|why| {
+                            format!("adopted; {why}; stderr is captured from its next restart on")
+                        }),
+                    )
+                }
+                Err(why) => (
+                    [None, None],
+                    Some(format!(
+                        "adopted; output is not captured ({why}); it is captured from its next restart on"
+                    )),
+                ),
+            }
+        } else {
+            (
+                [None, None],
+                Some("adopted without capture; output is captured from its next restart on".into()),
+            )
+        };
+        let json = crate::config::program_to_json(&spec);
+        if let Some(store) = &self.inner.store {
+            let record = found.record.clone();
+            store.update(&name, |r| {
+                *r = Remembered {
+                    intent: Some(Intent::Start),
+                    spec: Some(json),
+                    process: Some(record),
+                    restarts: 0,
+                }
+            });
+        }
+        let program = self.add(
+            spec,
+            Resume::Adopt {
+                record: found.record,
+                pipes,
+                note,
+            },
+        )?;
+        self.runtime().insert(name);
+        Ok(program.info())
+    }
+
     /// Stops a program and forgets it.
     pub async fn remove(&self, name: &str) -> Result<()> {
         let program = self.get(name)?;
@@ -689,8 +788,9 @@ impl Supervisor {
         };
         let sampler = self.inner.sampler.clone();
         let cgroup = program.cgroup.clone();
+        let outside = program.lease.outside();
         tokio::task::spawn_blocking(move || {
-            let members = cgroup.map(|c| c.pids()).unwrap_or_default();
+            let members = members(cgroup.as_deref(), outside, pid);
             sampler.measure_in(pid, &members)
         })
         .await
@@ -716,13 +816,19 @@ impl Supervisor {
     ) -> Vec<(ProcessInfo, Option<ProcessStats>)> {
         let list = self.list();
         let live = |info: &ProcessInfo| info.pid.filter(|_| info.state.is_live());
-        let cgroups: Vec<(i32, Option<Arc<crate::cgroup::ProgramCgroup>>)> = {
+        type Measured = (i32, Option<Arc<crate::cgroup::ProgramCgroup>>, bool);
+        let cgroups: Vec<Measured> = {
             let programs = self.read();
             list.iter()
                 .filter(|info| measure(info))
                 .filter_map(|info| {
                     let pid = live(info)?;
-                    Some((pid, programs.get(&info.name).and_then(|p| p.cgroup.clone())))
+                    let program = programs.get(&info.name);
+                    Some((
+                        pid,
+                        program.and_then(|p| p.cgroup.clone()),
+                        program.is_some_and(|p| p.lease.outside()),
+                    ))
                 })
                 .collect()
         };
@@ -730,7 +836,7 @@ impl Supervisor {
         let measured = tokio::task::spawn_blocking(move || {
             let pids: Vec<(i32, Vec<i32>)> = cgroups
                 .into_iter()
-                .map(|(pid, cgroup)| (pid, cgroup.map(|c| c.pids()).unwrap_or_default()))
+                .map(|(pid, cgroup, outside)| (pid, members(cgroup.as_deref(), outside, pid)))
                 .collect();
             sampler.measure_many_in(&pids)
         })
@@ -926,6 +1032,16 @@ impl Supervisor {
 
 /// Sends a control to every program first, then waits for every answer, so
 /// all of them act at once.
+/// The processes a program's stats count besides its session: its cgroup's
+/// members, or the tree of an adopted process that leads no session.
+fn members(cgroup: Option<&crate::cgroup::ProgramCgroup>, outside: bool, pid: i32) -> Vec<i32> {
+    match cgroup {
+        Some(cgroup) => cgroup.pids(),
+        None if outside => crate::adopt::tree(pid),
+        None => Vec::new(),
+    }
+}
+
 async fn send_all(programs: &[Arc<Program>], make: impl Fn(crate::program::Reply) -> Control) {
     let mut pending = Vec::with_capacity(programs.len());
     for program in programs {

@@ -35,6 +35,28 @@ pub struct ProcessInfo {
     /// Why the last start failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A short sentence on why the program is in its state, or on what to
+    /// know about its process (an adopted one whose output is not
+    /// captured); `None` when there is nothing to say.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// What `process.adopt` asks (docs/reference.md §8.4).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptRequest {
+    /// The process to take over.
+    pub pid: i32,
+    /// The program's name; by default the executable's file name, made unique.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Program-file keys that override what is recorded of the process.
+    #[serde(default)]
+    pub spec: Option<serde_json::Value>,
+    /// Whether to move its output into zist's logs now (default true).
+    #[serde(default)]
+    pub capture: Option<bool>,
 }
 
 /// What a supervisor is: `daemon.status`.
