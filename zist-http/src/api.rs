@@ -119,7 +119,32 @@ pub(crate) fn routes(
             Some(state) => events(&state),
             None => unauthorized(),
         });
+    let adopt = v1
+        .and(warp::path!("adopt"))
+        .and(warp::post())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::bytes())
+        .and(authorized(state))
+        .then(|body: bytes::Bytes, state: Option<State>| async move {
+            let Some(state) = state else {
+                return unauthorized();
+            };
+            match serde_json::from_slice::<zist_core::AdoptRequest>(&body) {
+                Ok(request) => state
+                    .supervisor
+                    .adopt(request)
+                    .await
+                    .map_or_else(from_core, |i| ok(&i)),
+                Err(e) => error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("the body must be {{\"pid\": N, \"name\"?, \"spec\"?, \"capture\"?}}: {e}"),
+                ),
+            }
+        });
     list.or(info)
+        .unify()
+        .or(adopt)
         .unify()
         .or(action)
         .unify()

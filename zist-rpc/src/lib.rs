@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio_stream::StreamExt;
 pub use zist_core::DaemonStatus;
 use zist_core::{
-    DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessEvent, ProcessInfo, ProcessStats,
+    AdoptRequest, DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessEvent, ProcessInfo, ProcessStats,
     ReloadReport, ShutdownMode, Supervisor,
 };
 
@@ -118,6 +118,16 @@ pub trait ZistApi {
     /// Adds a program from a spec with the keys of a program file.
     #[method(name = "process.add")]
     async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo>;
+
+    /// Takes over a running process that zist did not start.
+    #[method(name = "process.adopt")]
+    async fn process_adopt(
+        &self,
+        pid: i32,
+        name: Option<String>,
+        spec: Option<serde_json::Value>,
+        capture: Option<bool>,
+    ) -> RpcResult<ProcessInfo>;
 
     /// Stops a program and forgets it.
     #[method(name = "process.remove")]
@@ -305,6 +315,24 @@ impl ZistApiServer for ZistRpc {
     async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo> {
         self.supervisor
             .register_json(&spec)
+            .await
+            .map_err(rpc_error)
+    }
+
+    async fn process_adopt(
+        &self,
+        pid: i32,
+        name: Option<String>,
+        spec: Option<serde_json::Value>,
+        capture: Option<bool>,
+    ) -> RpcResult<ProcessInfo> {
+        self.supervisor
+            .adopt(AdoptRequest {
+                pid,
+                name,
+                spec,
+                capture,
+            })
             .await
             .map_err(rpc_error)
     }

@@ -22,7 +22,7 @@ use zist_rpc::ZistApiClient;
     name = "zistcl",
     version,
     about = "Drive zistd: zistcl HOST:PORT TOKEN COMMAND, or zistcl -l COMMAND",
-    after_help = "COMMAND:\n  status                    is zistd alive\n  all                       every program (name, state, pid, uptime, restarts)\n  log | log clear           zistd's own log / clear it\n  reload                    reload the config, print what changed\n  kill | kill all           exit zistd leaving programs running / stopping them\n  NAME status|start|stop|restart|detach|stats|stdout|stderr\n  NAME stdout -f | NAME stderr -f   follow live\n  all start|stop|restart    every program\n\nTOKEN `-` is read from ZIST_TOKEN."
+    after_help = "COMMAND:\n  status                    is zistd alive\n  all                       every program (name, state, pid, uptime, restarts)\n  log | log clear           zistd's own log / clear it\n  reload                    reload the config, print what changed\n  kill | kill all           exit zistd leaving programs running / stopping them\n  upgrade                   replace zistd with the executable now at its path\n  adopt PID [NAME]          take over a running process zist did not start\n  NAME status|start|stop|restart|detach|stats|stdout|stderr\n  NAME stdout -f | NAME stderr -f   follow live\n  all start|stop|restart    every program\n\nTOKEN `-` is read from ZIST_TOKEN."
 )]
 struct Cli {
     /// Use the local zistd: port and token from conf.toml.
@@ -390,6 +390,7 @@ enum Command<'a> {
     LogClear,
     Reload,
     Upgrade,
+    Adopt(i32, Option<&'a str>),
     Kill(ShutdownMode),
     Follow(&'a str, LogStream),
     Logs(&'a str, LogStream),
@@ -411,6 +412,8 @@ impl<'a> Command<'a> {
             ["log", "clear"] => Self::LogClear,
             ["reload"] => Self::Reload,
             ["upgrade"] => Self::Upgrade,
+            ["adopt", pid] => Self::Adopt(pid_word(pid)?, None),
+            ["adopt", pid, name] => Self::Adopt(pid_word(pid)?, Some(name)),
             ["kill"] => Self::Kill(ShutdownMode::Detach),
             ["kill", "all"] => Self::Kill(ShutdownMode::Stop),
             [name, s @ ("stdout" | "stderr"), "-f"] => Self::Follow(name, stream(s)),
@@ -474,6 +477,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::LogClear => log_clear(&s).await,
         Command::Reload => reload(&s).await,
         Command::Upgrade => upgrade(&s).await,
+        Command::Adopt(pid, name) => adopt(&s, pid, name).await,
         Command::Kill(mode) => kill(&s, mode).await,
         Command::Follow(name, stream) => follow(&s, name, stream).await,
         Command::Logs(name, stream) => logs(&s, name, stream).await,
@@ -633,6 +637,30 @@ async fn act(s: &Session<'_>, name: &str, action: &str) -> Outcome {
     }
     .map_err(s.fail())?;
     s.print(&info, || table(std::slice::from_ref(&info)));
+    Ok(())
+}
+
+/// A pid as the command line gives it.
+fn pid_word(word: &str) -> Result<i32, Failure> {
+    word.parse::<i32>()
+        .ok()
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| Failure::Usage(format!("`{word}` is not a pid; usage: adopt PID [NAME]")))
+}
+
+/// `adopt PID [NAME]`: zist takes over a process it did not start.
+async fn adopt(s: &Session<'_>, pid: i32, name: Option<&str>) -> Outcome {
+    let info = s
+        .client
+        .process_adopt(pid, name.map(str::to_owned), None, None)
+        .await
+        .map_err(s.fail())?;
+    s.print(&info, || {
+        table(std::slice::from_ref(&info));
+        if let Some(message) = &info.message {
+            println!("{message}");
+        }
+    });
     Ok(())
 }
 
