@@ -251,6 +251,11 @@ impl Zistd {
         Pid::from_raw(self.child.id() as i32)
     }
 
+    /// The HTTP API's address, when Web = true.
+    pub(crate) fn http(&self) -> Option<&str> {
+        self.http.as_deref()
+    }
+
     pub(crate) fn list(&mut self) -> Vec<Value> {
         let out = self.cl(&["--json", "all"]);
         assert_eq!(out.code, 0, "{out:?}");
@@ -319,6 +324,26 @@ pub(crate) fn zistcl(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 pub(crate) fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// Every process below `pid`, from `/proc/<pid>/task/<tid>/children`.
+pub(crate) fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                parents.push(child);
+            }
+        }
+    }
+    found
 }
 
 pub(crate) fn program(name: &str, path: &Path, extra: &str) -> String {

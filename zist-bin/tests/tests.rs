@@ -1,4 +1,5 @@
 //! Tests of zistd and zistcl as users run them.
 
+mod adopt;
 mod continuity;
 mod daemon;

@@ -195,7 +195,8 @@ pub(crate) fn tree(pid: i32) -> Vec<i32> {
             continue;
         };
         for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
                 if !found.contains(&child) {
                     found.push(child);
@@ -207,7 +208,11 @@ pub(crate) fn tree(pid: i32) -> Vec<i32> {
 }
 
 /// Merges `over` into `base`: keys of `over` win.
-pub(crate) fn merged(pid: i32, mut base: Map<String, Value>, over: Option<&Value>) -> Result<Value> {
+pub(crate) fn merged(
+    pid: i32,
+    mut base: Map<String, Value>,
+    over: Option<&Value>,
+) -> Result<Value> {
     match over {
         None | Some(Value::Null) => {}
         Some(Value::Object(keys)) => {

@@ -338,7 +338,8 @@ impl Tracee {
                 }
             }
         }
-        let regs = ptrace::getregs(self.pid).map_err(|e| format!("cannot read its registers: {e}"))?;
+        let regs =
+            ptrace::getregs(self.pid).map_err(|e| format!("cannot read its registers: {e}"))?;
         Ok(arch::result(&regs))
     }
 
@@ -490,7 +491,10 @@ mod tests {
         let old = dir.path().join("old.log");
         let file = File::create(&old).expect("log file");
         let child = Command::new("/bin/sh")
-            .args(["-c", "i=0; while :; do i=$((i+1)); echo $i; echo e$i >&2; sleep 0.005; done"])
+            .args([
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo $i; echo e$i >&2; sleep 0.005; done",
+            ])
             .stdout(file.try_clone().expect("dup"))
             .stderr(file)
             .stdin(Stdio::null())
@@ -498,14 +502,23 @@ mod tests {
             .expect("sh");
         let child = Reaped(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(&old).unwrap_or_default().lines().count() < 20 {
+        while std::fs::read_to_string(&old)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 20
+        {
             assert!(Instant::now() < deadline, "the loop never printed");
             std::thread::sleep(Duration::from_millis(5));
         }
         let pid = child.0.id() as i32;
         let captured = capture(pid, 0, 0).expect("capture");
         assert!(captured.partial.is_none(), "{:?}", captured.partial);
-        assert!(captured.paused < Duration::from_millis(100), "{:?}", captured.paused);
+        assert!(
+            captured.paused < Duration::from_millis(100),
+            "{:?}",
+            captured.paused
+        );
         let mut out = Vec::new();
         let mut err = Vec::new();
         let stderr = captured.stderr.as_ref().expect("stderr moved");
@@ -525,7 +538,11 @@ mod tests {
         numbers.extend(moved.lines().map(|l| l.parse::<u64>().expect("a number")));
         let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
         assert_eq!(numbers, expected, "every number once, in order");
-        assert!(String::from_utf8_lossy(&err).lines().all(|l| l.starts_with('e')));
+        assert!(
+            String::from_utf8_lossy(&err)
+                .lines()
+                .all(|l| l.starts_with('e'))
+        );
     }
 
     #[test]

@@ -148,9 +148,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::NoSuchProcess { .. } | Self::NoSuchPid { .. } => ErrorKind::NotFound,
-            Self::AlreadyRunning { .. } | Self::AlreadyExists { .. } | Self::AlreadySupervised { .. } => {
-                ErrorKind::Conflict
-            }
+            Self::AlreadyRunning { .. }
+            | Self::AlreadyExists { .. }
+            | Self::AlreadySupervised { .. } => ErrorKind::Conflict,
             Self::NotRunning { .. } => ErrorKind::NotRunning,
             Self::Spawn { .. } | Self::Detach { .. } => ErrorKind::SpawnFailed,
             Self::Config(_) | Self::ConfigRefused(_) | Self::Value(_) | Self::NoConfigFile => {

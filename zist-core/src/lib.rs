@@ -39,7 +39,8 @@ pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
 pub use token::Token;
 pub use wire::{
-    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
+    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
+    ShutdownMode,
 };
 
 /// The version of zist-core.

@@ -662,8 +662,8 @@ impl Os {
                         begin.life = Lifecycle::Running { child, since };
                     }
                     Err(e) => {
-                        tracing::info!(program = %name, pid = record.pid, "the process to adopt ended ({e})");
-                        begin.first = Some(Event::Vanished);
+                        // Left stopped: the supervisor takes the program back.
+                        tracing::info!(program = %name, pid = record.pid, "the process to adopt is gone ({e})");
                     }
                 }
                 begin

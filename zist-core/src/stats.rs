@@ -224,8 +224,10 @@ impl SamplerState {
             entry.1 += memory;
             processes.insert(pid_i32(*pid), (cpu, memory, sid));
         }
-        // Samples of sessions that are gone would only grow the map.
-        self.previous.retain(|pid, _| sessions.contains_key(pid));
+        // Samples of programs that are gone would only grow the map (an
+        // adopted process may lead no session: its pid is kept while it lives).
+        self.previous
+            .retain(|pid, _| sessions.contains_key(pid) || processes.contains_key(pid));
         self.scan = Some(Scan {
             at: now,
             sessions,

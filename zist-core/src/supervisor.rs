@@ -20,11 +20,12 @@ use crate::logs::{LogHealth, SharedLog};
 use crate::persist::{Intent, Remembered, Store};
 use crate::program::{Control, Program, Resume};
 use crate::spec::{LogStream, ProgramSpec};
+use crate::state::ProcessState;
 use crate::stats::Sampler;
 use crate::upgrade::{Frozen, Handover};
-use crate::state::ProcessState;
 use crate::wire::{
-    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport, ShutdownMode,
+    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
+    ShutdownMode,
 };
 
 /// An action on one program, as frontends name it (`"start"`, `"stop"`, ...).
@@ -544,8 +545,7 @@ impl Supervisor {
         let pid = request.pid;
         let supervised = self.read().iter().find_map(|(name, program)| {
             let snap = program.snapshot();
-            (snap.pid == Some(pid) && snap.state != ProcessState::Detached)
-                .then(|| name.clone())
+            (snap.pid == Some(pid) && snap.state != ProcessState::Detached).then(|| name.clone())
         });
         if let Some(name) = supervised {
             return Err(Error::AlreadySupervised { pid, name });
@@ -621,6 +621,17 @@ impl Supervisor {
                 note,
             },
         )?;
+        if program.snapshot().pid != Some(pid) {
+            // It ended, or exec'd another program, while being looked at.
+            self.write().remove(&name);
+            if let Some(store) = &self.inner.store {
+                store.forget(&name);
+            }
+            return Err(Error::AdoptRefused {
+                pid,
+                reason: "it ended or ran another executable while being adopted".into(),
+            });
+        }
         self.runtime().insert(name);
         Ok(program.info())
     }

@@ -138,7 +138,9 @@ pub(crate) fn routes(
                 Err(e) => error(
                     StatusCode::BAD_REQUEST,
                     "invalid",
-                    format!("the body must be {{\"pid\": N, \"name\"?, \"spec\"?, \"capture\"?}}: {e}"),
+                    format!(
+                        "the body must be {{\"pid\": N, \"name\"?, \"spec\"?, \"capture\"?}}: {e}"
+                    ),
                 ),
             }
         });

@@ -25,8 +25,8 @@ use serde::Serialize;
 use tokio_stream::StreamExt;
 pub use zist_core::DaemonStatus;
 use zist_core::{
-    AdoptRequest, DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessEvent, ProcessInfo, ProcessStats,
-    ReloadReport, ShutdownMode, Supervisor,
+    AdoptRequest, DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessEvent, ProcessInfo,
+    ProcessStats, ReloadReport, ShutdownMode, Supervisor,
 };
 
 mod auth;
