@@ -37,6 +37,11 @@ impl Outside {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
+        // Until sh has exec'd, the process is a copy of this test.
+        let this = std::env::current_exe().unwrap();
+        eventually_blocking(Duration::from_secs(10), "sh to run", || {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e != this)
+        });
         let (tx, ended) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = child.wait();
@@ -331,4 +336,82 @@ fn a_process_that_cannot_be_traced_is_adopted_and_says_its_output_is_not_capture
     assert_eq!(stopped["result"]["state"], "stopped", "{stopped}");
     let status = ended.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
     assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_program_that_daemonizes_is_followed_through_its_pid_file() {
+    let setup = Setup::new("");
+    let launcher = setup.script(
+        "launch.sh",
+        "setsid sleep 1011 < /dev/null > /dev/null 2>&1 &\necho $! > \"$0.pid\"\nexit 0",
+    );
+    let pid_file = format!("{}.pid", launcher.display());
+    let bare = setup.script(
+        "bare.sh",
+        "setsid sleep 1012 < /dev/null > /dev/null 2>&1 &\nsleep 0.3\nexit 0",
+    );
+    setup.write_config(
+        &(program(
+            "d",
+            &launcher,
+            &format!("PidFile = \"{pid_file}\"\nRestartDelay = \"0s\""),
+        ) + &program("bare", &bare, "RestartDelay = \"0s\"")),
+    );
+    let mut zistd = setup.start();
+    let daemon =
+        |zistd: &mut crate::daemon::Zistd| zistd.info("d")["pid"].as_i64().unwrap_or(0) as i32;
+    eventually_blocking(Duration::from_secs(10), "the daemon to be followed", || {
+        let info = zistd.info("d");
+        info["state"] == "running" && cmdline(daemon(&mut zistd)).contains("sleep 1011")
+    });
+    let first = daemon(&mut zistd);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        first.to_string()
+    );
+    // No restart loop: a second later it is the same daemon.
+    std::thread::sleep(Duration::from_millis(1200));
+    let info = zistd.info("d");
+    assert_eq!(info["pid"], first, "{info}");
+    assert_eq!(info["restarts"], 0, "{info}");
+
+    // The daemon's death is the program's: its policy starts it again.
+    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    eventually_blocking(Duration::from_secs(10), "a new daemon", || {
+        let info = zistd.info("d");
+        let now = daemon(&mut zistd);
+        info["state"] == "running" && now != first && cmdline(now).contains("sleep 1011")
+    });
+    assert_eq!(zistd.info("d")["restarts"], 1);
+    let second = daemon(&mut zistd);
+    let stopped = zistd.rpc("process.stop", json!({"name": "d"}));
+    assert_eq!(stopped["result"]["state"], "stopped", "{stopped}");
+    assert!(!alive(second), "stop reaches the daemon");
+
+    // Without PidFile the launcher's exit ends its daemon with it (its
+    // cgroup, or its group): restarted in a loop, it leaks none.
+    eventually_blocking(Duration::from_secs(20), "bare to cycle", || {
+        zistd.info("bare")["restarts"].as_u64() >= Some(3)
+    });
+    let daemons = |zistd: &crate::daemon::Zistd| -> Vec<i32> {
+        crate::daemon::descendants(zistd.pid().as_raw())
+            .into_iter()
+            .filter(|&p| cmdline(p).contains("sleep 1012"))
+            .collect()
+    };
+    let running = daemons(&zistd);
+    assert!(
+        running.len() <= 1,
+        "one cycle's daemon at most: {running:?}"
+    );
+    let stopped = zistd.rpc("process.stop", json!({"name": "bare"}));
+    assert_eq!(stopped["result"]["state"], "stopped", "{stopped}");
+    let left = daemons(&zistd);
+    assert!(left.is_empty(), "daemons left running: {left:?}");
 }

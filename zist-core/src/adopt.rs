@@ -143,19 +143,19 @@ fn fields_after_name(stat: &str) -> Option<Vec<&str>> {
 /// When a process started, in milliseconds since the Unix epoch, from its
 /// start time in clock ticks after boot.
 pub(crate) fn started_ms(start_ticks: u64) -> u64 {
-    let boot_secs: u64 = std::fs::read_to_string("/proc/stat")
+    // The boot's wall-clock time from the uptime (10 ms steps), not from
+    // /proc/stat's btime (whole seconds).
+    let now_ms = crate::upgrade::epoch_ms(std::time::SystemTime::now());
+    let uptime_ms = std::fs::read_to_string("/proc/uptime")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
-        })
-        .unwrap_or(0);
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |secs| (secs * 1000.0) as u64);
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .filter(|&t| t > 0)
         .unwrap_or(100) as u64;
-    boot_secs * 1000 + start_ticks * 1000 / ticks
+    now_ms.saturating_sub(uptime_ms) + start_ticks * 1000 / ticks
 }
 
 /// A program name from an executable's file name: the characters a name
@@ -272,7 +272,13 @@ mod tests {
             .env("ZIST_ADOPT_TEST", "yes")
             .spawn()
             .expect("sleep");
-        let found = inspect(child.id() as i32);
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !exe_of(pid).is_some_and(|e| e.ends_with("/sleep")) {
+            assert!(std::time::Instant::now() < deadline, "sleep never ran");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let found = inspect(pid);
         let _ = child.kill();
         let _ = child.wait();
         let found = found.expect("inspect");

@@ -147,6 +147,7 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "LogMaxBytes",
     "LogBackups",
     "Web",
+    "PidFile",
 ];
 
 impl Config {
@@ -271,6 +272,7 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("User", spec.user.clone().map(J::String)),
         ("Logfile", spec.logfile.as_deref().map(path)),
         ("ErrLogfile", spec.err_logfile.as_deref().map(path)),
+        ("PidFile", spec.pid_file.as_deref().map(path)),
     ];
     if let J::Object(map) = &mut object {
         for (key, value) in optional {
@@ -1158,6 +1160,7 @@ fn apply_program_keys(
             }
             "Logfile" => spec.logfile = want_path(key, v, at, base, issues),
             "ErrLogfile" => spec.err_logfile = want_path(key, v, at, base, issues),
+            "PidFile" => spec.pid_file = want_path(key, v, at, base, issues),
             "LogMaxBytes" => {
                 spec.log_max_bytes = want_size(key, v, at, issues).unwrap_or(spec.log_max_bytes)
             }

@@ -272,7 +272,7 @@ impl Program {
             };
         }
         if let (Some(note), Some(pid)) = (begin.note, actor.life.pid()) {
-            actor.note = Some((pid, note));
+            actor.note = Some((Some(pid), note));
         }
         let mut actor = Box::new(actor);
         // What it resumes is visible before the first control.
@@ -403,6 +403,15 @@ pub(crate) trait Host: Send + 'static {
     fn release(&mut self, child: Self::Child, ending: bool) -> impl Future<Output = ()> + Send;
     /// Hands the holder (a new one) the child's pipes again.
     fn rehold(&self, child: &Self::Child);
+    /// The program daemonizes (PidFile) and `child`, the process it
+    /// started with, has exited 0: waits (until `until`) for the file to
+    /// name the daemon, and puts the daemon in the child's place. `None`
+    /// when there is nothing to follow; the error says why, for a person.
+    fn follow(
+        &mut self,
+        child: &mut Self::Child,
+        until: Instant,
+    ) -> impl Future<Output = Option<Result<i32, String>>> + Send;
     /// Stops reading the child's pipes and lets it go untouched, for the
     /// next executable of this process; returns the pipes.
     fn freeze(&mut self, child: Self::Child) -> impl Future<Output = [Option<OwnedFd>; 2]> + Send;
@@ -422,6 +431,9 @@ struct Pump {
 pub(crate) struct Child {
     process: Process,
     pumps: Vec<Pump>,
+    /// The start time (clock ticks after boot) of the process zist
+    /// spawned, while it is not yet followed to its daemon (PidFile).
+    launcher: Option<u64>,
 }
 
 impl HasPid for Child {
@@ -501,8 +513,37 @@ impl Host for Os {
         self.hold(child);
     }
 
+    async fn follow(&mut self, child: &mut Child, until: Instant) -> Option<Result<i32, String>> {
+        let path = self.spec.pid_file.clone()?;
+        let launched = child.launcher?;
+        let launcher = child.process.pid();
+        let mut why = format!("PidFile {} was not written", path.display());
+        loop {
+            match daemon_named(&path, launcher, launched) {
+                Ok(record) => match spawn::adopt(&record, &self.lease) {
+                    Ok(process) => {
+                        let pid = record.pid;
+                        child.process = process;
+                        child.launcher = None;
+                        tracing::info!(program = %self.spec.name, "daemonized: following pid {pid}, named by {}", path.display());
+                        return Some(Ok(pid));
+                    }
+                    Err(e) => {
+                        why = format!("PidFile {} names pid {}: {e}", path.display(), record.pid)
+                    }
+                },
+                Err(Some(reason)) => why = reason,
+                Err(None) => {}
+            }
+            if Instant::now() >= until {
+                return Some(Err(why));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn freeze(&mut self, child: Child) -> [Option<OwnedFd>; 2] {
-        let Child { process, pumps } = child;
+        let Child { process, pumps, .. } = child;
         let mut fds = [None, None];
         for (slot, pump) in fds.iter_mut().zip(pumps) {
             let _ = pump.handoff.send(());
@@ -552,7 +593,7 @@ impl Host for Os {
     /// Lets the process go: its output is handed to relays that outlive zist,
     /// and zist never signals it again. The child is still reaped in the background.
     async fn release(&mut self, child: Child, ending: bool) {
-        let Child { process, pumps } = child;
+        let Child { process, pumps, .. } = child;
         self.logs.iter().for_each(SharedLog::no_longer_expected);
         if ending && self.holder.is_some() {
             // What the program writes from now on waits in its pipes, which
@@ -654,6 +695,7 @@ impl Os {
                         let child = Child {
                             process,
                             pumps: self.pumps(pipes),
+                            launcher: None,
                         };
                         self.hold(&child);
                         tracing::info!(program = %name, pid = record.pid, "adopted pid {}{}", record.pid, note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
@@ -697,7 +739,11 @@ impl Os {
                         } else {
                             tracing::info!(program = %name, pid = record.pid, "adopted the running process");
                         }
-                        let child = Child { process, pumps };
+                        let child = Child {
+                            process,
+                            pumps,
+                            launcher: None,
+                        };
                         begin.stored = true;
                         begin.life = if since.elapsed() >= self.spec.start_secs {
                             Lifecycle::Running { child, since }
@@ -743,6 +789,8 @@ impl Os {
                         Some(Child {
                             process,
                             pumps: self.resumed_pumps(pipes),
+                            // A launcher caught mid-way by an upgrade is not followed.
+                            launcher: None,
                         })
                     }
                     Err(e) => {
@@ -815,9 +863,14 @@ impl Os {
                 source: std::io::Error::last_os_error(),
             });
         }
+        let launcher = match &self.spec.pid_file {
+            Some(_) => crate::persist::start_ticks(spawned.process.pid()),
+            None => None,
+        };
         let child = Child {
             process: spawned.process,
             pumps,
+            launcher,
         };
         self.hold(&child);
         Ok(child)
@@ -855,6 +908,46 @@ impl Os {
     }
 }
 
+/// The daemon a pid file names, when it names a live process that started
+/// after the program's own (a stale file from an earlier run names
+/// another); `Err(Some(why))` when it names something else, `Err(None)`
+/// while it is missing or empty.
+fn daemon_named(
+    path: &std::path::Path,
+    launcher: i32,
+    launched: u64,
+) -> Result<ProcessRecord, Option<String>> {
+    let text = std::fs::read_to_string(path).map_err(|_| None)?;
+    let word = text.split_whitespace().next().ok_or(None)?;
+    let at = path.display();
+    let pid: i32 = word
+        .parse()
+        .ok()
+        .filter(|&p| p > 1)
+        .ok_or_else(|| Some(format!("PidFile {at} holds {word:?}, not a pid")))?;
+    if pid == launcher {
+        return Err(Some(format!("PidFile {at} names the process that exited")));
+    }
+    let stat = crate::persist::stat_of(pid)
+        .filter(|s| s.state != 'Z')
+        .ok_or_else(|| {
+            Some(format!(
+                "PidFile {at} names pid {pid}, which is not running"
+            ))
+        })?;
+    if stat.start_ticks < launched {
+        return Err(Some(format!(
+            "PidFile {at} names pid {pid}, which started before the program (a stale file?)"
+        )));
+    }
+    Ok(ProcessRecord {
+        pid,
+        start_ticks: stat.start_ticks,
+        exe: crate::persist::exe_of(pid).unwrap_or_default(),
+        started_ms: crate::adopt::started_ms(stat.start_ticks),
+    })
+}
+
 /// What woke an actor.
 enum Woke {
     Control(Option<Control>),
@@ -885,8 +978,9 @@ struct Actor<H: Host> {
     recorded: Recorded,
     /// Handed over to the next executable: the actor ends.
     frozen: bool,
-    /// A note on one process (by pid), shown as `message` while it runs.
-    note: Option<(i32, Arc<str>)>,
+    /// A note on one process (by pid; `None`: until the next process),
+    /// shown as `message` while it is current.
+    note: Option<(Option<i32>, Arc<str>)>,
 }
 
 /// What an actor last wrote to the store.
@@ -1055,12 +1149,47 @@ impl<H: Host> Actor<H> {
             }
             // Every handle is gone: stop and end.
             Woke::Control(None) => Event::Shutdown(ShutdownMode::Stop),
-            Woke::Exited(exit) => Event::Exited {
-                exit,
-                stop_sent: self.host.stop_sent(),
-            },
+            Woke::Exited(exit) => {
+                if exit == ExitKind::Code(0) && !self.host.stop_sent() {
+                    // Boxed: rare, and it would size every idle actor's wait.
+                    if Box::pin(self.follow()).await {
+                        return None;
+                    }
+                }
+                Event::Exited {
+                    exit,
+                    stop_sent: self.host.stop_sent(),
+                }
+            }
             Woke::Due(timer) => timer.event(),
         })
+    }
+
+    /// A program that daemonizes (PidFile): its first process has exited
+    /// 0, and the daemon the file names takes its place. True when it did;
+    /// false leaves the exit to the lifecycle (a failed start, with why).
+    async fn follow(&mut self) -> bool {
+        let spawned = self.history.last_spawn;
+        let start_secs = self.rules.restart.start_secs;
+        let state = self.life.state();
+        let Some(child) = self.life.child_mut() else {
+            return false;
+        };
+        let until = spawned
+            .map_or_else(Instant::now, |at| at + start_secs)
+            .max(Instant::now() + Duration::from_secs(1));
+        match self.host.follow(child, until).await {
+            None => false,
+            Some(Ok(_)) => {
+                self.publish(state);
+                true
+            }
+            Some(Err(why)) => {
+                tracing::warn!(program = %self.name, "{why}");
+                self.note = Some((None, why.into()));
+                false
+            }
+        }
     }
 
     /// Steps on `event` and on the events its effects bring; true when the actor ends.
@@ -1262,7 +1391,10 @@ impl<H: Host> Actor<H> {
             self.started_at = Some((wall, rfc3339(wall).into()));
         }
         let pid = self.life.pid();
-        if self.note.as_ref().is_some_and(|(of, _)| Some(*of) != pid) {
+        if self.note.as_ref().is_some_and(|(of, _)| {
+            // A failed start's note stays through the backoff.
+            *of != pid && !(of.is_none() && pid.is_none())
+        }) {
             self.note = None;
         }
         let error = self.life.reason().cloned();
@@ -1466,6 +1598,14 @@ mod tests {
         }
 
         fn rehold(&self, _child: &FakeChild) {}
+
+        async fn follow(
+            &mut self,
+            _child: &mut FakeChild,
+            _until: Instant,
+        ) -> Option<Result<i32, String>> {
+            None
+        }
 
         async fn freeze(&mut self, _child: FakeChild) -> [Option<OwnedFd>; 2] {
             [None, None]

@@ -236,6 +236,10 @@ pub struct ProgramSpec {
     pub log_backups: u32,
     /// Expose stats and logs over the HTTP API.
     pub web: bool,
+    /// For a program that daemonizes: the file its daemon writes its pid
+    /// to. When the first process exits 0, the process the file names is
+    /// adopted as the program (docs/reference.md §8.4).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl ProgramSpec {
@@ -260,6 +264,7 @@ impl ProgramSpec {
             log_max_bytes: 50 * 1024 * 1024,
             log_backups: 5,
             web: true,
+            pid_file: None,
         }
     }
 
