@@ -685,8 +685,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
-    if !["all", "fleet", "restart", "logs", "continuity"].contains(&which.as_str()) {
-        eprintln!("unknown scenario {which:?}; use all, fleet, restart, logs or continuity");
+    if !["all", "fleet", "restart", "logs", "continuity", "adopt"].contains(&which.as_str()) {
+        eprintln!("unknown scenario {which:?}; use all, fleet, restart, logs, continuity or adopt");
         std::process::exit(2);
     }
     let mut sizes = if args.iter().any(|a| a == "--quick") {
@@ -751,6 +751,109 @@ fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     if run("continuity") {
         continuity(kind, sizes.n, venv, table);
     }
+    if run("adopt") {
+        adopt(kind, venv, table);
+    }
+}
+
+/// Adopting processes zist did not start (`process.adopt`): the answer's
+/// latency without capture and with it, and how long capture pauses the
+/// process (zistd's own measure, from its log). supervisord has no
+/// equivalent.
+fn adopt(kind: Kind, venv: &Path, table: &mut Table) {
+    if kind != Kind::Zist {
+        return;
+    }
+    const ROUNDS: usize = 30;
+    let daemon = Instance::launch(kind, &[], venv);
+    let outside = |script: &str| -> Child {
+        let child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("sh");
+        lock_started().insert(child.id() as i32);
+        // Adopted once it runs sh, not a copy of this harness.
+        let exe = std::env::current_exe().expect("own path");
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe) {
+            assert!(Instant::now() < deadline, "sh never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child
+    };
+    for capture in [false, true] {
+        let mut took = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS {
+            let mut child = outside("i=0; while :; do i=$((i+1)); echo $i; sleep 0.01; done");
+            let name = format!("a{round}{capture}");
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","method":"process.adopt","params":{{"pid":{},"name":"{name}","capture":{capture},"spec":{{"Restart":"never"}}}},"id":1}}"#,
+                child.id()
+            );
+            let t = Instant::now();
+            let answer = post(&daemon.addr, "/", "application/json", &body).expect("adopt");
+            took.push(t.elapsed());
+            assert!(answer.contains("\"running\""), "adopt failed: {answer}");
+            // Ended and reaped here, by its parent, then forgotten by zistd.
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            let remove = format!(
+                r#"{{"jsonrpc":"2.0","method":"process.remove","params":{{"name":"{name}"}},"id":1}}"#
+            );
+            post(&daemon.addr, "/", "application/json", &remove).expect("remove");
+        }
+        table.add(
+            &format!(
+                "process.adopt of a printing shell loop, {}, p50 (no supervisord equivalent)",
+                if capture {
+                    "output captured"
+                } else {
+                    "capture off"
+                }
+            ),
+            "ms",
+            if capture { "" } else { "≤ 50 ms" },
+            kind,
+            percentile_ms(&mut took, 50),
+        );
+    }
+    // zistd logs how long each capture paused its process.
+    let log = post(
+        &daemon.addr,
+        "/",
+        "application/json",
+        r#"{"jsonrpc":"2.0","method":"daemon.log","params":{"lines":10000},"id":1}"#,
+    )
+    .expect("daemon.log");
+    let mut paused: Vec<Duration> = log
+        .split("it was paused ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .collect();
+    if paused.is_empty() {
+        eprintln!("  zistd's log names no capture pause");
+        return;
+    }
+    let longest = paused.iter().max().copied().unwrap_or_default();
+    table.add(
+        "capture: time the adopted process is paused, p50",
+        "ms",
+        "≤ 100 ms",
+        kind,
+        percentile_ms(&mut paused, 50),
+    );
+    table.add(
+        &format!("capture: time the adopted process is paused, longest of {ROUNDS}"),
+        "ms",
+        "≤ 100 ms",
+        kind,
+        longest.as_secs_f64() * 1000.0,
+    );
 }
 
 /// zistd outliving itself with `n` programs: an upgrade in place under a
