@@ -688,9 +688,14 @@ impl Os {
                 begin.history.last_spawn = Some(since);
                 match spawn::adopt(&record, &self.lease) {
                     Ok(process) => {
-                        if let Some(cgroup) = &self.cgroup {
-                            // Its descendants to come stay inside, and a stop ends them all.
-                            cgroup.join(&crate::adopt::tree(record.pid));
+                        if let Some(cgroup) = self.cgroup.clone() {
+                            // Its descendants to come stay inside, and a stop ends
+                            // them all. Off the answer's path: moving a running
+                            // process waits for an RCU grace period (~10 ms).
+                            let pid = record.pid;
+                            drop(tokio::task::spawn_blocking(move || {
+                                cgroup.join(&crate::adopt::tree(pid));
+                            }));
                         }
                         let child = Child {
                             process,
