@@ -1123,7 +1123,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         for (target, &source) in plan.stdio.iter().enumerate() {
-            if libc::syscall(libc::SYS_dup2, source, target as libc::c_int) < 0 {
+            // dup3, not dup2 (which arm64 lacks): the sources are at 3 or
+            // above, never equal to their target.
+            if libc::syscall(libc::SYS_dup3, source, target as libc::c_int, 0) < 0 {
                 return fail(SpawnStep::Stdio);
             }
         }
