@@ -80,12 +80,7 @@ pub(crate) fn inspect(pid: i32) -> Result<Found> {
     let uid = field("Uid:").and_then(|v| v.first().copied()).unwrap_or(0);
     let gid = field("Gid:").and_then(|v| v.first().copied()).unwrap_or(0);
     let start_ticks = stat_of(pid).ok_or_else(gone)?.start_ticks;
-    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map_err(|_| gone())?
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let argv = command_line(pid).ok_or_else(gone)?;
     let exe = exe_of(pid)
         .filter(|e| !e.ends_with(" (deleted)"))
         .or_else(|| argv.first().cloned())
@@ -131,6 +126,25 @@ pub(crate) fn inspect(pid: i32) -> Result<Found> {
         uid,
         gid,
     })
+}
+
+/// The process's command line. A process in the middle of an exec shows
+/// an empty one for a moment: read again a few times before taking that.
+fn command_line(pid: i32) -> Option<Vec<String>> {
+    let mut tries = 0;
+    loop {
+        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()?
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        tries += 1;
+        if !argv.is_empty() || tries == 5 {
+            return Some(argv);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// `/proc/<pid>/stat`'s fields after the command name (which may hold
@@ -274,7 +288,10 @@ mod tests {
             .expect("sleep");
         let pid = child.id() as i32;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !exe_of(pid).is_some_and(|e| e.ends_with("/sleep")) {
+        // Until the exec is through, the process shows the parent's or no command line.
+        while !exe_of(pid).is_some_and(|e| e.ends_with("/sleep"))
+            || std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
+        {
             assert!(std::time::Instant::now() < deadline, "sleep never ran");
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
