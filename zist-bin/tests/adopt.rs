@@ -41,6 +41,7 @@ impl Outside {
         let this = std::env::current_exe().unwrap();
         eventually_blocking(Duration::from_secs(10), "sh to run", || {
             std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e != this)
+                && !cmdline(pid).trim().is_empty()
         });
         let (tx, ended) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
