@@ -326,25 +326,7 @@ pub(crate) fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
-/// Every process below `pid`, from `/proc/<pid>/task/<tid>/children`.
-pub(crate) fn descendants(pid: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut parents = vec![pid];
-    while let Some(parent) = parents.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                found.push(child);
-                parents.push(child);
-            }
-        }
-    }
-    found
-}
+pub(crate) use zist_core::testing::descendants;
 
 pub(crate) fn program(name: &str, path: &Path, extra: &str) -> String {
     format!(

@@ -207,6 +207,13 @@ pub fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// Every process below `pid` (its children, theirs, ...), from `/proc`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut tree = crate::adopt::tree(pid);
+    tree.retain(|&p| p != pid);
+    tree
+}
+
 /// Whether a process group has a member.
 pub fn group_alive(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None).is_ok()
