@@ -3,3 +3,4 @@
 mod adopt;
 mod continuity;
 mod daemon;
+mod why;

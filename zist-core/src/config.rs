@@ -253,11 +253,7 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         "Args": spec.args,
         "Env": spec.env,
         "Autostart": spec.autostart,
-        "Restart": match spec.restart {
-            crate::spec::RestartPolicy::Always => "always",
-            crate::spec::RestartPolicy::OnFailure => "on-failure",
-            crate::spec::RestartPolicy::Never => "never",
-        },
+        "Restart": spec.restart.as_str(),
         "StartSecs": duration(spec.start_secs),
         "MaxRestarts": spec.max_restarts,
         "RestartDelay": duration(spec.restart_delay),

@@ -52,8 +52,8 @@ pub(crate) enum Lifecycle<C> {
     Starting { child: C, since: Instant },
     /// Up for at least StartSecs.
     Running { child: C, since: Instant },
-    /// Waiting to spawn again at `until`.
-    Backoff { until: Instant },
+    /// Waiting to spawn again at `until`; `reason` says why it exited.
+    Backoff { until: Instant, reason: Arc<str> },
     /// The stop signal was sent; SIGKILL follows at `kill_at` (`None` once sent).
     Stopping {
         child: C,
@@ -61,8 +61,8 @@ pub(crate) enum Lifecycle<C> {
         kill_at: Option<Instant>,
         then: AfterStop,
     },
-    /// Ended, and not to be restarted.
-    Exited,
+    /// Ended, and not to be restarted; `reason` says how it ended.
+    Exited { reason: Arc<str> },
     /// Cannot be started (or failed to start too often); `reason` says why.
     Fatal { reason: Arc<str> },
     /// Let go: runs on unsupervised since `since`.
@@ -78,7 +78,7 @@ impl<C: HasPid> Lifecycle<C> {
             Self::Running { .. } => ProcessState::Running,
             Self::Backoff { .. } => ProcessState::Backoff,
             Self::Stopping { .. } => ProcessState::Stopping,
-            Self::Exited => ProcessState::Exited,
+            Self::Exited { .. } => ProcessState::Exited,
             Self::Fatal { .. } => ProcessState::Fatal,
             Self::Detached { .. } => ProcessState::Detached,
         }
@@ -106,10 +106,21 @@ impl<C: HasPid> Lifecycle<C> {
         }
     }
 
-    /// Why the program is in this state, when the state alone does not say.
+    /// Why the program cannot be started, when it is `fatal`.
     pub(crate) fn reason(&self) -> Option<&Arc<str>> {
         match self {
             Self::Fatal { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Why the program is in this state, when the state alone does not
+    /// say: how its process ended, for `backoff`, `exited` and `fatal`.
+    pub(crate) fn why(&self) -> Option<&Arc<str>> {
+        match self {
+            Self::Fatal { reason } | Self::Backoff { reason, .. } | Self::Exited { reason } => {
+                Some(reason)
+            }
             _ => None,
         }
     }
@@ -128,7 +139,7 @@ impl<C: HasPid> Lifecycle<C> {
     pub(crate) fn timer(&self, rules: &RestartRules) -> Option<(Instant, Timer)> {
         match self {
             Self::Starting { since, .. } => Some((deadline(*since, rules.start_secs), Timer::Up)),
-            Self::Backoff { until } => Some((*until, Timer::Retry)),
+            Self::Backoff { until, .. } => Some((*until, Timer::Retry)),
             Self::Stopping {
                 kill_at: Some(at), ..
             } => Some((*at, Timer::Kill)),
@@ -322,7 +333,7 @@ pub(crate) fn step<C: HasPid>(
             }
             history.last_spawn = Some(now.mono);
             history.last_spawn_wall = Some(now.wall);
-            history.last_exit = None;
+            // The last exit stays until the next one (docs/reference.md §3.3).
             let since = now.mono;
             (
                 L::Starting { child, since },
@@ -500,13 +511,37 @@ fn after_crash<C: HasPid>(
             if until <= now.mono {
                 effects.push(Effect::Spawn { fresh: false });
             }
-            (Lifecycle::Backoff { until }, effects)
+            let reason = if failures > 0 {
+                format!(
+                    "{exit} within StartSecs ({:?}), failed start {failures} of {}; retrying",
+                    rules.restart.start_secs,
+                    rules.restart.max_restarts.saturating_add(1)
+                )
+            } else {
+                format!("{exit}; not expected, restarting")
+            };
+            (
+                Lifecycle::Backoff {
+                    until,
+                    reason: reason.into(),
+                },
+                effects,
+            )
         }
-        AfterExit::Exited => (Lifecycle::Exited, reap.into_iter().collect()),
+        AfterExit::Exited => (
+            Lifecycle::Exited {
+                reason: format!(
+                    "{exit}; Restart = {:?} does not restart it",
+                    rules.restart.policy.as_str()
+                )
+                .into(),
+            },
+            reap.into_iter().collect(),
+        ),
         AfterExit::Fatal { failures } => {
             history.failures = failures;
             let reason = format!(
-                "exited {failures} times in a row within StartSecs ({:?}); start it again when fixed",
+                "exited {failures} times in a row within StartSecs ({:?}): {exit}; start it again when fixed",
                 rules.restart.start_secs
             );
             (
@@ -595,6 +630,7 @@ mod tests {
             },
             "backoff" => Lifecycle::Backoff {
                 until: c.instant(T0 + Duration::from_secs(1)),
+                reason: "exit status 1".into(),
             },
             "stopping" => Lifecycle::Stopping {
                 child: Kid(7),
@@ -602,7 +638,9 @@ mod tests {
                 kill_at: Some(c.instant(T0 + Duration::from_secs(10))),
                 then: AfterStop::Stay,
             },
-            "exited" => Lifecycle::Exited,
+            "exited" => Lifecycle::Exited {
+                reason: "exit status 0".into(),
+            },
             "fatal" => Lifecycle::Fatal {
                 reason: "broken".into(),
             },
@@ -874,7 +912,7 @@ mod tests {
             let crash = ended(ExitKind::Code(1), false);
             let (next, _) = step(s, &mut h, crash, &r, c.at(t));
             match next {
-                Lifecycle::Backoff { until } => {
+                Lifecycle::Backoff { until, .. } => {
                     waits.push(until.duration_since(c.instant(t)).as_millis());
                     t = until.duration_since(c.instant(Duration::ZERO));
                     let (b, effects) = step(next, &mut h, Event::RetryDue, &r, c.at(t));

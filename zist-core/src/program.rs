@@ -276,7 +276,8 @@ impl Program {
         }
         let mut actor = Box::new(actor);
         // What it resumes is visible before the first control.
-        actor.publish(ProcessState::Stopped);
+        // Resumed as it was: not a change to log.
+        actor.publish(ProcessState::Stopped, None, true);
         match begin.first {
             Some(first) => drop(tokio::spawn(actor.run_after(first))),
             None => drop(tokio::spawn(actor.run())),
@@ -827,8 +828,11 @@ impl Os {
             }
             ("backoff", _) => Lifecycle::Backoff {
                 until: Instant::now() + Duration::from_millis(frozen.retry_in_ms.unwrap_or(0)),
+                reason: frozen.reason.clone().unwrap_or_default().into(),
             },
-            ("exited", _) => Lifecycle::Exited,
+            ("exited", _) => Lifecycle::Exited {
+                reason: frozen.reason.clone().unwrap_or_default().into(),
+            },
             ("fatal", _) => Lifecycle::Fatal {
                 reason: frozen.reason.unwrap_or_default().into(),
             },
@@ -1186,7 +1190,7 @@ impl<H: Host> Actor<H> {
         match self.host.follow(child, until).await {
             None => false,
             Some(Ok(_)) => {
-                self.publish(state);
+                self.publish(state, None, false);
                 true
             }
             Some(Err(why)) => {
@@ -1199,10 +1203,13 @@ impl<H: Host> Actor<H> {
 
     /// Steps on `event` and on the events its effects bring; true when the actor ends.
     async fn apply(&mut self, event: Event<H::Child>) -> bool {
+        // A control's caller waits: what follows was asked for.
+        let asked = self.caller.is_some();
         let mut queue = VecDeque::from([event]);
         let mut end = false;
         while let Some(event) = queue.pop_front() {
             let before = self.life.state();
+            let before_pid = self.life.pid();
             let life = std::mem::replace(&mut self.life, Lifecycle::Stopped);
             let (life, effects) = step(life, &mut self.history, event, &self.rules, now());
             self.life = life;
@@ -1246,7 +1253,7 @@ impl<H: Host> Actor<H> {
                     Effect::End => end = true,
                 }
             }
-            self.publish(before);
+            self.publish(before, before_pid, asked);
             for answer in answers {
                 if let Some(caller) = self.caller.take() {
                     let _ = caller.send(answer);
@@ -1279,7 +1286,7 @@ impl<H: Host> Actor<H> {
             retry_in_ms: None,
             kill_in_ms: None,
             then: None,
-            reason: life.reason().map(|r| r.to_string()),
+            reason: life.why().map(|r| r.to_string()),
             restarts: self.history.restarts,
             failures: self.history.failures,
             last_exit: self.history.last_exit,
@@ -1311,7 +1318,7 @@ impl<H: Host> Actor<H> {
                 );
                 frozen.owned = self.host.freeze(child).await;
             }
-            Lifecycle::Backoff { until } => {
+            Lifecycle::Backoff { until, .. } => {
                 frozen.retry_in_ms = Some(until.saturating_duration_since(now).as_millis() as u64);
             }
             Lifecycle::Detached { pid, .. } => frozen.process = record(pid),
@@ -1388,7 +1395,9 @@ impl<H: Host> Actor<H> {
 
     /// Derives the snapshot from the lifecycle and history, and announces
     /// a change of state.
-    fn publish(&mut self, before: ProcessState) {
+    /// A change nobody asked for (`asked` false) is a line in the daemon
+    /// log, as supervisord writes `exited: app (exit status 1; not expected)`.
+    fn publish(&mut self, before: ProcessState, before_pid: Option<i32>, asked: bool) {
         let state = self.life.state();
         if let Some(wall) = self.history.last_spawn_wall
             && self.started_at.as_ref().is_none_or(|(at, _)| *at != wall)
@@ -1403,9 +1412,11 @@ impl<H: Host> Actor<H> {
             self.note = None;
         }
         let error = self.life.reason().cloned();
-        let message = error
-            .clone()
-            .or_else(|| self.note.as_ref().map(|(_, note)| note.clone()));
+        let message = self
+            .note
+            .as_ref()
+            .map(|(_, note)| note.clone())
+            .or_else(|| self.life.why().cloned());
         *write(&self.publish) = Snapshot {
             state,
             pid,
@@ -1414,17 +1425,41 @@ impl<H: Host> Actor<H> {
             restarts: self.history.restarts,
             exit: self.history.last_exit,
             error,
-            message,
+            message: message.clone(),
         };
         self.record(state);
         if before != state {
+            if !asked {
+                self.log_change(state, pid.or(before_pid), message.as_deref());
+            }
             let _ = self.events.send(ProcessEvent {
                 name: self.name.to_string(),
                 from: before,
                 to: state,
                 pid,
                 at: rfc3339_millis(SystemTime::now()),
+                reason: message.as_deref().map(str::to_owned),
             });
+        }
+    }
+
+    /// The daemon log's line for a change of state nobody asked for.
+    fn log_change(&self, state: ProcessState, pid: Option<i32>, why: Option<&str>) {
+        let name = &self.name;
+        let pid = pid.map_or_else(|| "no process".to_owned(), |p| format!("pid {p}"));
+        match (state, why) {
+            (ProcessState::Stopped | ProcessState::Stopping, _) => {}
+            (ProcessState::Backoff | ProcessState::Exited | ProcessState::Fatal, why) => {
+                tracing::warn!(
+                    "{state}: {name} ({pid}; {})",
+                    why.unwrap_or("no reason known")
+                );
+            }
+            (ProcessState::Running, _) => {
+                tracing::info!("running: {name} ({pid}; up for StartSecs)");
+            }
+            (_, Some(why)) => tracing::info!("{state}: {name} ({pid}; {why})"),
+            (_, None) => tracing::info!("{state}: {name} ({pid})"),
         }
     }
 }

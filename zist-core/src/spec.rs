@@ -135,6 +135,15 @@ impl RestartPolicy {
             _ => None,
         }
     }
+
+    /// `"always"`, `"on-failure"` or `"never"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::OnFailure => "on-failure",
+            Self::Never => "never",
+        }
+    }
 }
 
 /// One of a program's two output streams.

@@ -83,6 +83,20 @@ pub enum ExitKind {
     Unknown,
 }
 
+impl std::fmt::Display for ExitKind {
+    /// As supervisord words it: `exit status 1`, `killed by SIGKILL`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "exit status {code}"),
+            Self::Signal(number) => match nix::sys::signal::Signal::try_from(*number) {
+                Ok(signal) => write!(f, "killed by {}", signal.as_str()),
+                Err(_) => write!(f, "killed by signal {number}"),
+            },
+            Self::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
 impl ExitKind {
     /// Exit code 0.
     pub fn is_success(self) -> bool {

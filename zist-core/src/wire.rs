@@ -96,6 +96,9 @@ pub struct ProcessEvent {
     pub pid: Option<i32>,
     /// When, RFC 3339 UTC with milliseconds.
     pub at: String,
+    /// Why, when the new state alone does not say (how the process ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What a reload changed.

@@ -165,6 +165,11 @@ async fn failed_starts_back_off_exponentially_then_turn_fatal() {
                 if ev.to == ProcessState::Starting {
                     spawns.push(t0.elapsed());
                 }
+                if matches!(ev.to, ProcessState::Backoff | ProcessState::Fatal) {
+                    // Each change nobody asked for says why.
+                    let reason = ev.reason.unwrap_or_default();
+                    assert!(reason.contains("exit status 1"), "{reason}");
+                }
                 if ev.to == ProcessState::Fatal {
                     break;
                 }
@@ -188,6 +193,8 @@ async fn failed_starts_back_off_exponentially_then_turn_fatal() {
         info.error.as_deref().unwrap_or("").contains("in a row"),
         "{info:?}"
     );
+    assert_eq!(info.message, info.error, "message takes over error");
+    assert_eq!(info.exit_code, Some(1), "the last exit is kept");
     assert!(sup.logs("crasher", LogStream::Stderr, 10).unwrap().len() >= 4);
     // A fatal program starts again on request.
     assert_eq!(

@@ -636,7 +636,12 @@ async fn act(s: &Session<'_>, name: &str, action: &str) -> Outcome {
         _ => s.client.process_detach(name).await,
     }
     .map_err(s.fail())?;
-    s.print(&info, || table(std::slice::from_ref(&info)));
+    s.print(&info, || {
+        table(std::slice::from_ref(&info));
+        if let Some(message) = &info.message {
+            println!("{message}");
+        }
+    });
     Ok(())
 }
 
