@@ -135,7 +135,12 @@ function makeRow(info) {
   nameButton.title = "Show the live log";
   nameButton.addEventListener("click", () => openLogs(info.name));
   nameCell.appendChild(nameButton);
+  // Why the program is in its state, on the row itself.
+  const why = document.createElement("span");
+  why.className = "why";
+  nameCell.appendChild(why);
   const cells = {
+    why,
     state: cell(row, "state"),
     pid: cell(row, "num pid"),
     uptime: cell(row, "num uptime"),
@@ -168,8 +173,10 @@ function render(p) {
   const live = LIVE.has(info.state);
   set(cells.state, info.state);
   cells.state.className = `state state-${info.state}`;
-  cells.state.title = info.error || (info.exit_signal ? `killed by ${info.exit_signal}` :
+  cells.state.title = info.message || (info.exit_signal ? `killed by ${info.exit_signal}` :
     info.exit_code != null ? `exit code ${info.exit_code}` : "");
+  set(cells.why, info.message || "");
+  cells.why.title = info.message || "";
   set(cells.pid, info.pid == null ? "" : String(info.pid));
   set(cells.restarts, String(info.restarts));
   set(cells.uptime, live && p.since ? duration((Date.now() - p.since) / 1000) : "");
