@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 
 use crate::spec::{
-    MAX_DURATION, MAX_SIZE, ProgramName, ProgramSpec, RestartPolicy, parse_duration, parse_signal,
-    parse_size,
+    Check, MAX_DURATION, MAX_SIZE, Probe, ProgramName, ProgramSpec, RestartPolicy, parse_duration,
+    parse_signal, parse_size,
 };
 
 /// One problem in a config, located as precisely as the file allows.
@@ -148,6 +148,8 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "LogBackups",
     "Web",
     "PidFile",
+    "Ready",
+    "Alive",
 ];
 
 impl Config {
@@ -269,6 +271,8 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("Logfile", spec.logfile.as_deref().map(path)),
         ("ErrLogfile", spec.err_logfile.as_deref().map(path)),
         ("PidFile", spec.pid_file.as_deref().map(path)),
+        ("Ready", spec.ready.as_ref().map(check_to_json)),
+        ("Alive", spec.alive.as_ref().map(check_to_json)),
     ];
     if let J::Object(map) = &mut object {
         for (key, value) in optional {
@@ -595,6 +599,144 @@ fn want_uint<T: TryFrom<i128> + Into<i128> + Copy>(
 
 /// The most rotated log files kept.
 pub const MAX_LOG_BACKUPS: u32 = 1000;
+
+/// A check table: exactly one of `Tcp`, `Http`, `Exec`, and `Interval`,
+/// `Timeout`, `Failures` (docs/reference.md §9).
+fn want_check(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option<Check> {
+    let Value::Table(entries) = v else {
+        issues.error(
+            at,
+            format!(
+                "`{key}` must be a table like {{ Tcp = \"127.0.0.1:5432\" }}, not {}",
+                kind_of(v)
+            ),
+        );
+        return None;
+    };
+    let ready = key == "Ready";
+    let mut check = Check {
+        probe: Probe::Tcp(String::new()),
+        interval: if ready {
+            std::time::Duration::from_secs(1)
+        } else {
+            std::time::Duration::from_secs(10)
+        },
+        timeout: if ready {
+            std::time::Duration::from_secs(60)
+        } else {
+            std::time::Duration::from_secs(5)
+        },
+        failures: 3,
+    };
+    let mut kinds = Vec::new();
+    for (name, value, _) in entries {
+        let part = format!("{key}.{name}");
+        match name.as_str() {
+            "Tcp" | "tcp" => {
+                if let Some(address) = want_str(&part, value, at, issues) {
+                    if address
+                        .rsplit_once(':')
+                        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+                    {
+                        issues.error(
+                            at,
+                            format!("`{part}` must be \"host:port\", not {address:?}"),
+                        );
+                    }
+                    check.probe = Probe::Tcp(address.to_owned());
+                }
+                kinds.push("Tcp");
+            }
+            "Http" | "http" => {
+                if let Some(url) = want_str(&part, value, at, issues) {
+                    if !url.starts_with("http://") {
+                        issues.error(at, format!("`{part}` must be an http:// URL, not {url:?}"));
+                    }
+                    check.probe = Probe::Http(url.to_owned());
+                }
+                kinds.push("Http");
+            }
+            "Exec" | "exec" => {
+                match want_str(&part, value, at, issues).map(shlex::split) {
+                    Some(Some(words)) if !words.is_empty() => check.probe = Probe::Exec(words),
+                    Some(_) => issues.error(at, format!("`{part}` must be a command line")),
+                    None => {}
+                }
+                kinds.push("Exec");
+            }
+            "Line" | "line" | "Notify" | "notify" => {
+                issues.error(
+                    at,
+                    format!("`{part}`: this zist checks Tcp, Http and Exec; Line and Notify are not built yet"),
+                );
+                kinds.push("Line");
+            }
+            "Interval" | "interval" => {
+                if let Some(d) = want_duration(&part, value, at, issues) {
+                    check.interval = d.max(std::time::Duration::from_millis(10));
+                }
+            }
+            "Timeout" | "timeout" => {
+                if let Some(d) = want_duration(&part, value, at, issues) {
+                    check.timeout = d;
+                }
+            }
+            "Failures" | "failures" if !ready => {
+                if let Some(n) = want_uint(&part, value, 1..=u32::MAX, at, issues) {
+                    check.failures = n;
+                }
+            }
+            other => issues.error(
+                at,
+                format!(
+                    "`{key}` has no key `{other}`; it takes Tcp, Http or Exec, Interval, Timeout{}",
+                    if ready { "" } else { ", Failures" }
+                ),
+            ),
+        }
+    }
+    match kinds.len() {
+        1 => Some(check),
+        0 => {
+            issues.error(
+                at,
+                format!("`{key}` names no check; give one of Tcp, Http, Exec"),
+            );
+            None
+        }
+        _ => {
+            issues.error(
+                at,
+                format!("`{key}` names {}; give exactly one", kinds.join(" and ")),
+            );
+            None
+        }
+    }
+}
+
+/// A check as program-file keys.
+fn check_to_json(check: &Check) -> serde_json::Value {
+    let millis = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    let mut object = serde_json::json!({
+        "Interval": millis(check.interval),
+        "Timeout": millis(check.timeout),
+        "Failures": check.failures,
+    });
+    let (kind, value) = match &check.probe {
+        Probe::Tcp(address) => ("Tcp", serde_json::json!(address)),
+        Probe::Http(url) => ("Http", serde_json::json!(url)),
+        Probe::Exec(words) => (
+            "Exec",
+            serde_json::json!(
+                shlex::try_join(words.iter().map(String::as_str)).unwrap_or_default()
+            ),
+        ),
+    };
+    if let serde_json::Value::Object(map) = &mut object {
+        map.insert(kind.to_owned(), value);
+    }
+    object
+}
 
 fn want_duration(
     key: &str,
@@ -1157,6 +1299,8 @@ fn apply_program_keys(
             "Logfile" => spec.logfile = want_path(key, v, at, base, issues),
             "ErrLogfile" => spec.err_logfile = want_path(key, v, at, base, issues),
             "PidFile" => spec.pid_file = want_path(key, v, at, base, issues),
+            "Ready" => spec.ready = want_check(key, v, at, issues),
+            "Alive" => spec.alive = want_check(key, v, at, issues),
             "LogMaxBytes" => {
                 spec.log_max_bytes = want_size(key, v, at, issues).unwrap_or(spec.log_max_bytes)
             }

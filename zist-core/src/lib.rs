@@ -4,6 +4,7 @@
 mod adopt;
 mod capture;
 mod cgroup;
+mod check;
 pub mod config;
 mod error;
 pub mod holder;
@@ -34,7 +35,9 @@ pub use spawn::{
     DESCRIPTORS_PER_PROGRAM, RESERVED_DESCRIPTORS, SpawnError, SpawnStep, check_executable,
     descriptor_limit, program_room,
 };
-pub use spec::{LogStream, ProgramName, ProgramSpec, RestartPolicy, ValueError, parse_signal};
+pub use spec::{
+    Check, LogStream, Probe, ProgramName, ProgramSpec, RestartPolicy, ValueError, parse_signal,
+};
 pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
 pub use token::Token;

@@ -41,6 +41,12 @@ pub(crate) enum AfterStop {
     Start,
     /// End the actor (shutdown, or every handle dropped).
     End,
+    /// A failed start (its Ready check did not pass in time): the restart
+    /// rules apply as to an exit within StartSecs.
+    FailedStart,
+    /// A crash (its Alive check failed): the restart rules apply as to an
+    /// exit nobody asked for.
+    Crash,
 }
 
 /// Where a program is in its life, with the data valid there.
@@ -136,9 +142,14 @@ impl<C: HasPid> Lifecycle<C> {
     }
 
     /// The moment a timer of this state is due, and which timer it is.
-    pub(crate) fn timer(&self, rules: &RestartRules) -> Option<(Instant, Timer)> {
+    pub(crate) fn timer(&self, rules: &Rules) -> Option<(Instant, Timer)> {
         match self {
-            Self::Starting { since, .. } => Some((deadline(*since, rules.start_secs), Timer::Up)),
+            Self::Starting { since, .. } => Some(match rules.ready_timeout {
+                // With a Ready check, StartSecs is not used: the check's
+                // Timeout is the whole wait.
+                Some(timeout) => (deadline(*since, timeout), Timer::ReadyTimeout),
+                None => (deadline(*since, rules.restart.start_secs), Timer::Up),
+            }),
             Self::Backoff { until, .. } => Some((*until, Timer::Retry)),
             Self::Stopping {
                 kill_at: Some(at), ..
@@ -157,6 +168,8 @@ pub(crate) enum Timer {
     Retry,
     /// StopTimeout after the stop signal.
     Kill,
+    /// The Ready check's Timeout after the spawn.
+    ReadyTimeout,
 }
 
 impl Timer {
@@ -166,6 +179,7 @@ impl Timer {
             Self::Up => Event::UpDue,
             Self::Retry => Event::RetryDue,
             Self::Kill => Event::KillDue,
+            Self::ReadyTimeout => Event::ReadyTimeout,
         }
     }
 }
@@ -224,6 +238,12 @@ pub(crate) enum Event<C> {
     Vanished,
     /// StartSecs have passed since the spawn.
     UpDue,
+    /// The Ready check passed.
+    Ready,
+    /// The Ready check did not pass within its Timeout.
+    ReadyTimeout,
+    /// The Alive check failed `Failures` times in a row.
+    Unhealthy,
     /// The backoff wait is over.
     RetryDue,
     /// StopTimeout has passed since the stop signal.
@@ -277,6 +297,8 @@ pub(crate) enum Effect<C> {
 pub(crate) struct Rules {
     pub restart: RestartRules,
     pub stop_timeout: Duration,
+    /// The Ready check's Timeout, when the program has one.
+    pub ready_timeout: Option<Duration>,
 }
 
 /// The current time, both clocks.
@@ -409,17 +431,34 @@ pub(crate) fn step<C: HasPid>(
         ) => {
             history.last_exit = Some(exit);
             let grace_until = kill_at.unwrap_or(now.mono);
-            let mut effects = vec![Effect::Reap { child, grace_until }];
-            effects.extend(after_stop(then));
-            (L::Stopped, effects)
+            let reap = Effect::Reap { child, grace_until };
+            match then {
+                AfterStop::FailedStart => {
+                    after_crash(history, exit, Duration::ZERO, rules, now, Some(reap))
+                }
+                AfterStop::Crash => {
+                    after_crash(history, exit, Duration::MAX, rules, now, Some(reap))
+                }
+                then => {
+                    let mut effects = vec![reap];
+                    effects.extend(after_stop(then));
+                    (L::Stopped, effects)
+                }
+            }
         }
         (s, Event::Exited { .. }) => (s, Vec::new()),
 
         // Timers.
-        (L::Starting { child, since }, Event::UpDue) => {
+        (L::Starting { child, since }, Event::UpDue | Event::Ready) => {
             history.failures = 0;
             (L::Running { child, since }, Vec::new())
         }
+        (s @ L::Starting { .. }, Event::ReadyTimeout) => {
+            stop(s, AfterStop::FailedStart, rules, now)
+        }
+        (s @ L::Running { .. }, Event::Unhealthy) => stop(s, AfterStop::Crash, rules, now),
+        // A check's word about a state already left.
+        (s, Event::Ready | Event::ReadyTimeout | Event::Unhealthy) => (s, Vec::new()),
         (s @ L::Backoff { .. }, Event::RetryDue) => (s, vec![Effect::Spawn { fresh: false }]),
         (
             L::Stopping {
@@ -490,6 +529,8 @@ fn after_stop<C>(then: AfterStop) -> Vec<Effect<C>> {
         AfterStop::Stay => vec![Effect::Answer(Outcome::Done)],
         AfterStop::Start => vec![Effect::Spawn { fresh: true }],
         AfterStop::End => vec![Effect::Answer(Outcome::Done), Effect::End],
+        // Nobody waits for these: the restart rules follow the exit.
+        AfterStop::FailedStart | AfterStop::Crash => Vec::new(),
     }
 }
 
@@ -581,6 +622,7 @@ mod tests {
                 restart_delay: Duration::from_millis(100),
             },
             stop_timeout: Duration::from_secs(10),
+            ready_timeout: None,
         }
     }
 
@@ -678,6 +720,9 @@ mod tests {
                 stop_sent: true,
             },
             "up-due" => Event::UpDue,
+            "ready" => Event::Ready,
+            "ready-timeout" => Event::ReadyTimeout,
+            "unhealthy" => Event::Unhealthy,
             "retry-due" => Event::RetryDue,
             "kill-due" => Event::KillDue,
             "vanished" => Event::Vanished,
@@ -831,6 +876,15 @@ mod tests {
         // unknown status, and the restart policy applies.
         ("stopped", "vanished", "backoff", ""),
         ("running", "vanished", "running", ""),
+        // Checks: Ready ends `starting`; its Timeout is a failed start
+        // (the group is stopped first); Alive failing restarts a running one.
+        ("starting", "ready", "running", ""),
+        ("running", "ready", "running", ""),
+        ("starting", "ready-timeout", "stopping", "signal stop"),
+        ("backoff", "ready-timeout", "backoff", ""),
+        ("running", "unhealthy", "stopping", "signal stop"),
+        ("starting", "unhealthy", "starting", ""),
+        ("stopped", "unhealthy", "stopped", ""),
     ];
 
     #[test]
@@ -870,6 +924,69 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_timeout_is_a_failed_start_and_an_unhealthy_program_is_restarted_and_counted() {
+        let c = Clock::new();
+        let mut r = rules(RestartPolicy::Always);
+        r.ready_timeout = Some(Duration::from_secs(60));
+        let mut h = History::default();
+        let (s, _) = step(Lifecycle::Stopped, &mut h, Event::Start, &r, c.at(T0));
+        let (s, _) = step(s, &mut h, Event::Spawned(Kid(1)), &r, c.at(T0));
+        let (at, due) = s.timer(&r).expect("the ready timeout");
+        assert_eq!(
+            (at, due),
+            (c.instant(T0 + Duration::from_secs(60)), Timer::ReadyTimeout)
+        );
+        let late = T0 + Duration::from_secs(60);
+        let (s, effects) = step(s, &mut h, due.event(), &r, c.at(late));
+        assert_eq!(
+            (s.state(), words(&effects)),
+            (ProcessState::Stopping, "signal stop".into())
+        );
+        let (s, _) = step(s, &mut h, ended(ExitKind::Signal(15), true), &r, c.at(late));
+        assert_eq!(s.state(), ProcessState::Backoff);
+        assert_eq!(h.failures, 1, "a failed start, however long it waited");
+        let (s, _) = step(
+            s,
+            &mut h,
+            Event::RetryDue,
+            &r,
+            c.at(late + Duration::from_secs(1)),
+        );
+        let (s, _) = step(
+            s,
+            &mut h,
+            Event::Spawned(Kid(2)),
+            &r,
+            c.at(late + Duration::from_secs(1)),
+        );
+        let (s, _) = step(
+            s,
+            &mut h,
+            Event::Ready,
+            &r,
+            c.at(late + Duration::from_secs(2)),
+        );
+        assert_eq!((s.state(), h.failures), (ProcessState::Running, 0));
+        let t = late + Duration::from_secs(100);
+        let (s, effects) = step(s, &mut h, Event::Unhealthy, &r, c.at(t));
+        assert_eq!(
+            (s.state(), words(&effects)),
+            (ProcessState::Stopping, "signal stop".into())
+        );
+        let (s, _) = step(s, &mut h, ended(ExitKind::Signal(15), true), &r, c.at(t));
+        assert_eq!(s.state(), ProcessState::Backoff);
+        assert_eq!(
+            h.failures, 0,
+            "a crash after a good run, not a failed start"
+        );
+        let t = t + Duration::from_secs(1);
+        let (s, effects) = step(s, &mut h, Event::RetryDue, &r, c.at(t));
+        assert_eq!(words(&effects), "spawn");
+        let (_, _) = step(s, &mut h, Event::Spawned(Kid(3)), &r, c.at(t));
+        assert_eq!(h.restarts, 2, "both restarts are counted");
+    }
+
+    #[test]
     fn a_restart_after_a_crash_is_counted_and_a_start_is_not() {
         let c = Clock::new();
         let r = rules(RestartPolicy::Always);
@@ -882,7 +999,7 @@ mod tests {
         let (s, effects) = step(s, &mut h, crash, &r, c.at(later));
         assert_eq!(words(&effects), "reap 1");
         assert_eq!(h.last_exit, Some(ExitKind::Code(3)));
-        let (at, due) = s.timer(&r.restart).expect("a retry timer");
+        let (at, due) = s.timer(&r).expect("a retry timer");
         assert_eq!(at, c.instant(later + r.restart.restart_delay));
         let (s, effects) = step(s, &mut h, due.event(), &r, c.at(later));
         assert_eq!(words(&effects), "spawn");
@@ -964,11 +1081,11 @@ mod tests {
         let mut h = History::default();
         let running = running(&c, 4);
         let (s, _) = step(running, &mut h, Event::Stop, &r, c.at(T0));
-        let (at, due) = s.timer(&r.restart).expect("a kill timer");
+        let (at, due) = s.timer(&r).expect("a kill timer");
         assert_eq!(at, c.instant(T0 + r.stop_timeout));
         let (s, effects) = step(s, &mut h, due.event(), &r, c.at(T0 + r.stop_timeout));
         assert_eq!(words(&effects), "kill");
-        assert!(s.timer(&r.restart).is_none());
+        assert!(s.timer(&r).is_none());
         let killed = ended(ExitKind::Signal(9), true);
         let (s, effects) = step(s, &mut h, killed, &r, c.at(T0 + r.stop_timeout));
         assert_eq!(words(&effects), "reap 4, ok");
@@ -1056,9 +1173,9 @@ mod tests {
             &r,
             c.at(T0),
         );
-        let (up_at, _) = s.timer(&r.restart).unwrap();
+        let (up_at, _) = s.timer(&r).unwrap();
         assert!(up_at > c.instant(T0 + Duration::from_secs(86_400 * 365)));
         let (s, _) = step(s, &mut h, Event::Stop, &r, c.at(T0));
-        assert!(s.timer(&r.restart).is_some());
+        assert!(s.timer(&r).is_some());
     }
 }

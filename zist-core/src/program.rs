@@ -249,6 +249,7 @@ impl Program {
                     restart_delay: spec.restart_delay,
                 },
                 stop_timeout: spec.stop_timeout,
+                ready_timeout: spec.ready.as_ref().map(|c| c.timeout),
             },
             name: spec.name.as_str().into(),
             host,
@@ -263,6 +264,7 @@ impl Program {
             recorded: Recorded::default(),
             frozen: false,
             note: None,
+            checks: Checks::of(&spec),
         };
         if begin.stored {
             actor.recorded = Recorded {
@@ -822,6 +824,8 @@ impl Os {
                     then: match frozen.then.as_deref() {
                         Some("start") => AfterStop::Start,
                         Some("end") => AfterStop::End,
+                        Some("failed-start") => AfterStop::FailedStart,
+                        Some("crash") => AfterStop::Crash,
                         _ => AfterStop::Stay,
                     },
                 }
@@ -963,6 +967,92 @@ enum Woke {
     Freeze(oneshot::Sender<Frozen>),
     Exited(ExitKind),
     Due(Timer),
+    /// A check's verdict: ready, or unhealthy.
+    Checked(Checked),
+}
+
+/// What a check loop ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checked {
+    Ready,
+    Unhealthy,
+}
+
+/// A program's Ready and Alive checks, and what their tries need.
+struct Checks {
+    ready: Option<crate::spec::Check>,
+    alive: Option<crate::spec::Check>,
+    context: crate::check::Context,
+    /// The last try's failure, for the message of a timeout or a restart.
+    last: Mutex<Option<String>>,
+    /// Alive failures in a row for the current process.
+    failed: std::sync::atomic::AtomicU32,
+}
+
+impl Checks {
+    fn of(spec: &ProgramSpec) -> Option<Arc<Self>> {
+        if spec.ready.is_none() && spec.alive.is_none() {
+            return None;
+        }
+        Some(Arc::new(Self {
+            ready: spec.ready.clone(),
+            alive: spec.alive.clone(),
+            context: crate::check::Context {
+                env: spec.env.clone(),
+                workingdir: spec
+                    .workingdir
+                    .clone()
+                    .or_else(|| spec.path.parent().map(std::path::Path::to_owned)),
+            },
+            last: Mutex::new(None),
+            failed: std::sync::atomic::AtomicU32::new(0),
+        }))
+    }
+
+    fn last(&self) -> String {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| "no try finished".into())
+    }
+
+    /// Tries the Ready check every Interval until it passes; each failure
+    /// becomes the program's message.
+    async fn ready(&self, check: &crate::spec::Check, snapshot: &RwLock<Snapshot>) -> Checked {
+        // One try never outlasts the whole wait, nor waits much past Interval.
+        let per_try = check
+            .timeout
+            .min(check.interval.max(Duration::from_secs(1)));
+        loop {
+            match crate::check::try_once(&check.probe, per_try, &self.context).await {
+                Ok(()) => return Checked::Ready,
+                Err(why) => {
+                    write(snapshot).message =
+                        Some(format!("starting: {} {why}", check.probe).into());
+                    *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                }
+            }
+            tokio::time::sleep(check.interval).await;
+        }
+    }
+
+    /// Tries the Alive check every Interval; `Failures` failures in a row end it.
+    async fn alive(&self, check: &crate::spec::Check) -> Checked {
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            tokio::time::sleep(check.interval).await;
+            match crate::check::try_once(&check.probe, check.timeout, &self.context).await {
+                Ok(()) => self.failed.store(0, Relaxed),
+                Err(why) => {
+                    *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                    if self.failed.fetch_add(1, Relaxed) + 1 >= check.failures {
+                        return Checked::Unhealthy;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The actor of one program.
@@ -990,6 +1080,8 @@ struct Actor<H: Host> {
     /// A note on one process (by pid; `None`: until the next process),
     /// shown as `message` while it is current.
     note: Option<(Option<i32>, Arc<str>)>,
+    /// Its Ready and Alive checks, when it has any.
+    checks: Option<Arc<Checks>>,
 }
 
 /// What an actor last wrote to the store.
@@ -1103,7 +1195,7 @@ impl<H: Host> Actor<H> {
     /// Waits for what happens next: a control (unless one is being
     /// applied), the child's exit, or the state's timer.
     async fn next_event(&mut self) -> Option<Event<H::Child>> {
-        let timer = self.life.timer(&self.rules.restart);
+        let timer = self.life.timer(&self.rules);
         let listening = self.caller.is_none();
         let mailbox = &self.mailbox;
         let control = async {
@@ -1113,6 +1205,9 @@ impl<H: Host> Actor<H> {
                 std::future::pending().await
             }
         };
+        let state = self.life.state();
+        let checks = self.checks.clone();
+        let snapshot = self.publish.clone();
         let exited = async {
             match self.life.child_mut() {
                 Some(child) => H::wait(child).await,
@@ -1128,6 +1223,17 @@ impl<H: Host> Actor<H> {
                 None => std::future::pending().await,
             }
         };
+        let checking = async move {
+            match (state, checks.as_deref()) {
+                (ProcessState::Starting, Some(c)) if let Some(ready) = &c.ready => {
+                    c.ready(ready, &snapshot).await
+                }
+                (ProcessState::Running, Some(c)) if let Some(alive) = &c.alive => {
+                    c.alive(alive).await
+                }
+                _ => std::future::pending().await,
+            }
+        };
         let woke = tokio::select! {
             control = control => match control {
                 Some(Control::Freeze(reply)) => Woke::Freeze(reply),
@@ -1135,6 +1241,7 @@ impl<H: Host> Actor<H> {
             },
             exit = exited => Woke::Exited(exit),
             timer = due => Woke::Due(timer),
+            checked = checking => Woke::Checked(checked),
         };
         Some(match woke {
             Woke::Control(Some(control)) => match control.into_event() {
@@ -1170,7 +1277,37 @@ impl<H: Host> Actor<H> {
                     stop_sent: self.host.stop_sent(),
                 }
             }
+            Woke::Due(Timer::ReadyTimeout) => {
+                if let Some(checks) = &self.checks
+                    && let Some(ready) = &checks.ready
+                {
+                    let why = format!(
+                        "ready check {} did not pass within {:?}: {}",
+                        ready.probe,
+                        ready.timeout,
+                        checks.last()
+                    );
+                    self.note = Some((self.life.pid(), why.into()));
+                }
+                Event::ReadyTimeout
+            }
             Woke::Due(timer) => timer.event(),
+            Woke::Checked(Checked::Ready) => Event::Ready,
+            Woke::Checked(Checked::Unhealthy) => {
+                if let Some(checks) = &self.checks
+                    && let Some(alive) = &checks.alive
+                {
+                    checks.failed.store(0, std::sync::atomic::Ordering::Relaxed);
+                    let why = format!(
+                        "alive check {} failed {} times in a row: {}; restarting",
+                        alive.probe,
+                        alive.failures,
+                        checks.last()
+                    );
+                    self.note = Some((self.life.pid(), why.into()));
+                }
+                Event::Unhealthy
+            }
         })
     }
 
@@ -1313,6 +1450,8 @@ impl<H: Host> Actor<H> {
                         AfterStop::Stay => "stay",
                         AfterStop::Start => "start",
                         AfterStop::End => "end",
+                        AfterStop::FailedStart => "failed-start",
+                        AfterStop::Crash => "crash",
                     }
                     .to_owned(),
                 );
@@ -1406,8 +1545,9 @@ impl<H: Host> Actor<H> {
         }
         let pid = self.life.pid();
         if self.note.as_ref().is_some_and(|(of, _)| {
-            // A failed start's note stays through the backoff.
-            *of != pid && !(of.is_none() && pid.is_none())
+            // A note stays through the stop and the backoff that follow it,
+            // until another process runs.
+            pid.is_some() && pid != *of
         }) {
             self.note = None;
         }

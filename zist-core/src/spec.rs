@@ -249,6 +249,47 @@ pub struct ProgramSpec {
     /// to. When the first process exits 0, the process the file names is
     /// adopted as the program (docs/reference.md §8.4).
     pub pid_file: Option<PathBuf>,
+    /// Readiness check: `starting` lasts until it passes (StartSecs is not
+    /// used); failing for its Timeout is a failed start (docs/reference.md §9).
+    pub ready: Option<Check>,
+    /// Liveness check: failing `failures` times in a row while `running`
+    /// restarts the program.
+    pub alive: Option<Check>,
+}
+
+/// A readiness or liveness check (docs/reference.md §9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// What is checked.
+    pub probe: Probe,
+    /// Between two tries.
+    pub interval: Duration,
+    /// Ready: the whole wait; Alive: one try.
+    pub timeout: Duration,
+    /// Alive: failures in a row that restart the program.
+    pub failures: u32,
+}
+
+/// What a check tries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connection to `host:port` is accepted.
+    Tcp(String),
+    /// `GET` of an `http://host:port/path` URL answers 2xx.
+    Http(String),
+    /// A command (split as Args; the program's Env and Workingdir) exits 0.
+    Exec(Vec<String>),
+}
+
+impl std::fmt::Display for Probe {
+    /// As a message names it: `tcp 127.0.0.1:5432`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(address) => write!(f, "tcp {address}"),
+            Self::Http(url) => write!(f, "http {url}"),
+            Self::Exec(words) => write!(f, "exec {}", words.join(" ")),
+        }
+    }
 }
 
 impl ProgramSpec {
@@ -274,6 +315,8 @@ impl ProgramSpec {
             log_backups: 5,
             web: true,
             pid_file: None,
+            ready: None,
+            alive: None,
         }
     }
 

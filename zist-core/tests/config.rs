@@ -527,3 +527,59 @@ async fn random_and_extreme_values_never_panic_the_loader_or_process_add() {
         }
     }
 }
+
+#[test]
+fn ready_and_alive_checks_load_with_their_defaults_and_bad_ones_say_what_is_wrong() {
+    let dir = Dir::new();
+    let file = with_program(
+        &dir,
+        "Ready = { Tcp = \"127.0.0.1:5432\", Timeout = \"30s\" }\nAlive = { Http = \"http://127.0.0.1:8080/health\", Failures = 5 }",
+    );
+    let config = Config::load(&file).unwrap();
+    let spec = &config.programs[0];
+    let ready = spec.ready.as_ref().unwrap();
+    assert_eq!(ready.probe, zist_core::Probe::Tcp("127.0.0.1:5432".into()));
+    assert_eq!(
+        (ready.interval, ready.timeout),
+        (Duration::from_secs(1), Duration::from_secs(30))
+    );
+    let alive = spec.alive.as_ref().unwrap();
+    assert_eq!(
+        alive.probe,
+        zist_core::Probe::Http("http://127.0.0.1:8080/health".into())
+    );
+    assert_eq!(
+        (alive.interval, alive.timeout, alive.failures),
+        (Duration::from_secs(10), Duration::from_secs(5), 5)
+    );
+    // Round trip through the JSON of process.add and the state file.
+    let json = zist_core::program_to_json(spec);
+    assert_eq!(json["Ready"]["Tcp"], "127.0.0.1:5432", "{json}");
+    assert_eq!(json["Alive"]["Failures"], 5, "{json}");
+
+    for (keys, what) in [
+        (
+            "Ready = { Tcp = \"a:1\", Exec = \"true\" }",
+            "names Exec and Tcp",
+        ),
+        ("Ready = { Interval = \"1s\" }", "names no check"),
+        ("Ready = { Tcp = \"nowhere\" }", "must be \"host:port\""),
+        (
+            "Ready = { Http = \"https://x/\" }",
+            "must be an http:// URL",
+        ),
+        (
+            "Ready = { Tcp = \"a:1\", Failures = 2 }",
+            "has no key `Failures`",
+        ),
+        (
+            "Ready = { Line = \"ready\" }",
+            "Line and Notify are not built yet",
+        ),
+        ("Alive = \"tcp\"", "must be a table"),
+    ] {
+        let file = with_program(&dir, keys);
+        let text = messages(&Config::load(&file).unwrap_err()).join("\n");
+        assert!(text.contains(what), "{keys}: no {what:?} in:\n{text}");
+    }
+}

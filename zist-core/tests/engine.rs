@@ -521,3 +521,104 @@ async fn durations_too_long_for_a_timer_never_panic_or_hang_a_program() {
         .unwrap();
     assert_eq!(stopped.state, ProcessState::Stopped);
 }
+
+fn check(probe: zist_core::Probe, timeout: Duration) -> zist_core::Check {
+    zist_core::Check {
+        probe,
+        interval: Duration::from_millis(50),
+        timeout,
+        failures: 2,
+    }
+}
+
+#[tokio::test]
+async fn starting_lasts_until_the_ready_check_passes_and_its_timeout_is_a_failed_start() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = port.local_addr().unwrap().to_string();
+    drop(port);
+    let mut spec = dir.sh("db", "exec sleep 300");
+    spec.start_secs = Duration::from_millis(50);
+    spec.ready = Some(check(zist_core::Probe::Tcp(address.clone()), SECS_10));
+    sup.register(spec).await.unwrap();
+    // Past StartSecs, still starting: nothing accepts yet, and it says so.
+    eventually(SECS_5, "a message naming the check", || {
+        sup.info("db")
+            .unwrap()
+            .message
+            .is_some_and(|m| m.starts_with(&format!("starting: tcp {address} not accepting")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sup.info("db").unwrap().state, ProcessState::Starting);
+    let _listener = std::net::TcpListener::bind(&address).unwrap();
+    wait_state(&sup, "db", ProcessState::Running, SECS_5).await;
+    assert_eq!(sup.info("db").unwrap().message, None);
+
+    // Never ready within Timeout: a failed start, which says why.
+    let mut never = dir.sh("never", "exec sleep 300");
+    never.max_restarts = 0;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    never.ready = Some(check(
+        zist_core::Probe::Tcp(nowhere),
+        Duration::from_millis(400),
+    ));
+    let pid = sup.register(never).await.unwrap().pid.unwrap();
+    wait_state(&sup, "never", ProcessState::Fatal, SECS_10).await;
+    let info = sup.info("never").unwrap();
+    let message = info.message.unwrap_or_default();
+    assert!(
+        message.contains("ready check tcp") && message.contains("not accepting"),
+        "{message}"
+    );
+    assert!(!alive(pid), "its group was stopped");
+    sup.shutdown(ShutdownMode::Stop).await;
+}
+
+#[tokio::test]
+async fn a_program_that_fails_its_alive_check_is_restarted_and_the_restart_is_counted() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let healthy = dir.join("healthy");
+    std::fs::write(&healthy, "").unwrap();
+    let mut spec = dir.sh("app", "exec sleep 300");
+    spec.start_secs = Duration::from_millis(50);
+    spec.alive = Some(check(
+        zist_core::Probe::Exec(vec![
+            "test".into(),
+            "-e".into(),
+            healthy.display().to_string(),
+        ]),
+        SECS_5,
+    ));
+    let mut events = sup.events();
+    let first = sup.register(spec).await.unwrap().pid.unwrap();
+    wait_state(&sup, "app", ProcessState::Running, SECS_5).await;
+    // Healthy: left alone for several intervals.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(sup.info("app").unwrap().restarts, 0);
+    std::fs::remove_file(&healthy).unwrap();
+    let reason = loop {
+        match tokio::time::timeout(SECS_10, events.next()).await {
+            Ok(Some(Feed::Item(ev))) if ev.to == ProcessState::Stopping => break ev.reason,
+            Ok(Some(_)) => {}
+            other => panic!("no stop: {other:?}"),
+        }
+    };
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("alive check exec test -e") && reason.contains("2 times in a row"),
+        "{reason}"
+    );
+    std::fs::write(&healthy, "").unwrap();
+    eventually(SECS_10, "a new process, counted", || {
+        let info = sup.info("app").unwrap();
+        info.state == ProcessState::Running && info.pid != Some(first) && info.restarts == 1
+    })
+    .await;
+    assert!(!alive(first));
+    sup.shutdown(ShutdownMode::Stop).await;
+}

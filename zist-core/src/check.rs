@@ -1,0 +1,205 @@
+//! Readiness and liveness checks (docs/reference.md §9): one try of a
+//! probe, bounded by a timeout. Tcp and Http run inside zistd (no process
+//! is spawned for them); Exec runs a command as the program would run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::spec::Probe;
+
+/// What an Exec probe runs with: the program's environment and folder.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Context {
+    pub env: BTreeMap<String, String>,
+    pub workingdir: Option<PathBuf>,
+}
+
+/// One try of `probe`, given `timeout`; the error says what failed, for a
+/// person (`"not accepting yet: Connection refused"`).
+pub(crate) async fn try_once(
+    probe: &Probe,
+    timeout: Duration,
+    context: &Context,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt(probe, context)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+async fn attempt(probe: &Probe, context: &Context) -> Result<(), String> {
+    match probe {
+        Probe::Tcp(address) => tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map(drop)
+            .map_err(|e| format!("not accepting yet: {e}")),
+        Probe::Http(url) => http_get(url).await,
+        Probe::Exec(words) => exec(words, context).await,
+    }
+}
+
+/// `GET url` (http only); a 2xx status passes.
+async fn http_get(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url} is not an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let address = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut stream = tokio::net::TcpStream::connect(address.as_str())
+        .await
+        .map_err(|e| format!("not accepting yet: {e}"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: zist-check\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    // The status line is all that counts.
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("cannot read the answer: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| "the answer is not HTTP".to_owned())?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// Runs `words` with the program's Env and Workingdir; exit 0 passes. The
+/// command is killed (with its group) when the try is given up.
+async fn exec(words: &[String], context: &Context) -> Result<(), String> {
+    let (program, args) = words
+        .split_first()
+        .ok_or_else(|| "an empty command".to_owned())?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .envs(&context.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &context.workingdir {
+        command.current_dir(dir);
+    }
+    let gate = crate::reaper::spawn_gate();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let pid = child.id().map(|p| p as i32);
+    if let Some(pid) = pid {
+        crate::reaper::claim(pid);
+    }
+    drop(gate);
+    /// Ends the command's group if the try is dropped (its timeout).
+    struct Group(Option<i32>);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let mut group = Group(pid);
+    let status = child.wait().await;
+    if let Some(pid) = pid {
+        crate::reaper::release(pid);
+    }
+    group.0 = None;
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(match status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".to_owned(),
+        }),
+        Err(e) => Err(format!("cannot wait for it: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_http_and_exec_pass_and_fail_with_a_reason() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let context = Context::default();
+        let second = Duration::from_secs(5);
+        assert_eq!(
+            try_once(&Probe::Tcp(address.clone()), second, &context).await,
+            Ok(())
+        );
+        // A tiny server: 503, then 200.
+        let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", http.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for status in ["503 Service Unavailable", "200 OK"] {
+                let (mut stream, _) = http.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        assert_eq!(
+            try_once(&Probe::Http(url.clone()), second, &context).await,
+            Err("HTTP 503".into())
+        );
+        assert_eq!(try_once(&Probe::Http(url), second, &context).await, Ok(()));
+        server.join().unwrap();
+        drop(listener);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let refused = try_once(&Probe::Tcp(gone), second, &context)
+            .await
+            .unwrap_err();
+        assert!(refused.contains("not accepting"), "{refused}");
+        let exec = |words: &[&str]| Probe::Exec(words.iter().map(|w| w.to_string()).collect());
+        assert_eq!(try_once(&exec(&["true"]), second, &context).await, Ok(()));
+        assert_eq!(
+            try_once(&exec(&["sh", "-c", "exit 4"]), second, &context).await,
+            Err("exit status 4".into())
+        );
+        let slow = try_once(
+            &exec(&["sleep", "30"]),
+            Duration::from_millis(200),
+            &context,
+        )
+        .await
+        .unwrap_err();
+        assert!(slow.contains("no answer"), "{slow}");
+    }
+}
