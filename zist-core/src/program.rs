@@ -1017,13 +1017,15 @@ impl Checks {
             .unwrap_or_else(|| "no try finished".into())
     }
 
-    /// Tries the Ready check every Interval until it passes; each failure
-    /// becomes the program's message.
+    /// Tries the Ready check until it passes: at once, then after 10 ms,
+    /// the pause doubling up to Interval (a program that is ready in a
+    /// moment is seen so in a moment); each failure becomes its message.
     async fn ready(&self, check: &crate::spec::Check, snapshot: &RwLock<Snapshot>) -> Checked {
         // One try never outlasts the whole wait, nor waits much past Interval.
         let per_try = check
             .timeout
             .min(check.interval.max(Duration::from_secs(1)));
+        let mut pause = Duration::from_millis(10);
         loop {
             match crate::check::try_once(&check.probe, per_try, &self.context).await {
                 Ok(()) => return Checked::Ready,
@@ -1033,7 +1035,8 @@ impl Checks {
                     *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
                 }
             }
-            tokio::time::sleep(check.interval).await;
+            tokio::time::sleep(pause.min(check.interval)).await;
+            pause = pause.saturating_mul(2);
         }
     }
 

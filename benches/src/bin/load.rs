@@ -60,6 +60,8 @@ struct Program {
     argv: Vec<String>,
     /// Restart when it exits (false for the log writers, which end).
     restart: bool,
+    /// More program-file keys, for zist only (`Ready = { ... }`).
+    extra: String,
 }
 
 impl Program {
@@ -68,6 +70,19 @@ impl Program {
             name,
             argv: vec!["/bin/sleep".into(), "3600".into()],
             restart: true,
+            extra: String::new(),
+        }
+    }
+
+    /// This harness listening on `port` (and accepting nothing: the
+    /// kernel completes connections into the backlog), until killed.
+    fn listener(name: String, port: u16, extra: String) -> Self {
+        let exe = std::env::current_exe().expect("own path");
+        Self {
+            name,
+            argv: vec![exe.display().to_string(), "listen".into(), port.to_string()],
+            restart: true,
+            extra,
         }
     }
 
@@ -83,6 +98,7 @@ impl Program {
                 total.to_string(),
             ],
             restart: false,
+            extra: String::new(),
         }
     }
 }
@@ -201,11 +217,12 @@ impl Instance {
                 for p in programs {
                     let args: Vec<String> = p.argv[1..].iter().map(|a| format!("{a:?}")).collect();
                     text.push_str(&format!(
-                        "[[Program]]\nName = \"{}\"\nPath = \"{}\"\nArgs = [{}]\nStartSecs = 0\nRestartDelay = \"0s\"\nRestart = {}\nLogMaxBytes = \"100GB\"\n",
+                        "[[Program]]\nName = \"{}\"\nPath = \"{}\"\nArgs = [{}]\nStartSecs = 0\nRestartDelay = \"0s\"\nRestart = {}\nLogMaxBytes = \"100GB\"\n{}",
                         p.name,
                         p.argv[0],
                         args.join(", "),
-                        p.restart
+                        p.restart,
+                        p.extra
                     ));
                 }
                 std::fs::write(&conf, text).expect("zist config");
@@ -669,6 +686,13 @@ fn writer(chunk: usize, total: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("listen") {
+        let port = args.get(2).and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+        let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
+        loop {
+            std::thread::park();
+        }
+    }
     if args.get(1).map(String::as_str) == Some("writer") {
         let number = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
         writer(
@@ -685,8 +709,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
-    if !["all", "fleet", "restart", "logs", "continuity", "adopt"].contains(&which.as_str()) {
-        eprintln!("unknown scenario {which:?}; use all, fleet, restart, logs, continuity or adopt");
+    if !["all", "fleet", "restart", "logs", "continuity", "adopt", "checks"]
+        .contains(&which.as_str())
+    {
+        eprintln!(
+            "unknown scenario {which:?}; use all, fleet, restart, logs, continuity, adopt or checks"
+        );
         std::process::exit(2);
     }
     let mut sizes = if args.iter().any(|a| a == "--quick") {
@@ -753,6 +781,68 @@ fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     }
     if run("adopt") {
         adopt(kind, venv, table);
+    }
+    if run("checks") {
+        checks(kind, sizes.n, venv, table);
+    }
+}
+
+/// `n` programs that listen on a port each: started without checks, with
+/// a Tcp Ready check each (start until all `running`), and with a Tcp
+/// Alive check each every 10 s (idle CPU against the fleet without).
+fn checks(kind: Kind, n: usize, venv: &Path, table: &mut Table) {
+    if kind != Kind::Zist {
+        return;
+    }
+    // All held at once while they are picked, so no port comes twice.
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("a port").port())
+        .collect();
+    drop(held);
+    let fleet = |extra: &dyn Fn(u16) -> String| -> Vec<Program> {
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| Program::listener(format!("l{i}"), port, extra(port)))
+            .collect()
+    };
+    let none = |_: u16| String::new();
+    let ready = |port: u16| format!("Ready = {{ Tcp = \"127.0.0.1:{port}\" }}\n");
+    let alive = |port: u16| {
+        format!("Alive = {{ Tcp = \"127.0.0.1:{port}\", Interval = \"10s\" }}\n")
+    };
+    let cases: [(&str, &dyn Fn(u16) -> String, bool); 3] = [
+        ("no checks", &none, true),
+        ("a Tcp Ready check each", &ready, false),
+        ("a Tcp Alive check each every 10 s", &alive, true),
+    ];
+    for (what, extra, measure_idle) in cases {
+        let mut daemon = Instance::launch(kind, &fleet(extra), venv);
+        let took = daemon.all_running(n);
+        table.add(
+            &format!("start {n} listeners, {what}: launch to all running"),
+            "s",
+            "",
+            kind,
+            took.as_secs_f64(),
+        );
+        if measure_idle {
+            std::thread::sleep(Duration::from_secs(2));
+            let (cpu0, _) = usage(daemon.pid());
+            std::thread::sleep(Duration::from_secs(10));
+            let (cpu1, _) = usage(daemon.pid());
+            table.add(
+                &format!("daemon CPU per 10 s, {n} idle listeners, {what}"),
+                "CPU-s",
+                if what == "no checks" { "" } else { "≤ 0.05 above no checks" },
+                kind,
+                cpu1 - cpu0,
+            );
+        }
     }
 }
 
