@@ -1591,18 +1591,20 @@ impl<H: Host> Actor<H> {
         let name = &self.name;
         let pid = pid.map_or_else(|| "no process".to_owned(), |p| format!("pid {p}"));
         match (state, why) {
-            (ProcessState::Stopped | ProcessState::Stopping, _) => {}
+            (ProcessState::Stopped, _) => {}
             (ProcessState::Backoff | ProcessState::Exited | ProcessState::Fatal, why) => {
                 tracing::warn!(
                     "{state}: {name} ({pid}; {})",
                     why.unwrap_or("no reason known")
                 );
             }
-            (ProcessState::Running, _) => {
-                tracing::info!("running: {name} ({pid}; up for StartSecs)");
+            // A check stopping it: said with why.
+            (ProcessState::Stopping, Some(why)) => {
+                tracing::warn!("{state}: {name} ({pid}; {why})");
             }
-            (_, Some(why)) => tracing::info!("{state}: {name} ({pid}; {why})"),
-            (_, None) => tracing::info!("{state}: {name} ({pid})"),
+            // Starting and running again after a restart are the quiet
+            // consequences of the lines above (a thousand at a start).
+            _ => {}
         }
     }
 }

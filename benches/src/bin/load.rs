@@ -709,8 +709,16 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let which = args.get(1).cloned().unwrap_or_else(|| "all".to_owned());
-    if !["all", "fleet", "restart", "logs", "continuity", "adopt", "checks"]
-        .contains(&which.as_str())
+    if ![
+        "all",
+        "fleet",
+        "restart",
+        "logs",
+        "continuity",
+        "adopt",
+        "checks",
+    ]
+    .contains(&which.as_str())
     {
         eprintln!(
             "unknown scenario {which:?}; use all, fleet, restart, logs, continuity, adopt or checks"
@@ -794,10 +802,18 @@ fn checks(kind: Kind, n: usize, venv: &Path, table: &mut Table) {
     if kind != Kind::Zist {
         return;
     }
-    // All held at once while they are picked, so no port comes twice.
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+    // Below the ephemeral range, so no outgoing connection (the harness's
+    // own API calls, the checks) takes one first; all held at once while
+    // they are picked.
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let held: Vec<std::net::TcpListener> = (low.saturating_sub(12_000)..low)
+        .filter_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+        .take(n)
         .collect();
+    assert_eq!(held.len(), n, "free ports below {low}");
     let ports: Vec<u16> = held
         .iter()
         .map(|l| l.local_addr().expect("a port").port())
@@ -812,10 +828,10 @@ fn checks(kind: Kind, n: usize, venv: &Path, table: &mut Table) {
     };
     let none = |_: u16| String::new();
     let ready = |port: u16| format!("Ready = {{ Tcp = \"127.0.0.1:{port}\" }}\n");
-    let alive = |port: u16| {
-        format!("Alive = {{ Tcp = \"127.0.0.1:{port}\", Interval = \"10s\" }}\n")
-    };
-    let cases: [(&str, &dyn Fn(u16) -> String, bool); 3] = [
+    let alive =
+        |port: u16| format!("Alive = {{ Tcp = \"127.0.0.1:{port}\", Interval = \"10s\" }}\n");
+    type Extra<'a> = &'a dyn Fn(u16) -> String;
+    let cases: [(&str, Extra<'_>, bool); 3] = [
         ("no checks", &none, true),
         ("a Tcp Ready check each", &ready, false),
         ("a Tcp Alive check each every 10 s", &alive, true),
@@ -838,7 +854,11 @@ fn checks(kind: Kind, n: usize, venv: &Path, table: &mut Table) {
             table.add(
                 &format!("daemon CPU per 10 s, {n} idle listeners, {what}"),
                 "CPU-s",
-                if what == "no checks" { "" } else { "≤ 0.05 above no checks" },
+                if what == "no checks" {
+                    ""
+                } else {
+                    "≤ 0.05 above no checks"
+                },
                 kind,
                 cpu1 - cpu0,
             );
