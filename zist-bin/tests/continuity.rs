@@ -285,16 +285,33 @@ fn after_sigkill_the_next_zistd_adopts_what_runs_and_restarts_what_died() {
         "the output written meanwhile",
         || std::fs::read_to_string(&log).unwrap().lines().count() > lines_at_crash + 30,
     );
-    // One copy of each program, and stop works on the adopted one.
-    let copies = std::fs::read_dir("/proc")
+    // One copy of each program, and stop works on the adopted one. Copies
+    // are counted by session: the counter's own forks (each `sleep`, before
+    // its exec) show the same command line, in the same session.
+    let copies: std::collections::BTreeSet<String> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|e| {
             std::fs::read_to_string(e.path().join("cmdline"))
                 .is_ok_and(|c| c.contains(counter.to_str().unwrap()))
         })
-        .count();
-    assert_eq!(copies, 1, "a second copy of the counter was started");
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Fields after the command name: state, ppid, pgrp, session.
+            Some(
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(3)?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "a second copy of the counter was started: {copies:?}"
+    );
     assert_eq!(zistd.cl(&["counter", "stop"]).code, 0);
     assert!(!alive(pids[0]));
     assert!(assert_counted(&log) > lines_at_crash + 30);
