@@ -39,14 +39,11 @@ pub(crate) fn inspect(pid: i32) -> Result<Found> {
     if pid == 1 {
         return Err(refuse("it is pid 1, the system's (or container's) init"));
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| gone())?;
-    let fields = fields_after_name(&stat).ok_or_else(gone)?;
-    // fields[0] is field 3 (state); flags is field 9.
-    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+    let stat = stat_of(pid).ok_or_else(gone)?;
+    if matches!(stat.state, 'Z' | 'X') {
         return Err(gone());
     }
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    if flags & KERNEL_THREAD != 0 {
+    if stat.flags & KERNEL_THREAD != 0 {
         return Err(refuse("it is a kernel thread"));
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| gone())?;
@@ -79,7 +76,7 @@ pub(crate) fn inspect(pid: i32) -> Result<Found> {
     }
     let uid = field("Uid:").and_then(|v| v.first().copied()).unwrap_or(0);
     let gid = field("Gid:").and_then(|v| v.first().copied()).unwrap_or(0);
-    let start_ticks = stat_of(pid).ok_or_else(gone)?.start_ticks;
+    let start_ticks = stat.start_ticks;
     let argv = command_line(pid).ok_or_else(gone)?;
     let exe = exe_of(pid)
         .filter(|e| !e.ends_with(" (deleted)"))
@@ -147,13 +144,6 @@ fn command_line(pid: i32) -> Option<Vec<String>> {
     }
 }
 
-/// `/proc/<pid>/stat`'s fields after the command name (which may hold
-/// spaces and parentheses): field 3 first.
-fn fields_after_name(stat: &str) -> Option<Vec<&str>> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().collect())
-}
-
 /// When a process started, in milliseconds since the Unix epoch, from its
 /// start time in clock ticks after boot.
 pub(crate) fn started_ms(start_ticks: u64) -> u64 {
@@ -205,16 +195,9 @@ pub(crate) fn tree(pid: i32) -> Vec<i32> {
     while next < found.len() {
         let parent = found[next];
         next += 1;
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                if !found.contains(&child) {
-                    found.push(child);
-                }
+        for child in crate::reaper::children_of(parent) {
+            if !found.contains(&child) {
+                found.push(child);
             }
         }
     }

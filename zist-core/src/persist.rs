@@ -356,6 +356,8 @@ pub(crate) struct ProcStat {
     /// The state letter (`Z`: a zombie).
     pub state: char,
     pub parent: i32,
+    /// The kernel's flags (`PF_*`; field 9).
+    pub flags: u64,
     /// Start time in clock ticks after boot.
     pub start_ticks: u64,
 }
@@ -367,10 +369,13 @@ pub(crate) fn stat_of(pid: i32) -> Option<ProcStat> {
     let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let parent = fields.next()?.parse().ok()?;
-    let start_ticks = fields.nth(17)?.parse().ok()?;
+    // Fields 5 to 8 (group, session, tty, tty group), then the flags.
+    let flags = fields.nth(4)?.parse().ok()?;
+    let start_ticks = fields.nth(12)?.parse().ok()?;
     Some(ProcStat {
         state,
         parent,
+        flags,
         start_ticks,
     })
 }

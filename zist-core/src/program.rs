@@ -999,10 +999,12 @@ impl Checks {
             alive: spec.alive.clone(),
             context: crate::check::Context {
                 env: spec.env.clone(),
-                workingdir: spec
-                    .workingdir
-                    .clone()
-                    .or_else(|| spec.path.parent().map(std::path::Path::to_owned)),
+                // Where the program runs (a bare Path is looked up on PATH).
+                workingdir: Some(spawn::working_dir(
+                    spec,
+                    &spawn::resolve_executable(&spec.path, &spec.env)
+                        .unwrap_or_else(|_| spec.path.clone()),
+                )),
             },
             last: Mutex::new(None),
             failed: std::sync::atomic::AtomicU32::new(0),

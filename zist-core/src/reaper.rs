@@ -132,11 +132,15 @@ fn reap_listed_zombies() -> usize {
     reaped
 }
 
-/// This process's children, from each of its threads' `children` file.
+/// This process's children.
 fn own_children() -> Vec<i32> {
-    let me = std::process::id();
+    children_of(std::process::id() as i32)
+}
+
+/// The children of `pid`, from each of its threads' `children` file.
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{me}/task"))
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()

@@ -456,14 +456,8 @@ impl Lease {
             return Some(at);
         }
         let pid = state.pid?;
-        if state.alone {
-            signal_tree(pid, signal);
-            signal_tree(pid, nix::sys::signal::Signal::SIGCONT);
-        } else {
-            let group = Pid::from_raw(pid);
-            let _ = nix::sys::signal::killpg(group, signal);
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT);
-        }
+        signal_led(pid, state.alone, signal);
+        signal_led(pid, state.alone, nix::sys::signal::Signal::SIGCONT);
         let at = std::time::Instant::now();
         state.stop_sent = Some(at);
         Some(at)
@@ -488,12 +482,8 @@ impl Lease {
     /// it leads none) it and each of its descendants.
     pub(crate) fn signal_all(&self, signal: nix::sys::signal::Signal) {
         let state = self.lock();
-        match state.pid {
-            Some(pid) if state.alone => signal_tree(pid, signal),
-            Some(pid) => {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
-            }
-            None => {}
+        if let Some(pid) = state.pid {
+            signal_led(pid, state.alone, signal);
         }
     }
 
@@ -582,10 +572,15 @@ impl Process {
     }
 }
 
-/// Sends `signal` to `pid` and to each of its descendants.
-fn signal_tree(pid: i32, signal: nix::sys::signal::Signal) {
-    for member in crate::adopt::tree(pid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(member), signal);
+/// Sends `signal` to what `pid` leads: its process group, or (`alone`:
+/// it leads none) it and each of its descendants.
+fn signal_led(pid: i32, alone: bool, signal: nix::sys::signal::Signal) {
+    if alone {
+        for member in crate::adopt::tree(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(member), signal);
+        }
+    } else {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
     }
 }
 
@@ -835,6 +830,19 @@ impl Prepared {
     }
 }
 
+/// The folder a program runs in: its Workingdir, else the folder of its
+/// executable (`exe`, resolved on PATH).
+pub(crate) fn working_dir(spec: &ProgramSpec, exe: &Path) -> PathBuf {
+    match &spec.workingdir {
+        Some(dir) => dir.clone(),
+        None => exe
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("/")),
+    }
+}
+
 /// Spawns the program a spec describes. Errors are worded for a person.
 ///
 /// The child is created with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`,
@@ -850,14 +858,7 @@ pub(crate) fn spawn(
     cgroup: Option<&std::ffi::CStr>,
 ) -> Result<Spawned, SpawnError> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
-    let workdir = match &spec.workingdir {
-        Some(dir) => dir.clone(),
-        None => exe
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_owned)
-            .unwrap_or_else(|| PathBuf::from("/")),
-    };
+    let workdir = working_dir(spec, &exe);
     if !workdir.is_dir() {
         return Err(SpawnError::WorkingDir(workdir));
     }
