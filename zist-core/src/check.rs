@@ -35,6 +35,8 @@ async fn attempt(probe: &Probe, context: &Context) -> Result<(), String> {
         Probe::Tcp(address) => tcp(address).await,
         Probe::Http(url) => http_get(url).await,
         Probe::Exec(words) => exec(words, context).await,
+        // Watched by the program's actor, not tried.
+        Probe::Line(_) | Probe::Notify => Err(format!("{probe} is not tried, but watched")),
     }
 }
 

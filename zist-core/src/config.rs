@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 
 use crate::spec::{
-    Check, MAX_DURATION, MAX_SIZE, Probe, ProgramName, ProgramSpec, RestartPolicy, parse_duration,
-    parse_signal, parse_size,
+    Check, LinePattern, MAX_DURATION, MAX_SIZE, Probe, ProgramName, ProgramSpec, RestartPolicy,
+    parse_duration, parse_signal, parse_size,
 };
 
 /// One problem in a config, located as precisely as the file allows.
@@ -271,8 +271,11 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("Logfile", spec.logfile.as_deref().map(path)),
         ("ErrLogfile", spec.err_logfile.as_deref().map(path)),
         ("PidFile", spec.pid_file.as_deref().map(path)),
-        ("Ready", spec.ready.as_ref().map(check_to_json)),
-        ("Alive", spec.alive.as_ref().map(check_to_json)),
+        ("Ready", spec.ready.as_ref().map(|c| check_to_json(c, true))),
+        (
+            "Alive",
+            spec.alive.as_ref().map(|c| check_to_json(c, false)),
+        ),
     ];
     if let J::Object(map) = &mut object {
         for (key, value) in optional {
@@ -627,6 +630,7 @@ fn want_check(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option
             std::time::Duration::from_secs(5)
         },
         failures: 3,
+        watchdog: None,
     };
     let mut kinds = Vec::new();
     for (name, value, _) in entries {
@@ -664,12 +668,39 @@ fn want_check(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option
                 }
                 kinds.push("Exec");
             }
-            "Line" | "line" | "Notify" | "notify" => {
-                issues.error(
-                    at,
-                    format!("`{part}`: this zist checks Tcp, Http and Exec; Line and Notify are not built yet"),
-                );
+            "Line" | "line" => {
+                if !ready {
+                    issues.error(at, format!("`{part}`: a Line check is for Ready only (a line that matched once says nothing of liveness)"));
+                } else if let Some(pattern) = want_str(&part, value, at, issues) {
+                    match LinePattern::new(pattern) {
+                        Ok(pattern) => check.probe = Probe::Line(pattern),
+                        Err(e) => {
+                            issues.error(at, format!("`{part}` is not a regular expression: {e}"))
+                        }
+                    }
+                }
                 kinds.push("Line");
+            }
+            "Notify" | "notify" => {
+                if !ready {
+                    issues.error(at, format!("`{part}`: a Notify check is for Ready only; for liveness give WatchdogSec in the Ready table"));
+                } else {
+                    match value {
+                        Value::Bool(true) => check.probe = Probe::Notify,
+                        other => issues
+                            .error(at, format!("`{part}` must be true, not {}", kind_of(other))),
+                    }
+                }
+                kinds.push("Notify");
+            }
+            "WatchdogSec" | "watchdogsec" if ready => {
+                if let Some(d) = want_duration(&part, value, at, issues) {
+                    if d.is_zero() {
+                        issues.error(at, format!("`{part}` must be more than 0"));
+                    } else {
+                        check.watchdog = Some(d);
+                    }
+                }
             }
             "Interval" | "interval" => {
                 if let Some(d) = want_duration(&part, value, at, issues) {
@@ -689,18 +720,35 @@ fn want_check(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option
             other => issues.error(
                 at,
                 format!(
-                    "`{key}` has no key `{other}`; it takes Tcp, Http or Exec, Interval, Timeout{}",
-                    if ready { "" } else { ", Failures" }
+                    "`{key}` has no key `{other}`; it takes {}",
+                    if ready {
+                        "Tcp, Http, Exec, Line or Notify, Interval, Timeout, WatchdogSec"
+                    } else {
+                        "Tcp, Http or Exec, Interval, Timeout, Failures"
+                    }
                 ),
             ),
         }
+    }
+    if check.watchdog.is_some() && kinds != ["Notify"] {
+        issues.error(
+            at,
+            format!("`{key}.WatchdogSec` needs Notify = true (WATCHDOG=1 comes by notification)"),
+        );
     }
     match kinds.len() {
         1 => Some(check),
         0 => {
             issues.error(
                 at,
-                format!("`{key}` names no check; give one of Tcp, Http, Exec"),
+                format!(
+                    "`{key}` names no check; give one of {}",
+                    if ready {
+                        "Tcp, Http, Exec, Line, Notify"
+                    } else {
+                        "Tcp, Http, Exec"
+                    }
+                ),
             );
             None
         }
@@ -715,13 +763,15 @@ fn want_check(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Option
 }
 
 /// A check as program-file keys.
-fn check_to_json(check: &Check) -> serde_json::Value {
+fn check_to_json(check: &Check, ready: bool) -> serde_json::Value {
     let millis = |d: std::time::Duration| format!("{}ms", d.as_millis());
     let mut object = serde_json::json!({
         "Interval": millis(check.interval),
         "Timeout": millis(check.timeout),
-        "Failures": check.failures,
     });
+    if !ready && let serde_json::Value::Object(map) = &mut object {
+        map.insert("Failures".to_owned(), serde_json::json!(check.failures));
+    }
     let (kind, value) = match &check.probe {
         Probe::Tcp(address) => ("Tcp", serde_json::json!(address)),
         Probe::Http(url) => ("Http", serde_json::json!(url)),
@@ -731,9 +781,17 @@ fn check_to_json(check: &Check) -> serde_json::Value {
                 shlex::try_join(words.iter().map(String::as_str)).unwrap_or_default()
             ),
         ),
+        Probe::Line(pattern) => ("Line", serde_json::json!(pattern.as_str())),
+        Probe::Notify => ("Notify", serde_json::json!(true)),
     };
     if let serde_json::Value::Object(map) = &mut object {
         map.insert(kind.to_owned(), value);
+        if let Some(watchdog) = check.watchdog {
+            map.insert(
+                "WatchdogSec".to_owned(),
+                serde_json::json!(millis(watchdog)),
+            );
+        }
     }
     object
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 pub mod logs;
 #[cfg(feature = "net")]
 pub mod net;
+mod notify;
 mod persist;
 mod program;
 mod reaper;
@@ -36,7 +37,8 @@ pub use spawn::{
     descriptor_limit, program_room,
 };
 pub use spec::{
-    Check, LogStream, Probe, ProgramName, ProgramSpec, RestartPolicy, ValueError, parse_signal,
+    Check, LinePattern, LogStream, Probe, ProgramName, ProgramSpec, RestartPolicy, ValueError,
+    parse_signal,
 };
 pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};

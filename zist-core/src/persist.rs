@@ -356,6 +356,8 @@ pub(crate) struct ProcStat {
     /// The state letter (`Z`: a zombie).
     pub state: char,
     pub parent: i32,
+    /// The session it is in.
+    pub session: i32,
     /// The kernel's flags (`PF_*`; field 9).
     pub flags: u64,
     /// Start time in clock ticks after boot.
@@ -370,11 +372,13 @@ pub(crate) fn stat_of(pid: i32) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let parent = fields.next()?.parse().ok()?;
     // Fields 5 to 8 (group, session, tty, tty group), then the flags.
-    let flags = fields.nth(4)?.parse().ok()?;
+    let session = fields.nth(1)?.parse().ok()?;
+    let flags = fields.nth(2)?.parse().ok()?;
     let start_ticks = fields.nth(12)?.parse().ok()?;
     Some(ProcStat {
         state,
         parent,
+        session,
         flags,
         start_ticks,
     })

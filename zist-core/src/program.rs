@@ -213,7 +213,9 @@ impl Program {
         let cgroup = cgroup_root
             .and_then(|root| ProgramCgroup::for_program(root, spec.name.as_str()))
             .map(Arc::new);
+        let checks = Checks::of(&spec, &logs, store.as_deref().map(Store::dir));
         let mut host = Os {
+            extra_env: checks.as_deref().map(Checks::env).unwrap_or_default(),
             spec: spec.clone(),
             lease: lease.clone(),
             logs: logs.clone(),
@@ -223,12 +225,13 @@ impl Program {
             cgroup: cgroup.clone(),
         };
         let begin = host.resume(resume);
-        let mut program = Self::with_host(spec, host, lease, logs, events, store, begin);
+        let mut program = Self::with_host(spec, host, lease, logs, events, store, begin, checks);
         program.cgroup = cgroup;
         program
     }
 
     /// Starts an actor that acts through `host`, from `begin`.
+    #[allow(clippy::too_many_arguments)]
     fn with_host<H: Host>(
         spec: Arc<ProgramSpec>,
         host: H,
@@ -237,6 +240,7 @@ impl Program {
         events: broadcast::Sender<ProcessEvent>,
         store: Option<Arc<Store>>,
         begin: Begin<H::Child>,
+        checks: Option<Arc<Checks>>,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::default());
         let snapshot = Arc::new(RwLock::new(Snapshot::NEW));
@@ -264,7 +268,7 @@ impl Program {
             recorded: Recorded::default(),
             frozen: false,
             note: None,
-            checks: Checks::of(&spec),
+            checks,
         };
         if begin.stored {
             actor.recorded = Recorded {
@@ -459,6 +463,8 @@ struct Os {
     holder: Option<Arc<Holder>>,
     /// The program's own cgroup, where the machine allows one.
     cgroup: Option<Arc<ProgramCgroup>>,
+    /// What zist adds to the program's environment (its checks' sockets).
+    extra_env: Vec<(&'static str, String)>,
 }
 
 impl Host for Os {
@@ -857,7 +863,7 @@ impl Os {
         let prepared = match &self.prepared {
             Some(p) => p.clone(),
             None => {
-                let p = Arc::new(spawn::Prepared::new(&self.spec)?);
+                let p = Arc::new(spawn::Prepared::new(&self.spec, &self.extra_env)?);
                 self.prepared = Some(p.clone());
                 p
             }
@@ -975,7 +981,18 @@ enum Woke {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Checked {
     Ready,
+    /// The Alive check failed `Failures` times in a row.
     Unhealthy,
+    /// The watchdog was not fed in time, or the program triggered it.
+    Starved,
+}
+
+/// A Line check's view of the program's output.
+struct Lines {
+    logs: [SharedLog; 2],
+    /// The subscriptions made before a spawn, so that no line of the new
+    /// process is missed; kept while the check's future comes and goes.
+    armed: tokio::sync::Mutex<Option<[broadcast::Receiver<bytes::Bytes>; 2]>>,
 }
 
 /// A program's Ready and Alive checks, and what their tries need.
@@ -987,14 +1004,40 @@ struct Checks {
     last: Mutex<Option<String>>,
     /// Alive failures in a row for the current process.
     failed: std::sync::atomic::AtomicU32,
+    /// Line: the output to watch.
+    lines: Option<Lines>,
+    /// Notify: the program's socket.
+    notify: Option<crate::notify::NotifySocket>,
+    /// The last `STATUS=` the current process sent: its `message` while it runs.
+    status: Mutex<Option<Arc<str>>>,
+    /// When the watchdog was last fed (or the process became ready).
+    fed: Mutex<Instant>,
 }
 
 impl Checks {
-    fn of(spec: &ProgramSpec) -> Option<Arc<Self>> {
+    fn of(
+        spec: &ProgramSpec,
+        logs: &[SharedLog; 2],
+        state_dir: Option<&std::path::Path>,
+    ) -> Option<Arc<Self>> {
         if spec.ready.is_none() && spec.alive.is_none() {
             return None;
         }
+        let probe = spec.ready.as_ref().map(|c| &c.probe);
         Some(Arc::new(Self {
+            lines: matches!(probe, Some(crate::spec::Probe::Line(_))).then(|| Lines {
+                logs: logs.clone(),
+                armed: tokio::sync::Mutex::new(None),
+            }),
+            notify: matches!(probe, Some(crate::spec::Probe::Notify)).then(|| {
+                crate::notify::NotifySocket::bind(
+                    spec.name.as_str(),
+                    state_dir,
+                    spec.user.as_deref(),
+                )
+            }),
+            status: Mutex::new(None),
+            fed: Mutex::new(Instant::now()),
             ready: spec.ready.clone(),
             alive: spec.alive.clone(),
             context: crate::check::Context {
@@ -1019,10 +1062,199 @@ impl Checks {
             .unwrap_or_else(|| "no try finished".into())
     }
 
+    fn set_last(&self, why: String) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+    }
+
+    /// What the program's environment gains: the notification socket,
+    /// and the watchdog's period, as systemd sets them.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(socket) = &self.notify {
+            env.push(("NOTIFY_SOCKET", socket.path().display().to_string()));
+            if let Some(watchdog) = self.ready.as_ref().and_then(|c| c.watchdog) {
+                env.push(("WATCHDOG_USEC", watchdog.as_micros().to_string()));
+            }
+        }
+        env
+    }
+
+    /// The last `STATUS=` of the current process.
+    fn status(&self) -> Option<Arc<str>> {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Before a spawn: watch the output from its first byte, forget what
+    /// earlier processes said.
+    fn arm(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(lines) = &self.lines
+            && let Ok(mut armed) = lines.armed.try_lock()
+        {
+            *armed = Some(lines.logs.clone().map(|log| log.subscribe()));
+        }
+        if let Some(socket) = &self.notify {
+            socket.drain();
+        }
+    }
+
+    /// Waits for a line of either stream that matches `pattern`.
+    async fn line(
+        &self,
+        lines: &Lines,
+        pattern: &crate::spec::LinePattern,
+        snapshot: &RwLock<Snapshot>,
+    ) -> Checked {
+        use tokio::sync::broadcast::error::RecvError;
+        let waiting = format!("no line matched /{}/ yet", pattern.as_str());
+        write(snapshot).message = Some(format!("starting: {waiting}").into());
+        self.set_last(waiting);
+        let mut armed = lines.armed.lock().await;
+        let [out, err] = armed.get_or_insert_with(|| lines.logs.clone().map(|log| log.subscribe()));
+        let mut open = [true, true];
+        loop {
+            let (stream, got) = tokio::select! {
+                got = out.recv(), if open[0] => (0, got),
+                got = err.recv(), if open[1] => (1, got),
+                else => std::future::pending().await,
+            };
+            match got {
+                Ok(line) => {
+                    let text = String::from_utf8_lossy(&line);
+                    if pattern.matches(text.trim_end_matches(['\n', '\r'])) {
+                        *armed = None;
+                        return Checked::Ready;
+                    }
+                }
+                // Lines were skipped while zistd was busy; read on.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => open[stream] = false,
+            }
+        }
+    }
+
+    /// Waits for `READY=1`; `STATUS=` becomes the message meanwhile.
+    async fn notified_ready(
+        &self,
+        socket: &crate::notify::NotifySocket,
+        main: Option<i32>,
+        snapshot: &RwLock<Snapshot>,
+    ) -> Checked {
+        if self.status().is_none() {
+            write(snapshot).message = Some("starting: waiting for READY=1".into());
+        }
+        self.set_last("no READY=1 received".into());
+        loop {
+            match socket.recv(main).await {
+                Ok(notice) => {
+                    if let Some(status) = notice.status {
+                        write(snapshot).message = Some(format!("starting: {status}").into());
+                        self.set_last(format!("no READY=1 received (last STATUS: {status})"));
+                        *self.status.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(status.into());
+                    }
+                    if notice.ready {
+                        *self.fed.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                        return Checked::Ready;
+                    }
+                }
+                Err(why) => {
+                    write(snapshot).message = Some(format!("starting: {why}").into());
+                    self.set_last(why);
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// While running: takes `STATUS=` as the message and feeds the
+    /// watchdog; ends when the watchdog starves.
+    async fn notified_running(
+        &self,
+        socket: &crate::notify::NotifySocket,
+        main: Option<i32>,
+        snapshot: &RwLock<Snapshot>,
+    ) -> Checked {
+        let watchdog = self.ready.as_ref().and_then(|c| c.watchdog);
+        loop {
+            let next = socket.recv(main);
+            let got = match watchdog {
+                Some(period) => {
+                    let due = *self.fed.lock().unwrap_or_else(PoisonError::into_inner) + period;
+                    match timeout_at(due.into(), next).await {
+                        Ok(got) => got,
+                        Err(_) => {
+                            self.set_last(format!("no WATCHDOG=1 within WatchdogSec ({period:?})"));
+                            return Checked::Starved;
+                        }
+                    }
+                }
+                None => next.await,
+            };
+            match got {
+                Ok(notice) => {
+                    if let Some(status) = notice.status {
+                        let status: Arc<str> = status.into();
+                        write(snapshot).message = Some(status.clone());
+                        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+                    }
+                    if notice.watchdog {
+                        *self.fed.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                    }
+                    if notice.trigger {
+                        self.set_last("the program sent WATCHDOG=trigger".into());
+                        return Checked::Starved;
+                    }
+                }
+                // Told while starting; nothing to wait for.
+                Err(_) => return std::future::pending().await,
+            }
+        }
+    }
+
+    /// What a running program's checks wait for: the Alive check's
+    /// failures, or a starved watchdog.
+    async fn running(&self, main: Option<i32>, snapshot: &RwLock<Snapshot>) -> Checked {
+        let alive = async {
+            match &self.alive {
+                Some(alive) => self.alive(alive).await,
+                None => std::future::pending().await,
+            }
+        };
+        let notified = async {
+            match &self.notify {
+                Some(socket) => self.notified_running(socket, main, snapshot).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            checked = alive => checked,
+            checked = notified => checked,
+        }
+    }
+
     /// Tries the Ready check until it passes: at once, then after 10 ms,
     /// the pause doubling up to Interval (a program that is ready in a
     /// moment is seen so in a moment); each failure becomes its message.
-    async fn ready(&self, check: &crate::spec::Check, snapshot: &RwLock<Snapshot>) -> Checked {
+    async fn ready(
+        &self,
+        check: &crate::spec::Check,
+        main: Option<i32>,
+        snapshot: &RwLock<Snapshot>,
+    ) -> Checked {
+        match (&check.probe, &self.lines, &self.notify) {
+            (crate::spec::Probe::Line(pattern), Some(lines), _) => {
+                return self.line(lines, pattern, snapshot).await;
+            }
+            (crate::spec::Probe::Notify, _, Some(socket)) => {
+                return self.notified_ready(socket, main, snapshot).await;
+            }
+            _ => {}
+        }
         // One try never outlasts the whole wait, nor waits much past Interval.
         let per_try = check
             .timeout
@@ -1213,6 +1445,7 @@ impl<H: Host> Actor<H> {
         let state = self.life.state();
         let checks = self.checks.clone();
         let snapshot = self.publish.clone();
+        let main = self.life.pid();
         let exited = async {
             match self.life.child_mut() {
                 Some(child) => H::wait(child).await,
@@ -1231,11 +1464,9 @@ impl<H: Host> Actor<H> {
         let checking = async move {
             match (state, checks.as_deref()) {
                 (ProcessState::Starting, Some(c)) if let Some(ready) = &c.ready => {
-                    c.ready(ready, &snapshot).await
+                    c.ready(ready, main, &snapshot).await
                 }
-                (ProcessState::Running, Some(c)) if let Some(alive) = &c.alive => {
-                    c.alive(alive).await
-                }
+                (ProcessState::Running, Some(c)) => c.running(main, &snapshot).await,
                 _ => std::future::pending().await,
             }
         };
@@ -1313,6 +1544,13 @@ impl<H: Host> Actor<H> {
                 }
                 Event::Unhealthy
             }
+            Woke::Checked(Checked::Starved) => {
+                if let Some(checks) = &self.checks {
+                    let why = format!("watchdog: {}; restarting", checks.last());
+                    self.note = Some((self.life.pid(), why.into()));
+                }
+                Event::Unhealthy
+            }
         })
     }
 
@@ -1358,7 +1596,7 @@ impl<H: Host> Actor<H> {
             let mut answers = Vec::new();
             for effect in effects {
                 match effect {
-                    Effect::Spawn { fresh } => queue.push_back(match self.host.spawn(fresh) {
+                    Effect::Spawn { fresh } => queue.push_back(match self.spawn(fresh) {
                         Ok(child) => Event::Spawned(child),
                         Err(error) => Event::SpawnFailed(Arc::new(error)),
                     }),
@@ -1403,6 +1641,14 @@ impl<H: Host> Actor<H> {
             }
         }
         end
+    }
+
+    /// Spawns the program, its checks armed first.
+    fn spawn(&mut self, fresh: bool) -> Result<H::Child, SpawnError> {
+        if let Some(checks) = &self.checks {
+            checks.arm();
+        }
+        self.host.spawn(fresh)
     }
 
     /// Describes the program for the next executable and lets its process
@@ -1561,7 +1807,13 @@ impl<H: Host> Actor<H> {
             .note
             .as_ref()
             .map(|(_, note)| note.clone())
-            .or_else(|| self.life.why().cloned());
+            .or_else(|| self.life.why().cloned())
+            .or_else(|| {
+                // What the program said of itself (Notify's STATUS=).
+                matches!(state, ProcessState::Starting | ProcessState::Running)
+                    .then(|| self.checks.as_ref()?.status())
+                    .flatten()
+            });
         *write(&self.publish) = Snapshot {
             state,
             pid,
@@ -1823,6 +2075,7 @@ mod tests {
             events,
             None,
             Begin::fresh(0),
+            None,
         );
         (program, rx)
     }

@@ -667,7 +667,7 @@ struct Identity {
 
 /// The user a program runs as, by name or by numeric uid (a uid without
 /// an entry in the user database runs with the group of the same number).
-fn lookup_user(name: &str) -> Result<User, SpawnError> {
+pub(crate) fn lookup_user(name: &str) -> Result<User, SpawnError> {
     let found = match name.parse::<libc::uid_t>() {
         Ok(uid) => User::from_uid(Uid::from_raw(uid)).map(|user| {
             Some(user.unwrap_or_else(|| User {
@@ -785,8 +785,9 @@ fn own_environment() -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 impl Prepared {
-    /// Prepares `spec`; the environment is the supervisor's own plus the spec's.
-    pub(crate) fn new(spec: &ProgramSpec) -> Result<Self, SpawnError> {
+    /// Prepares `spec`; the environment is the supervisor's own plus the
+    /// spec's, plus `extra` (what zist tells the program: `NOTIFY_SOCKET`, ...).
+    pub(crate) fn new(spec: &ProgramSpec, extra: &[(&str, String)]) -> Result<Self, SpawnError> {
         let (identity, user) = match &spec.user {
             Some(name) => {
                 let (id, user) = identity(name)?;
@@ -802,7 +803,7 @@ impl Prepared {
             args.push(cstring("an argument", arg.as_bytes())?);
         }
         let env = match &user {
-            None if spec.env.is_empty() => match BASE_ENV.get() {
+            None if spec.env.is_empty() && extra.is_empty() => match BASE_ENV.get() {
                 Some(env) => env.clone(),
                 None => {
                     let env = env_block(own_environment())?;
@@ -817,6 +818,9 @@ impl Prepared {
                     env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
                 }
                 for (k, v) in &spec.env {
+                    env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+                }
+                for (k, v) in extra {
                     env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
                 }
                 env_block(env)?

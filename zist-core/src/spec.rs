@@ -268,6 +268,9 @@ pub struct Check {
     pub timeout: Duration,
     /// Alive: failures in a row that restart the program.
     pub failures: u32,
+    /// Notify: the longest wait between two `WATCHDOG=1` once running
+    /// (`WatchdogSec`, as in systemd); passed as `WATCHDOG_USEC`.
+    pub watchdog: Option<Duration>,
 }
 
 /// What a check tries.
@@ -279,7 +282,42 @@ pub enum Probe {
     Http(String),
     /// A command (split as Args; the program's Env and Workingdir) exits 0.
     Exec(Vec<String>),
+    /// A line of the program's stdout or stderr matches (Ready only).
+    Line(LinePattern),
+    /// The program's process tree sends `READY=1` to `NOTIFY_SOCKET` (Ready only).
+    Notify,
 }
+
+/// The regular expression of a `Line` check.
+#[derive(Clone, Debug)]
+pub struct LinePattern(regex_lite::Regex);
+
+impl LinePattern {
+    /// Compiles `pattern`; the error says what is wrong with it.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        regex_lite::Regex::new(pattern)
+            .map(Self)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether `line` matches (anywhere in it, unless anchored).
+    pub fn matches(&self, line: &str) -> bool {
+        self.0.is_match(line)
+    }
+}
+
+impl PartialEq for LinePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for LinePattern {}
 
 impl std::fmt::Display for Probe {
     /// As a message names it: `tcp 127.0.0.1:5432`.
@@ -288,6 +326,8 @@ impl std::fmt::Display for Probe {
             Self::Tcp(address) => write!(f, "tcp {address}"),
             Self::Http(url) => write!(f, "http {url}"),
             Self::Exec(words) => write!(f, "exec {}", words.join(" ")),
+            Self::Line(pattern) => write!(f, "line /{}/", pattern.as_str()),
+            Self::Notify => f.write_str("notify"),
         }
     }
 }

@@ -557,6 +557,26 @@ fn ready_and_alive_checks_load_with_their_defaults_and_bad_ones_say_what_is_wron
     assert_eq!(json["Ready"]["Tcp"], "127.0.0.1:5432", "{json}");
     assert_eq!(json["Alive"]["Failures"], 5, "{json}");
 
+    // Line and Notify, with a watchdog; the same through JSON.
+    let file = with_program(&dir, "Ready = { Notify = true, WatchdogSec = \"20s\" }");
+    let notify = Config::load(&file).unwrap().programs[0]
+        .ready
+        .clone()
+        .unwrap();
+    assert_eq!(notify.probe, zist_core::Probe::Notify);
+    assert_eq!(notify.watchdog, Some(Duration::from_secs(20)));
+    let file = with_program(&dir, "Ready = { Line = 'listening on \\d+' }");
+    let spec = Config::load(&file).unwrap().programs.remove(0);
+    let line = spec.ready.as_ref().unwrap();
+    assert_eq!(
+        line.probe,
+        zist_core::Probe::Line(zist_core::LinePattern::new(r"listening on \d+").unwrap())
+    );
+    let json = zist_core::program_to_json(&spec);
+    assert_eq!(json["Ready"]["Line"], r"listening on \d+", "{json}");
+    let (back, _) = zist_core::config::program_from_json("test", &json, dir.path()).unwrap();
+    assert_eq!(back.ready, spec.ready);
+
     for (keys, what) in [
         (
             "Ready = { Tcp = \"a:1\", Exec = \"true\" }",
@@ -573,8 +593,21 @@ fn ready_and_alive_checks_load_with_their_defaults_and_bad_ones_say_what_is_wron
             "has no key `Failures`",
         ),
         (
-            "Ready = { Line = \"ready\" }",
-            "Line and Notify are not built yet",
+            "Ready = { Line = \"(unclosed\" }",
+            "is not a regular expression",
+        ),
+        (
+            "Alive = { Line = \"ready\" }",
+            "a Line check is for Ready only",
+        ),
+        (
+            "Alive = { Notify = true }",
+            "a Notify check is for Ready only",
+        ),
+        ("Ready = { Notify = 1 }", "must be true"),
+        (
+            "Ready = { Tcp = \"a:1\", WatchdogSec = \"5s\" }",
+            "WatchdogSec` needs Notify = true",
         ),
         ("Alive = \"tcp\"", "must be a table"),
     ] {

@@ -528,6 +528,7 @@ fn check(probe: zist_core::Probe, timeout: Duration) -> zist_core::Check {
         interval: Duration::from_millis(50),
         timeout,
         failures: 2,
+        watchdog: None,
     }
 }
 
@@ -620,5 +621,164 @@ async fn a_program_that_fails_its_alive_check_is_restarted_and_the_restart_is_co
     })
     .await;
     assert!(!alive(first));
+    sup.shutdown(ShutdownMode::Stop).await;
+}
+
+/// A script that waits until the file `name` exists in its folder.
+fn wait_for(name: &str) -> String {
+    format!("while [ ! -e {name} ]; do sleep 0.02; done")
+}
+
+#[tokio::test]
+async fn a_line_check_waits_for_a_matching_line_of_either_stream() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let pattern = zist_core::LinePattern::new(r"^listening on \d+$").unwrap();
+    let mut spec = dir.sh(
+        "app",
+        &format!(
+            "cd {} && echo booting && echo 'listening on soon' && {} && echo 'listening on 8080' >&2 && exec sleep 300",
+            dir.path().display(),
+            wait_for("go")
+        ),
+    );
+    spec.start_secs = Duration::from_millis(50);
+    spec.ready = Some(check(zist_core::Probe::Line(pattern), SECS_10));
+    sup.run(spec).await;
+    eventually(SECS_5, "the booting line in the log", || {
+        sup.logs("app", zist_core::LogStream::Stdout, 10)
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("listening on soon"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let info = sup.info("app").unwrap();
+    assert_eq!(info.state, ProcessState::Starting, "no line matched yet");
+    assert_eq!(
+        info.message.as_deref(),
+        Some(r"starting: no line matched /^listening on \d+$/ yet")
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    wait_state(&sup, "app", ProcessState::Running, SECS_5).await;
+
+    // A line written at once, before anything could read it, still counts.
+    let mut quick = dir.sh("quick", "echo ready; exec sleep 300");
+    quick.start_secs = Duration::from_secs(300);
+    quick.ready = Some(check(
+        zist_core::Probe::Line(zist_core::LinePattern::new("ready").unwrap()),
+        SECS_10,
+    ));
+    sup.run(quick).await;
+    wait_state(&sup, "quick", ProcessState::Running, SECS_5).await;
+    // And again for the process of a restart.
+    let restarted = sup.restart("quick").await.unwrap();
+    assert_eq!(restarted.state, ProcessState::Starting);
+    wait_state(&sup, "quick", ProcessState::Running, SECS_5).await;
+    sup.shutdown(ShutdownMode::Stop).await;
+}
+
+/// Sends `text` to a notification socket from this test's own process.
+fn notify_from_outside(socket: &str, text: &str) {
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.send_to(text.as_bytes(), socket).unwrap();
+}
+
+#[tokio::test]
+async fn a_notify_check_takes_ready_and_status_from_the_program_only() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "db",
+        &format!(
+            "cd {} && echo \"socket=$NOTIFY_SOCKET\" && {} && systemd-notify --status='replaying the journal' && {} && systemd-notify --ready && {} && systemd-notify --status='serving 3 clients' && exec sleep 300",
+            dir.path().display(),
+            wait_for("status"),
+            wait_for("ready"),
+            wait_for("serving"),
+        ),
+    );
+    spec.start_secs = Duration::from_millis(50);
+    spec.ready = Some(check(zist_core::Probe::Notify, SECS_10));
+    sup.run(spec).await;
+    let mut socket = String::new();
+    eventually(SECS_5, "the program to print NOTIFY_SOCKET", || {
+        let lines = sup.logs("db", zist_core::LogStream::Stdout, 10).unwrap();
+        socket = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("socket=").map(str::to_owned))
+            .unwrap_or_default();
+        !socket.is_empty()
+    })
+    .await;
+    let info = sup.info("db").unwrap();
+    assert_eq!(info.state, ProcessState::Starting);
+    assert_eq!(
+        info.message.as_deref(),
+        Some("starting: waiting for READY=1")
+    );
+    // READY=1 from a process outside the program counts for nothing.
+    notify_from_outside(&socket, "READY=1");
+    std::fs::write(dir.join("status"), "").unwrap();
+    eventually(SECS_5, "STATUS as the message", || {
+        sup.info("db").unwrap().message.as_deref() == Some("starting: replaying the journal")
+    })
+    .await;
+    assert_eq!(sup.info("db").unwrap().state, ProcessState::Starting);
+    std::fs::write(dir.join("ready"), "").unwrap();
+    wait_state(&sup, "db", ProcessState::Running, SECS_5).await;
+    std::fs::write(dir.join("serving"), "").unwrap();
+    eventually(SECS_5, "a new STATUS while running", || {
+        sup.info("db").unwrap().message.as_deref() == Some("serving 3 clients")
+    })
+    .await;
+    sup.shutdown(ShutdownMode::Stop).await;
+}
+
+#[tokio::test]
+async fn a_starved_watchdog_restarts_the_program_and_says_why() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // Fed while the file `feed` exists.
+    let mut spec = dir.sh(
+        "app",
+        &format!(
+            "cd {} && echo \"period=$WATCHDOG_USEC\" && systemd-notify --ready && while [ -e feed ]; do systemd-notify WATCHDOG=1; sleep 0.05; done; exec sleep 300",
+            dir.path().display(),
+        ),
+    );
+    spec.start_secs = Duration::from_millis(50);
+    let mut ready = check(zist_core::Probe::Notify, SECS_10);
+    ready.watchdog = Some(Duration::from_millis(500));
+    spec.ready = Some(ready);
+    std::fs::write(dir.join("feed"), "").unwrap();
+    let mut events = sup.events();
+    let first = sup.run(spec).await;
+    wait_state(&sup, "app", ProcessState::Running, SECS_5).await;
+    assert!(
+        sup.logs("app", zist_core::LogStream::Stdout, 10)
+            .unwrap()
+            .contains(&"period=500000".to_owned())
+    );
+    // Fed: left alone for several periods.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(sup.info("app").unwrap().pid, Some(first));
+    std::fs::remove_file(dir.join("feed")).unwrap();
+    let reason = loop {
+        match tokio::time::timeout(SECS_10, events.next()).await {
+            Ok(Some(Feed::Item(ev))) if ev.to == ProcessState::Stopping => break ev.reason,
+            Ok(Some(_)) => {}
+            other => panic!("no stop: {other:?}"),
+        }
+    };
+    assert_eq!(
+        reason.as_deref(),
+        Some("watchdog: no WATCHDOG=1 within WatchdogSec (500ms); restarting")
+    );
+    eventually(SECS_10, "a new process, counted", || {
+        let info = sup.info("app").unwrap();
+        info.state == ProcessState::Running && info.pid != Some(first) && info.restarts == 1
+    })
+    .await;
     sup.shutdown(ShutdownMode::Stop).await;
 }
