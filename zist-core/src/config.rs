@@ -150,6 +150,7 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "PidFile",
     "Ready",
     "Alive",
+    "After",
 ];
 
 impl Config {
@@ -195,6 +196,8 @@ impl Config {
         }
         found.extend(load_confdir(&daemon, &mut issues));
         let programs = check_unique(found, &mut issues);
+        check_order(&programs, &mut issues);
+        let programs = programs.into_iter().map(|(spec, _)| spec).collect();
         if issues.errors.is_empty() {
             Ok(Config {
                 daemon,
@@ -272,6 +275,11 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("ErrLogfile", spec.err_logfile.as_deref().map(path)),
         ("PidFile", spec.pid_file.as_deref().map(path)),
         ("Ready", spec.ready.as_ref().map(|c| check_to_json(c, true))),
+        (
+            "After",
+            (!spec.after.is_empty())
+                .then(|| json!(spec.after.iter().map(|n| n.as_str()).collect::<Vec<_>>())),
+        ),
         (
             "Alive",
             spec.alive.as_ref().map(|c| check_to_json(c, false)),
@@ -1102,7 +1110,119 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
     out
 }
 
-fn check_unique(found: Vec<(ProgramSpec, Located)>, issues: &mut Issues) -> Vec<ProgramSpec> {
+/// `After = ["db", "cache"]`: program names.
+fn want_names(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<ProgramName> {
+    let Value::Array(items) = v else {
+        issues.error(
+            at,
+            format!(
+                "`{key}` must be an array of program names like [\"db\"], not {}",
+                kind_of(v)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut names: Vec<ProgramName> = Vec::new();
+    for (item, _) in items {
+        match item {
+            Value::Str(s) => match ProgramName::new(s) {
+                Ok(name) if !names.contains(&name) => names.push(name),
+                Ok(_) => {}
+                Err(e) => issues.error(at, format!("`{key}` names {s:?}: {e}")),
+            },
+            other => issues.error(
+                at,
+                format!(
+                    "`{key}` items must be program names, not {}",
+                    kind_of(other)
+                ),
+            ),
+        }
+    }
+    names
+}
+
+/// The order `After` sets: every name it gives is a program of the config,
+/// and no program comes after itself, directly or through others.
+fn check_order(programs: &[(ProgramSpec, Located)], issues: &mut Issues) {
+    let index: BTreeMap<&ProgramName, usize> = programs
+        .iter()
+        .enumerate()
+        .map(|(i, (spec, _))| (&spec.name, i))
+        .collect();
+    for (spec, at) in programs {
+        for dep in &spec.after {
+            if !index.contains_key(dep) {
+                let known: Vec<&str> = index.keys().map(|n| n.as_str()).collect();
+                issues.error(
+                    at,
+                    format!(
+                        "`After` of `{}` names `{dep}`, which is no program of this config{}",
+                        spec.name,
+                        match known
+                            .iter()
+                            .min_by_key(|k| strsim::levenshtein(dep.as_str(), k))
+                        {
+                            Some(near) if strsim::levenshtein(dep.as_str(), near) <= 2 => {
+                                format!(" (did you mean `{near}`?)")
+                            }
+                            _ => String::new(),
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    // Depth-first, each cycle told once: 0 unseen, 1 on the path, 2 done.
+    let mut mark = vec![0u8; programs.len()];
+    for start in 0..programs.len() {
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        if mark[start] != 0 {
+            continue;
+        }
+        mark[start] = 1;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            let deps = &programs[node].0.after;
+            match deps.get(*next) {
+                Some(dep) => {
+                    *next += 1;
+                    let Some(&to) = index.get(dep) else { continue };
+                    match mark[to] {
+                        0 => {
+                            mark[to] = 1;
+                            path.push((to, 0));
+                        }
+                        1 => {
+                            let from = path.iter().position(|&(n, _)| n == to).unwrap_or(0);
+                            let cycle: Vec<&str> = path[from..]
+                                .iter()
+                                .map(|&(n, _)| programs[n].0.name.as_str())
+                                .chain([programs[to].0.name.as_str()])
+                                .collect();
+                            issues.error(
+                                &programs[node].1,
+                                format!(
+                                    "`After` makes a cycle, so none of these could start: {}",
+                                    cycle.join(" -> ")
+                                ),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    mark[node] = 2;
+                    path.pop();
+                }
+            }
+        }
+    }
+}
+
+fn check_unique(
+    found: Vec<(ProgramSpec, Located)>,
+    issues: &mut Issues,
+) -> Vec<(ProgramSpec, Located)> {
     let mut seen: BTreeMap<ProgramName, Located> = BTreeMap::new();
     let mut programs = Vec::with_capacity(found.len());
     for (spec, at) in found {
@@ -1120,8 +1240,8 @@ fn check_unique(found: Vec<(ProgramSpec, Located)>, issues: &mut Issues) -> Vec<
             );
             continue;
         }
-        seen.insert(spec.name.clone(), at);
-        programs.push(spec);
+        seen.insert(spec.name.clone(), at.clone());
+        programs.push((spec, at));
     }
     programs
 }
@@ -1359,6 +1479,7 @@ fn apply_program_keys(
             "PidFile" => spec.pid_file = want_path(key, v, at, base, issues),
             "Ready" => spec.ready = want_check(key, v, at, issues),
             "Alive" => spec.alive = want_check(key, v, at, issues),
+            "After" => spec.after = want_names(key, v, at, issues),
             "LogMaxBytes" => {
                 spec.log_max_bytes = want_size(key, v, at, issues).unwrap_or(spec.log_max_bytes)
             }

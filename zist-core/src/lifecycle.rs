@@ -54,6 +54,9 @@ pub(crate) enum AfterStop {
 pub(crate) enum Lifecycle<C> {
     /// Never started, or stopped on request.
     Stopped,
+    /// To start once the programs in its `After` run; `on` says which one
+    /// it waits for (`waiting for db`).
+    Waiting { on: Arc<str> },
     /// Spawned at `since`, not yet up for StartSecs.
     Starting { child: C, since: Instant },
     /// Up for at least StartSecs.
@@ -80,6 +83,7 @@ impl<C: HasPid> Lifecycle<C> {
     pub(crate) fn state(&self) -> ProcessState {
         match self {
             Self::Stopped => ProcessState::Stopped,
+            Self::Waiting { .. } => ProcessState::Waiting,
             Self::Starting { .. } => ProcessState::Starting,
             Self::Running { .. } => ProcessState::Running,
             Self::Backoff { .. } => ProcessState::Backoff,
@@ -124,9 +128,10 @@ impl<C: HasPid> Lifecycle<C> {
     /// say: how its process ended, for `backoff`, `exited` and `fatal`.
     pub(crate) fn why(&self) -> Option<&Arc<str>> {
         match self {
-            Self::Fatal { reason } | Self::Backoff { reason, .. } | Self::Exited { reason } => {
-                Some(reason)
-            }
+            Self::Fatal { reason }
+            | Self::Backoff { reason, .. }
+            | Self::Exited { reason }
+            | Self::Waiting { on: reason } => Some(reason),
             _ => None,
         }
     }
@@ -212,6 +217,11 @@ pub(crate) struct History {
 pub(crate) enum Event<C> {
     /// `start` was asked.
     Start,
+    /// `start` was asked, but a program in `After` does not run: wait
+    /// for it (this says which).
+    Wait(Arc<str>),
+    /// Every program in `After` runs now.
+    DepsMet,
     /// `stop` was asked.
     Stop,
     /// `restart` was asked.
@@ -330,6 +340,16 @@ pub(crate) fn step<C: HasPid>(
             history.failures = 0;
             (s, vec![Effect::Spawn { fresh: true }])
         }
+        (s @ (L::Starting { .. } | L::Running { .. } | L::Stopping { .. }), Event::Wait(_)) => {
+            (s, vec![Effect::Answer(Outcome::AlreadyRunning(current))])
+        }
+        // Its process, when it has one, is let go (a backoff's retry too).
+        (_, Event::Wait(on)) => (L::Waiting { on }, vec![Effect::Answer(Outcome::Done)]),
+        (L::Waiting { .. }, Event::DepsMet) => {
+            history.failures = 0;
+            (L::Stopped, vec![Effect::Spawn { fresh: true }])
+        }
+        (s, Event::DepsMet) => (s, Vec::new()),
         (s, Event::Stop) => stop(s, AfterStop::Stay, rules, now),
         (s, Event::Restart) => {
             history.failures = 0;
@@ -517,8 +537,10 @@ fn stop<C: HasPid>(state: Lifecycle<C>, then: AfterStop, rules: &Rules, now: Now
             )
         }
         // Stop of a program with no process is not an error, and changes
-        // nothing but a pending retry.
-        Lifecycle::Backoff { .. } => (Lifecycle::Stopped, after_stop(then)),
+        // nothing but a pending retry or wait.
+        Lifecycle::Backoff { .. } | Lifecycle::Waiting { .. } => {
+            (Lifecycle::Stopped, after_stop(then))
+        }
         other => (other, after_stop(then)),
     }
 }
@@ -687,17 +709,23 @@ mod tests {
                 reason: "broken".into(),
             },
             "detached" => Lifecycle::Detached { pid: 7, since },
+            "waiting" => Lifecycle::Waiting {
+                on: "waiting for db".into(),
+            },
             other => panic!("no state {other}"),
         }
     }
 
-    const STATES: [&str; 8] = [
+    const STATES: [&str; 9] = [
         "stopped", "starting", "running", "backoff", "stopping", "exited", "fatal", "detached",
+        "waiting",
     ];
 
     fn event(name: &str) -> Event<Kid> {
         match name {
             "start" => Event::Start,
+            "wait" => Event::Wait("waiting for db".into()),
+            "deps-met" => Event::DepsMet,
             "stop" => Event::Stop,
             "restart" => Event::Restart,
             "detach" => Event::Detach,
@@ -784,6 +812,22 @@ mod tests {
         ("exited", "start", "exited", "spawn fresh"),
         ("fatal", "start", "fatal", "spawn fresh"),
         ("detached", "start", "detached", "spawn fresh"),
+        ("waiting", "start", "waiting", "spawn fresh"),
+        // start while a program in After does not run: waiting, answered
+        // at once; a process, or a pending retry, is not touched.
+        ("stopped", "wait", "waiting", "ok"),
+        ("starting", "wait", "starting", "err already starting"),
+        ("running", "wait", "running", "err already running"),
+        ("backoff", "wait", "waiting", "ok"),
+        ("stopping", "wait", "stopping", "err already stopping"),
+        ("exited", "wait", "waiting", "ok"),
+        ("fatal", "wait", "waiting", "ok"),
+        ("detached", "wait", "waiting", "ok"),
+        ("waiting", "wait", "waiting", "ok"),
+        // Every program in After runs: the wait ends in a spawn.
+        ("waiting", "deps-met", "stopped", "spawn fresh"),
+        ("stopped", "deps-met", "stopped", ""),
+        ("running", "deps-met", "running", ""),
         // stop: signals a live process; elsewhere done at once.
         ("stopped", "stop", "stopped", "ok"),
         ("starting", "stop", "stopping", "signal stop"),
@@ -793,6 +837,7 @@ mod tests {
         ("exited", "stop", "exited", "ok"),
         ("fatal", "stop", "fatal", "ok"),
         ("detached", "stop", "detached", "ok"),
+        ("waiting", "stop", "stopped", "ok"),
         // restart: a stop, then a fresh spawn.
         ("stopped", "restart", "stopped", "spawn fresh"),
         ("starting", "restart", "stopping", "signal stop"),
@@ -802,6 +847,7 @@ mod tests {
         ("exited", "restart", "exited", "spawn fresh"),
         ("fatal", "restart", "fatal", "spawn fresh"),
         ("detached", "restart", "detached", "spawn fresh"),
+        ("waiting", "restart", "stopped", "spawn fresh"),
         // detach: only a starting or running process.
         ("stopped", "detach", "stopped", "err not running stopped"),
         ("starting", "detach", "starting", "prepare detach"),
@@ -811,6 +857,7 @@ mod tests {
         ("exited", "detach", "exited", "err not running exited"),
         ("fatal", "detach", "fatal", "err not running fatal"),
         ("detached", "detach", "detached", "err not running detached"),
+        ("waiting", "detach", "waiting", "err not running waiting"),
         // signal: to a supervised process only.
         ("stopped", "signal", "stopped", "err not running stopped"),
         ("starting", "signal", "starting", "signal SIGHUP"),
@@ -820,6 +867,7 @@ mod tests {
         ("exited", "signal", "exited", "err not running exited"),
         ("fatal", "signal", "fatal", "err not running fatal"),
         ("detached", "signal", "detached", "err not running detached"),
+        ("waiting", "signal", "waiting", "err not running waiting"),
         // shutdown, stopping: stop, then end.
         ("stopped", "shutdown-stop", "stopped", "ok, end"),
         ("starting", "shutdown-stop", "stopping", "signal stop"),
@@ -829,6 +877,7 @@ mod tests {
         ("exited", "shutdown-stop", "exited", "ok, end"),
         ("fatal", "shutdown-stop", "fatal", "ok, end"),
         ("detached", "shutdown-stop", "detached", "ok, end"),
+        ("waiting", "shutdown-stop", "stopped", "ok, end"),
         // shutdown, detaching: detach what runs, stop a pending retry, then end.
         ("stopped", "shutdown-detach", "stopped", "ok, end"),
         ("starting", "shutdown-detach", "starting", "prepare detach then end"),
@@ -838,6 +887,7 @@ mod tests {
         ("exited", "shutdown-detach", "exited", "ok, end"),
         ("fatal", "shutdown-detach", "fatal", "ok, end"),
         ("detached", "shutdown-detach", "detached", "ok, end"),
+        ("waiting", "shutdown-detach", "stopped", "ok, end"),
         // spawned: starting, answered.
         ("stopped", "spawned", "starting", "ok"),
         ("backoff", "spawned", "starting", "ok"),
@@ -906,6 +956,7 @@ mod tests {
     fn every_control_in_every_state_is_in_the_table() {
         let controls = [
             "start",
+            "wait",
             "stop",
             "restart",
             "detach",

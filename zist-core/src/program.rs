@@ -90,6 +90,62 @@ pub(crate) enum Control {
     Rehold,
     /// Hand the program over to the next executable and end (upgrade).
     Freeze(oneshot::Sender<Frozen>),
+    /// The programs it comes after (no answer).
+    Deps(Box<Deps>),
+}
+
+/// How a program finds the state of another by name (its registry).
+pub(crate) type Lookup = Arc<dyn Fn(&str) -> Option<ProcessState> + Send + Sync>;
+
+/// The programs a program comes after (`After`), and how to see them.
+pub(crate) struct Deps {
+    after: Vec<Arc<str>>,
+    lookup: Lookup,
+}
+
+impl Deps {
+    /// What it waits for, when a program it comes after does not run.
+    fn blocker(&self) -> Option<Arc<str>> {
+        self.after.iter().find_map(|dep| {
+            let on = match (self.lookup)(dep) {
+                Some(ProcessState::Running) => return None,
+                Some(
+                    state @ (ProcessState::Stopped
+                    | ProcessState::Exited
+                    | ProcessState::Fatal
+                    | ProcessState::Detached),
+                ) => format!("waiting for {dep}, which is {state}"),
+                Some(_) => format!("waiting for {dep}"),
+                None => format!("waiting for {dep}, which is no program"),
+            };
+            Some(on.into())
+        })
+    }
+
+    /// Waits until every program it comes after runs (`None`), or until it
+    /// waits for something else than `now` (`Some(what)`).
+    async fn changed(
+        &self,
+        mut events: broadcast::Receiver<ProcessEvent>,
+        now: Option<Arc<str>>,
+    ) -> Option<Arc<str>> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let blocker = self.blocker();
+            if blocker != now {
+                return blocker;
+            }
+            // Only a change of one of them matters.
+            loop {
+                match events.recv().await {
+                    Ok(ev) if self.after.iter().any(|d| **d == *ev.name) => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return std::future::pending().await,
+                }
+            }
+        }
+    }
 }
 
 impl Control {
@@ -103,7 +159,7 @@ impl Control {
             Self::Detach(reply) => (Event::Detach, reply),
             Self::Signal(signal, reply) => (Event::Signal(signal), reply),
             Self::Shutdown(mode, reply) => (Event::Shutdown(mode), reply),
-            Self::Rehold | Self::Freeze(_) => return None,
+            Self::Rehold | Self::Freeze(_) | Self::Deps(_) => return None,
         })
     }
 }
@@ -184,19 +240,33 @@ pub(crate) struct Program {
     pub cgroup: Option<Arc<ProgramCgroup>>,
 }
 
+/// What the programs of one supervisor share.
+pub(crate) struct Home<'a> {
+    pub log_dir: &'a std::path::Path,
+    pub events: &'a broadcast::Sender<ProcessEvent>,
+    pub store: Option<&'a Arc<Store>>,
+    pub holder: Option<&'a Arc<Holder>>,
+    pub cgroup_root: Option<&'a std::path::Path>,
+}
+
 impl Program {
     /// Starts the actor for `spec`; it does nothing until told to start,
     /// unless `resume` hands it a process an earlier life of the supervisor
     /// ran (adopted if it still runs, else restarted by its policy).
     pub(crate) fn launch(
         spec: ProgramSpec,
-        log_dir: &std::path::Path,
-        events: broadcast::Sender<ProcessEvent>,
-        store: Option<Arc<Store>>,
-        holder: Option<Arc<Holder>>,
-        cgroup_root: Option<&std::path::Path>,
+        home: &Home<'_>,
         resume: Resume,
+        lookup: Option<Lookup>,
     ) -> Self {
+        let Home {
+            log_dir,
+            events,
+            store,
+            holder,
+            cgroup_root,
+        } = *home;
+        let (events, store, holder) = (events.clone(), store.cloned(), holder.cloned());
         let spec = Arc::new(spec);
         let file = |own: &Option<std::path::PathBuf>, suffix: &str| {
             let path = own
@@ -225,9 +295,28 @@ impl Program {
             cgroup: cgroup.clone(),
         };
         let begin = host.resume(resume);
+        let deps = lookup
+            .filter(|_| !spec.after.is_empty())
+            .map(|lookup| Deps {
+                after: spec.after.iter().map(|n| n.as_str().into()).collect(),
+                lookup,
+            });
         let mut program = Self::with_host(spec, host, lease, logs, events, store, begin, checks);
+        program.deps(deps);
         program.cgroup = cgroup;
         program
+    }
+
+    /// Gives the actor the programs it comes after (before its first control).
+    fn deps(&mut self, deps: Option<Deps>) {
+        if let Some(deps) = deps {
+            self.post(Control::Deps(Box::new(deps)));
+        }
+    }
+
+    /// The state alone, cheaper than a snapshot.
+    pub(crate) fn state(&self) -> ProcessState {
+        read(&self.snapshot).state
     }
 
     /// Starts an actor that acts through `host`, from `begin`.
@@ -269,6 +358,7 @@ impl Program {
             frozen: false,
             note: None,
             checks,
+            deps: None,
         };
         if begin.stored {
             actor.recorded = Recorded {
@@ -840,6 +930,9 @@ impl Os {
                 until: Instant::now() + Duration::from_millis(frozen.retry_in_ms.unwrap_or(0)),
                 reason: frozen.reason.clone().unwrap_or_default().into(),
             },
+            ("waiting", _) => Lifecycle::Waiting {
+                on: frozen.reason.clone().unwrap_or_default().into(),
+            },
             ("exited", _) => Lifecycle::Exited {
                 reason: frozen.reason.clone().unwrap_or_default().into(),
             },
@@ -975,6 +1068,8 @@ enum Woke {
     Due(Timer),
     /// A check's verdict: ready, or unhealthy.
     Checked(Checked),
+    /// What a waiting program waits for now (`None`: nothing).
+    Deps(Option<Arc<str>>),
 }
 
 /// What a check loop ends with.
@@ -1237,9 +1332,10 @@ impl Checks {
         }
     }
 
-    /// Tries the Ready check until it passes: at once, then after 10 ms,
-    /// the pause doubling up to Interval (a program that is ready in a
-    /// moment is seen so in a moment); each failure becomes its message.
+    /// Tries the Ready check until it passes: at once, then with pauses of
+    /// a tenth of the wait so far, from 10 ms up to Interval (a program
+    /// that is ready in a moment is seen so in a moment, and a chain of
+    /// them adds little to its waits); each failure becomes its message.
     async fn ready(
         &self,
         check: &crate::spec::Check,
@@ -1259,7 +1355,7 @@ impl Checks {
         let per_try = check
             .timeout
             .min(check.interval.max(Duration::from_secs(1)));
-        let mut pause = Duration::from_millis(10);
+        let began = Instant::now();
         loop {
             match crate::check::try_once(&check.probe, per_try, &self.context).await {
                 Ok(()) => return Checked::Ready,
@@ -1269,8 +1365,12 @@ impl Checks {
                     *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
                 }
             }
-            tokio::time::sleep(pause.min(check.interval)).await;
-            pause = pause.saturating_mul(2);
+            // A tenth of the wait so far: readiness is seen at most 10 %
+            // (and 10 ms) after it comes, however long it takes.
+            let pause = (began.elapsed() / 10)
+                .max(Duration::from_millis(10))
+                .min(check.interval);
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -1319,6 +1419,8 @@ struct Actor<H: Host> {
     note: Option<(Option<i32>, Arc<str>)>,
     /// Its Ready and Alive checks, when it has any.
     checks: Option<Arc<Checks>>,
+    /// The programs it comes after, when it has any.
+    deps: Option<Box<Deps>>,
 }
 
 /// What an actor last wrote to the store.
@@ -1446,6 +1548,17 @@ impl<H: Host> Actor<H> {
         let checks = self.checks.clone();
         let snapshot = self.publish.clone();
         let main = self.life.pid();
+        let waiting_on = match &self.life {
+            Lifecycle::Waiting { on } => Some(on.clone()),
+            _ => None,
+        };
+        let events = &self.events;
+        let deps = async {
+            match (waiting_on, &self.deps) {
+                (Some(on), Some(deps)) => deps.changed(events.subscribe(), Some(on)).await,
+                _ => std::future::pending().await,
+            }
+        };
         let exited = async {
             match self.life.child_mut() {
                 Some(child) => H::wait(child).await,
@@ -1478,12 +1591,20 @@ impl<H: Host> Actor<H> {
             exit = exited => Woke::Exited(exit),
             timer = due => Woke::Due(timer),
             checked = checking => Woke::Checked(checked),
+            blocker = deps => Woke::Deps(blocker),
         };
         Some(match woke {
+            Woke::Control(Some(Control::Deps(deps))) => {
+                self.deps = Some(deps);
+                return None;
+            }
             Woke::Control(Some(control)) => match control.into_event() {
                 Some((event, reply)) => {
                     self.caller = Some(reply);
-                    event
+                    match (event, self.deps.as_ref().and_then(|d| d.blocker())) {
+                        (Event::Start, Some(on)) => Event::Wait(on),
+                        (event, _) => event,
+                    }
                 }
                 None => {
                     if let Some(child) = self.life.child_mut() {
@@ -1544,6 +1665,8 @@ impl<H: Host> Actor<H> {
                 }
                 Event::Unhealthy
             }
+            Woke::Deps(None) => Event::DepsMet,
+            Woke::Deps(Some(on)) => Event::Wait(on),
             Woke::Checked(Checked::Starved) => {
                 if let Some(checks) = &self.checks {
                     let why = format!("watchdog: {}; restarting", checks.last());

@@ -255,6 +255,9 @@ pub struct ProgramSpec {
     /// Liveness check: failing `failures` times in a row while `running`
     /// restarts the program.
     pub alive: Option<Check>,
+    /// Programs that must be `running` (ready, when they have a Ready
+    /// check) before this one starts; stopped after it (docs/reference.md §9).
+    pub after: Vec<ProgramName>,
 }
 
 /// A readiness or liveness check (docs/reference.md §9).
@@ -357,6 +360,7 @@ impl ProgramSpec {
             pid_file: None,
             ready: None,
             alive: None,
+            after: Vec::new(),
         }
     }
 

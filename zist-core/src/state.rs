@@ -1,4 +1,4 @@
-//! The eight process states and the pure decision of what follows an exit.
+//! The nine process states and the pure decision of what follows an exit.
 //!
 //! [`after_exit`] is a plain function from (policy, how the process ended,
 //! how long it ran, failures so far) to what happens next; the process actor
@@ -17,6 +17,8 @@ use crate::spec::RestartPolicy;
 pub enum ProcessState {
     /// Never started, or stopped on request.
     Stopped,
+    /// To start once the programs in its `After` are running.
+    Waiting,
     /// Spawned, not yet up for StartSecs.
     Starting,
     /// Up for at least StartSecs.
@@ -38,6 +40,7 @@ impl ProcessState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stopped => "stopped",
+            Self::Waiting => "waiting",
             Self::Starting => "starting",
             Self::Running => "running",
             Self::Backoff => "backoff",
@@ -55,11 +58,11 @@ impl ProcessState {
     }
 
     /// Whether the program is meant to be running: it runs, starts, stops,
-    /// or waits to be restarted.
+    /// waits to be restarted, or waits for the programs it comes after.
     pub fn is_active(self) -> bool {
         matches!(
             self,
-            Self::Starting | Self::Running | Self::Backoff | Self::Stopping
+            Self::Waiting | Self::Starting | Self::Running | Self::Backoff | Self::Stopping
         )
     }
 }

@@ -468,24 +468,37 @@ impl Supervisor {
             })
     }
 
+    /// How a program sees the others' states (for `After`).
+    fn lookup(&self) -> crate::program::Lookup {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |name: &str| {
+            let inner = inner.upgrade()?;
+            let programs = inner
+                .programs
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            programs.get(name).map(|p| p.state())
+        })
+    }
+
     fn add(&self, spec: ProgramSpec, resume: Resume) -> Result<Arc<Program>> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
+        let lookup = (!spec.after.is_empty()).then(|| self.lookup());
         let mut programs = self.write();
         let name = spec.name.to_string();
         if programs.contains_key(&name) {
             return Err(Error::AlreadyExists { name });
         }
-        let program = Arc::new(Program::launch(
-            spec,
-            &self.inner.log_dir,
-            self.inner.events.clone(),
-            self.inner.store.clone(),
-            self.inner.holder.clone(),
-            self.inner.cgroup_root.as_deref(),
-            resume,
-        ));
+        let home = crate::program::Home {
+            log_dir: &self.inner.log_dir,
+            events: &self.inner.events,
+            store: self.inner.store.as_ref(),
+            holder: self.inner.holder.as_ref(),
+            cgroup_root: self.inner.cgroup_root.as_deref(),
+        };
+        let program = Arc::new(Program::launch(spec, &home, resume, lookup));
         programs.insert(name, program.clone());
         Ok(program)
     }
@@ -496,6 +509,23 @@ impl Supervisor {
     ///
     /// A spawn failure leaves the program registered and `fatal`, and is returned.
     pub async fn register(&self, spec: ProgramSpec) -> Result<ProcessInfo> {
+        let unknown: Vec<&str> = {
+            let programs = self.read();
+            spec.after
+                .iter()
+                .map(|n| n.as_str())
+                .filter(|n| !programs.contains_key(*n))
+                .collect()
+        };
+        if let Some(first) = unknown.first() {
+            return Err(Error::Config(crate::ConfigErrors(vec![
+                crate::ConfigIssue {
+                    file: PathBuf::from(spec.name.as_str()),
+                    line: None,
+                    message: format!("`After` names `{first}`, which is no program; add it first"),
+                },
+            ])));
+        }
         let autostart = spec.autostart;
         let name = spec.name.to_string();
         let json = crate::config::program_to_json(&spec);
@@ -656,10 +686,47 @@ impl Supervisor {
     ///
     /// Remembered: with a state folder, the program starts again when the
     /// supervisor does, Autostart notwithstanding.
+    ///
+    /// The programs in its `After` (and in theirs) that are stopped,
+    /// exited or fatal start too; it is `waiting` until they run.
     pub async fn start(&self, name: &str) -> Result<ProcessInfo> {
         let program = self.get(name)?;
+        let pulled = self.pulled_in(&program);
+        for dep in &pulled {
+            self.intend(dep.spec.name.as_str(), Intent::Start);
+        }
+        // Each answers for itself in its own state; this one waits for them.
+        send_all(&pulled, Control::Start).await;
         self.intend(name, Intent::Start);
         program.ask(Control::Start).await
+    }
+
+    /// The programs `program` comes after, directly or not, that do not
+    /// run and would not start by themselves.
+    fn pulled_in(&self, program: &Program) -> Vec<Arc<Program>> {
+        if program.spec.after.is_empty() {
+            return Vec::new();
+        }
+        let programs = self.read();
+        let mut seen = BTreeSet::new();
+        let mut next: Vec<&str> = program.spec.after.iter().map(|n| n.as_str()).collect();
+        let mut pulled = Vec::new();
+        while let Some(name) = next.pop() {
+            let Some(dep) = programs.get(name) else {
+                continue;
+            };
+            if !seen.insert(name) {
+                continue;
+            }
+            next.extend(dep.spec.after.iter().map(|n| n.as_str()));
+            if matches!(
+                dep.state(),
+                ProcessState::Stopped | ProcessState::Exited | ProcessState::Fatal
+            ) {
+                pulled.push(dep.clone());
+            }
+        }
+        pulled
     }
 
     /// Stops a program; returns once its whole process group is gone.
@@ -770,18 +837,15 @@ impl Supervisor {
     }
 
     /// Stops every program; returns when every process group is gone.
+    ///
+    /// A program stops before the programs in its `After` (reverse order).
     pub async fn stop_all(&self) -> Vec<ProcessInfo> {
-        self.signal_stop_to_all();
-        self.all(Intent::Stop, Control::Stop).await
-    }
-
-    /// Sends every live program's stop signal in one loop, before any actor
-    /// runs (safe under each program's lease: a leased pid is unreaped), so a
-    /// large fleet starts dying together; the actors then wait for their groups.
-    fn signal_stop_to_all(&self) {
-        for program in self.read().values() {
-            program.lease.stop(program.spec.stop_signal);
+        let programs: Vec<_> = self.read().values().cloned().collect();
+        for program in &programs {
+            self.intend(program.spec.name.as_str(), Intent::Stop);
         }
+        in_stop_order(programs, Control::Stop).await;
+        self.list()
     }
 
     /// Restarts every program; returns when each new process is spawned.
@@ -1022,11 +1086,18 @@ impl Supervisor {
     /// further calls. Returns once every program is stopped or detached.
     pub async fn shutdown(&self, mode: ShutdownMode) {
         self.inner.closing.store(true, Ordering::Release);
-        if mode == ShutdownMode::Stop {
-            self.signal_stop_to_all();
-        }
         let programs: Vec<_> = self.read().values().cloned().collect();
-        send_all(&programs, |reply| Control::Shutdown(mode, reply)).await;
+        match mode {
+            ShutdownMode::Stop => {
+                in_stop_order(programs, |reply| {
+                    Control::Shutdown(ShutdownMode::Stop, reply)
+                })
+                .await;
+            }
+            ShutdownMode::Detach => {
+                send_all(&programs, |reply| Control::Shutdown(mode, reply)).await;
+            }
+        }
         self.write().clear();
         if let (Some(holder), ShutdownMode::Stop) = (&self.inner.holder, mode) {
             holder.quit();
@@ -1051,6 +1122,59 @@ fn members(cgroup: Option<&crate::cgroup::ProgramCgroup>, outside: bool, pid: i3
         None if outside => crate::adopt::tree(pid),
         None => Vec::new(),
     }
+}
+
+/// Sends a stop (`make`) to every program, each once the programs that
+/// come after it have stopped; programs that do not depend on each other
+/// stop at once. The stop signals of programs that nothing comes after go
+/// out first, in one loop, before any actor runs (safe under each
+/// program's lease: a leased pid is unreaped), so a large fleet starts
+/// dying together.
+async fn in_stop_order(
+    programs: Vec<Arc<Program>>,
+    make: impl Fn(crate::program::Reply) -> Control + Copy + Send + 'static,
+) {
+    let index: BTreeMap<&str, usize> = programs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.spec.name.as_str(), i))
+        .collect();
+    // dependents[i]: the programs that come after program i.
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); programs.len()];
+    for (i, program) in programs.iter().enumerate() {
+        for dep in &program.spec.after {
+            if let Some(&d) = index.get(dep.as_str()) {
+                dependents[d].push(i);
+            }
+        }
+    }
+    for (program, after_it) in programs.iter().zip(&dependents) {
+        if after_it.is_empty() {
+            program.lease.stop(program.spec.stop_signal);
+        }
+    }
+    if dependents.iter().all(Vec::is_empty) {
+        return send_all(&programs, make).await;
+    }
+    let (dones, waits): (Vec<_>, Vec<_>) = programs
+        .iter()
+        .map(|_| tokio::sync::watch::channel(false))
+        .unzip();
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((program, done), after_it) in programs.iter().cloned().zip(dones).zip(&dependents) {
+        let mut first: Vec<_> = after_it.iter().map(|&j| waits[j].clone()).collect();
+        tasks.spawn(async move {
+            for wait in &mut first {
+                // An ended task (its sender dropped) counts as done.
+                let _ = wait.wait_for(|done| *done).await;
+            }
+            if let Ok(applied) = program.send(make).await {
+                let _ = applied.await;
+            }
+            let _ = done.send(true);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn send_all(programs: &[Arc<Program>], make: impl Fn(crate::program::Reply) -> Control) {

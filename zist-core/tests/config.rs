@@ -616,3 +616,54 @@ fn ready_and_alive_checks_load_with_their_defaults_and_bad_ones_say_what_is_wron
         assert!(text.contains(what), "{keys}: no {what:?} in:\n{text}");
     }
 }
+
+#[test]
+fn after_names_programs_of_the_config_and_a_cycle_is_an_error_that_shows_it() {
+    let dir = Dir::new();
+    let program = |name: &str, after: &str| {
+        format!("[[Program]]\nName = \"{name}\"\nPath = \"/bin/sleep\"\nAfter = {after}\n")
+    };
+    let file = dir.write(
+        "ok.toml",
+        &format!(
+            "Token = \"t\"\n{}{}{}",
+            program("db", "[]"),
+            program("app", "[\"db\"]"),
+            program("worker", "[\"app\", \"db\"]")
+        ),
+    );
+    let config = Config::load(&file).unwrap();
+    let worker = config
+        .programs
+        .iter()
+        .find(|p| p.name.as_str() == "worker")
+        .unwrap();
+    let after: Vec<&str> = worker.after.iter().map(|n| n.as_str()).collect();
+    assert_eq!(after, ["app", "db"]);
+    let json = zist_core::program_to_json(worker);
+    assert_eq!(json["After"], serde_json::json!(["app", "db"]));
+
+    for (programs, what) in [
+        (
+            program("app", "[\"dv\"]") + &program("db", "[]"),
+            "`After` of `app` names `dv`, which is no program of this config (did you mean `db`?)",
+        ),
+        (
+            program("app", "[\"app\"]"),
+            "`After` makes a cycle, so none of these could start: app -> app",
+        ),
+        (
+            program("a", "[\"b\"]") + &program("b", "[\"c\"]") + &program("c", "[\"a\"]"),
+            "`After` makes a cycle, so none of these could start: a -> b -> c -> a",
+        ),
+        (
+            program("a", "\"b\""),
+            "`After` must be an array of program names",
+        ),
+        (program("a", "[\"no good\"]"), "`After` names \"no good\""),
+    ] {
+        let file = dir.write("bad.toml", &format!("Token = \"t\"\n{programs}"));
+        let text = messages(&Config::load(&file).unwrap_err()).join("\n");
+        assert!(text.contains(what), "no {what:?} in:\n{text}");
+    }
+}

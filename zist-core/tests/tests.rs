@@ -7,3 +7,4 @@ mod config;
 mod detach;
 mod engine;
 mod logs;
+mod order;

@@ -86,6 +86,13 @@ impl Program {
         }
     }
 
+    /// A listener that binds its port `delay_ms` after it starts.
+    fn slow_listener(name: String, port: u16, delay_ms: u64, extra: String) -> Self {
+        let mut program = Self::listener(name, port, extra);
+        program.argv.push(delay_ms.to_string());
+        program
+    }
+
     /// This harness as a writer of `total` bytes in `chunk`-byte writes.
     fn writer(name: &str, chunk: usize, total: u64) -> Self {
         let exe = std::env::current_exe().expect("own path");
@@ -688,6 +695,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("listen") {
         let port = args.get(2).and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+        if let Some(ms) = args.get(3).and_then(|d| d.parse::<u64>().ok()) {
+            // Not ready at once: the wait a Ready check sees.
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
         loop {
             std::thread::park();
@@ -717,11 +728,12 @@ fn main() {
         "continuity",
         "adopt",
         "checks",
+        "chain",
     ]
     .contains(&which.as_str())
     {
         eprintln!(
-            "unknown scenario {which:?}; use all, fleet, restart, logs, continuity, adopt or checks"
+            "unknown scenario {which:?}; use all, fleet, restart, logs, continuity, adopt, checks or chain"
         );
         std::process::exit(2);
     }
@@ -793,6 +805,53 @@ fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     if run("checks") {
         checks(kind, sizes.n, venv, table);
     }
+    if run("chain") {
+        chain(kind, venv, table);
+    }
+}
+
+/// A chain of 20 programs, each `After` the one before, each ready (a Tcp
+/// Ready check on the port it opens) 200 ms after it starts: launch to the
+/// last one running, against the sum of the Ready waits (4 s).
+fn chain(kind: Kind, venv: &Path, table: &mut Table) {
+    const LINKS: usize = 20;
+    const WAIT_MS: u64 = 200;
+    if kind != Kind::Zist {
+        return;
+    }
+    let ports: Vec<u16> = (0..LINKS)
+        .map(|_| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("a port").port()
+        })
+        .collect();
+    let programs: Vec<Program> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            let after = if i == 0 {
+                String::new()
+            } else {
+                format!("After = [\"c{}\"]\n", i - 1)
+            };
+            Program::slow_listener(
+                format!("c{i}"),
+                port,
+                WAIT_MS,
+                format!("Ready = {{ Tcp = \"127.0.0.1:{port}\" }}\n{after}"),
+            )
+        })
+        .collect();
+    let mut daemon = Instance::launch(kind, &programs, venv);
+    let took = daemon.all_running(LINKS);
+    let sum = Duration::from_millis(WAIT_MS * LINKS as u64);
+    table.add(
+        &format!("chain of {LINKS} After links, each ready {WAIT_MS} ms after its start: launch to all running, per sum of Ready waits"),
+        "×",
+        "≤ 1.2",
+        kind,
+        took.as_secs_f64() / sum.as_secs_f64(),
+    );
 }
 
 /// `n` programs that listen on a port each: started without checks, with
