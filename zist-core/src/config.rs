@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 
 use crate::spec::{
-    Check, LinePattern, MAX_DURATION, MAX_SIZE, Probe, ProgramName, ProgramSpec, RestartPolicy,
-    parse_duration, parse_signal, parse_size,
+    Check, INSTANCE_MARK, LinePattern, MAX_DURATION, MAX_INSTANCES, MAX_SIZE, Probe, ProgramName,
+    ProgramSpec, RestartPolicy, parse_duration, parse_signal, parse_size,
 };
 
 /// One problem in a config, located as precisely as the file allows.
@@ -151,6 +151,7 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "Ready",
     "Alive",
     "After",
+    "Instances",
 ];
 
 impl Config {
@@ -268,6 +269,7 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         "LogBackups": spec.log_backups,
         "Web": spec.web,
     });
+    let instances = spec.instances.map(|n| json!(n));
     let optional = [
         ("Workingdir", spec.workingdir.as_deref().map(path)),
         ("User", spec.user.clone().map(J::String)),
@@ -275,6 +277,7 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("ErrLogfile", spec.err_logfile.as_deref().map(path)),
         ("PidFile", spec.pid_file.as_deref().map(path)),
         ("Ready", spec.ready.as_ref().map(|c| check_to_json(c, true))),
+        ("Instances", instances),
         (
             "After",
             (!spec.after.is_empty())
@@ -1480,6 +1483,9 @@ fn apply_program_keys(
             "Ready" => spec.ready = want_check(key, v, at, issues),
             "Alive" => spec.alive = want_check(key, v, at, issues),
             "After" => spec.after = want_names(key, v, at, issues),
+            "Instances" => {
+                spec.instances = want_uint(key, v, 1..=MAX_INSTANCES, at, issues);
+            }
             "LogMaxBytes" => {
                 spec.log_max_bytes = want_size(key, v, at, issues).unwrap_or(spec.log_max_bytes)
             }
@@ -1491,11 +1497,16 @@ fn apply_program_keys(
             _ => {}
         }
     }
+    // Each instance logs into files of its own.
+    let stem = match spec.instances {
+        Some(_) => format!("{}-{INSTANCE_MARK}", spec.name),
+        None => spec.name.to_string(),
+    };
     if spec.logfile.is_none() {
-        spec.logfile = Some(log_dir.join(format!("{}.out.log", spec.name)));
+        spec.logfile = Some(log_dir.join(format!("{stem}.out.log")));
     }
     if spec.err_logfile.is_none() {
-        spec.err_logfile = Some(log_dir.join(format!("{}.err.log", spec.name)));
+        spec.err_logfile = Some(log_dir.join(format!("{stem}.err.log")));
     }
     spec
 }

@@ -112,6 +112,47 @@ pub enum Error {
         reason: String,
     },
 
+    /// A program with instances was named where one process is meant
+    /// (info, stats, logs, follow): name one of its instances.
+    #[error("program `{name}` has {} instances, name one of them: {}", instances.len(), instances.join(", "))]
+    Instances {
+        /// The program.
+        name: String,
+        /// Its instances' names.
+        instances: Vec<String>,
+    },
+
+    /// An instance was named where only its program may be (remove):
+    /// the number of instances is changed with `scale`.
+    #[error("`{name}` is an instance of `{program}`; scale `{program}` instead")]
+    IsInstance {
+        /// The instance.
+        name: String,
+        /// Its program.
+        program: String,
+    },
+
+    /// `process.scale` of a program without `Instances`.
+    #[error(
+        "program `{name}` has no Instances key, so it runs one process named `{name}`; give it `Instances` to scale it"
+    )]
+    NotScalable {
+        /// The program.
+        name: String,
+    },
+
+    /// A rolling restart stopped at an instance whose new process did not
+    /// come up; the instances after it keep their old processes.
+    #[error(
+        "rolling restart stopped at `{name}`: {reason}; the instances after it were not restarted"
+    )]
+    RollingStopped {
+        /// The instance.
+        name: String,
+        /// Why, for a person.
+        reason: String,
+    },
+
     /// `process.adopt`: a program already supervises the process.
     #[error("pid {pid} is already supervised as program `{name}`")]
     AlreadySupervised {
@@ -147,7 +188,11 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::NoSuchProcess { .. } | Self::NoSuchPid { .. } => ErrorKind::NotFound,
+            Self::NoSuchProcess { .. } | Self::NoSuchPid { .. } | Self::Instances { .. } => {
+                ErrorKind::NotFound
+            }
+            Self::RollingStopped { .. } => ErrorKind::SpawnFailed,
+            Self::IsInstance { .. } | Self::NotScalable { .. } => ErrorKind::Invalid,
             Self::AlreadyRunning { .. }
             | Self::AlreadyExists { .. }
             | Self::AlreadySupervised { .. } => ErrorKind::Conflict,

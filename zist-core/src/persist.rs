@@ -63,6 +63,10 @@ pub(crate) struct Remembered {
     pub spec: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRecord>,
+    /// A program with instances scaled at run time: `[configured, chosen]`;
+    /// the chosen number holds while its spec still says `configured`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<[u32; 2]>,
 }
 
 /// The whole file.

@@ -423,6 +423,7 @@ impl Program {
     }
 
     /// Tells the actor to stop or detach its process and end; resolves when it has.
+    #[cfg(test)]
     pub(crate) async fn shut_down(&self, mode: ShutdownMode) {
         if let Ok(done) = self.send(|reply| Control::Shutdown(mode, reply)).await {
             let _ = done.await;

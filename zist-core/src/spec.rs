@@ -48,6 +48,9 @@ pub enum ValueError {
     /// Neither `stdout` nor `stderr`.
     #[error("unknown stream {0:?}; use \"stdout\" or \"stderr\"")]
     Stream(String),
+    /// A number of instances out of range.
+    #[error("{0} instances: a program runs 1 to 1000")]
+    Instances(u32),
     /// Not one of start, stop, restart, detach.
     #[error("no action `{0}`; use start, stop, restart or detach")]
     Action(String),
@@ -87,6 +90,22 @@ impl ProgramName {
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name of instance `i` of this program: `NAME:i` (the colon,
+    /// which no name given by a user holds, is kept for this).
+    pub fn instance(&self, i: u32) -> Self {
+        Self(format!("{}:{i}", self.base()))
+    }
+
+    /// The program's own name: `NAME` of an instance's `NAME:i`.
+    pub fn base(&self) -> &str {
+        self.0.split_once(':').map_or(&self.0, |(base, _)| base)
+    }
+
+    /// The instance number, for an instance's name.
+    pub fn instance_number(&self) -> Option<u32> {
+        self.0.split_once(':')?.1.parse().ok()
     }
 }
 
@@ -258,7 +277,16 @@ pub struct ProgramSpec {
     /// Programs that must be `running` (ready, when they have a Ready
     /// check) before this one starts; stopped after it (docs/reference.md §9).
     pub after: Vec<ProgramName>,
+    /// With `Some(n)`, the program runs `n` processes, `NAME:0` to
+    /// `NAME:n-1` ([`ProgramSpec::instance`]); `None`: one, named `NAME`.
+    pub instances: Option<u32>,
 }
+
+/// The largest number of instances a program may have.
+pub const MAX_INSTANCES: u32 = 1000;
+
+/// Stands for the instance number in Args, Env values and log paths.
+pub const INSTANCE_MARK: &str = "{instance}";
 
 /// A readiness or liveness check (docs/reference.md §9).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,6 +364,24 @@ impl std::fmt::Display for Probe {
 }
 
 impl ProgramSpec {
+    /// The spec of instance `i` of this program: named `NAME:i`, with
+    /// `ZIST_INSTANCE=i` in its environment and `{instance}` replaced by
+    /// `i` in Args, Env values, Logfile and ErrLogfile.
+    pub fn instance(&self, i: u32) -> Self {
+        let number = i.to_string();
+        let fill = |s: &str| s.replace(INSTANCE_MARK, &number);
+        let fill_path = |p: &PathBuf| PathBuf::from(fill(&p.to_string_lossy()));
+        let mut spec = self.clone();
+        spec.name = self.name.instance(i);
+        spec.instances = None;
+        spec.args = self.args.iter().map(|a| fill(a)).collect();
+        spec.env = self.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
+        spec.env.insert("ZIST_INSTANCE".to_owned(), number.clone());
+        spec.logfile = self.logfile.as_ref().map(fill_path);
+        spec.err_logfile = self.err_logfile.as_ref().map(fill_path);
+        spec
+    }
+
     /// A spec with the documented defaults for every key but `Name` and `Path`.
     pub fn new(name: ProgramName, path: impl Into<PathBuf>) -> Self {
         Self {
@@ -361,6 +407,7 @@ impl ProgramSpec {
             ready: None,
             alive: None,
             after: Vec::new(),
+            instances: None,
         }
     }
 

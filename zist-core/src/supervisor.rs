@@ -24,7 +24,7 @@ use crate::state::ProcessState;
 use crate::stats::Sampler;
 use crate::upgrade::{Frozen, Handover};
 use crate::wire::{
-    AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
+    Acted, AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
     ShutdownMode,
 };
 
@@ -39,6 +39,26 @@ pub enum ProcessAction {
     Restart,
     /// [`Supervisor::detach`].
     Detach,
+    /// [`Supervisor::signal`].
+    Signal(Signal),
+}
+
+/// The instances of program `name` in a registry, in the order of their
+/// names (`NAME:0`, `NAME:1`, ... as strings sort; see [`by_number`]).
+fn instances_in<'m>(
+    programs: &'m BTreeMap<String, Arc<Program>>,
+    name: &str,
+) -> impl Iterator<Item = &'m Arc<Program>> {
+    // `;` follows `:`: the range holds exactly the names `NAME:...`.
+    programs
+        .range(format!("{name}:")..format!("{name};"))
+        .map(|(_, program)| program)
+}
+
+/// Programs sorted by instance number (`NAME:2` before `NAME:10`).
+fn by_number(mut programs: Vec<Arc<Program>>) -> Vec<Arc<Program>> {
+    programs.sort_by_key(|p| p.spec.name.instance_number());
+    programs
 }
 
 impl std::str::FromStr for ProcessAction {
@@ -147,6 +167,17 @@ struct Inner {
     frozen: Mutex<BTreeMap<String, Frozen>>,
     /// Where programs' cgroups go, when they run in cgroups.
     cgroup_root: Option<PathBuf>,
+    /// Programs with `Instances`, by name: each instance is a program of
+    /// its own in `programs` (`NAME:i`).
+    groups: Mutex<BTreeMap<String, Group>>,
+}
+
+/// A program with `Instances`.
+struct Group {
+    /// Its spec, as given (`{instance}` not yet replaced).
+    template: ProgramSpec,
+    /// How many instances run now (scale may have changed the spec's number).
+    count: u32,
 }
 
 impl Supervisor {
@@ -213,6 +244,7 @@ impl Supervisor {
                 held: Mutex::new(held),
                 frozen: Mutex::new(BTreeMap::new()),
                 cgroup_root: cgroup_root.flatten(),
+                groups: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -273,11 +305,25 @@ impl Supervisor {
                     }
                 }
             }
-            let known: BTreeSet<String> = specs.iter().map(|(s, _)| s.name.to_string()).collect();
+        }
+        // A program with instances stands for one program per instance.
+        let mut known = BTreeSet::new();
+        let mut units = Vec::new();
+        for (spec, runtime) in specs {
+            known.insert(spec.name.to_string());
+            if runtime {
+                supervisor.runtime().insert(spec.name.to_string());
+            }
+            for unit in supervisor.expand(spec) {
+                known.insert(unit.name.to_string());
+                units.push((unit, runtime));
+            }
+        }
+        if let Some(store) = &supervisor.inner.store {
             store.retain(|name, _| known.contains(name));
         }
         let mut starting = Vec::new();
-        for (spec, runtime) in specs {
+        for (spec, runtime) in units {
             let (resume, start) = supervisor.resume(&spec);
             let name = spec.name.to_string();
             if let Ok(program) = supervisor.add(spec, resume) {
@@ -397,6 +443,60 @@ impl Supervisor {
         }
     }
 
+    fn groups(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Group>> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The specs of the programs `spec` stands for: itself, or one per
+    /// instance, as many as its `Instances` say, or as a scale chose while
+    /// `Instances` still says what it said then; the group is recorded.
+    fn expand(&self, spec: ProgramSpec) -> Vec<ProgramSpec> {
+        let Some(configured) = spec.instances else {
+            return vec![spec];
+        };
+        let name = spec.name.to_string();
+        let scaled = self
+            .inner
+            .store
+            .as_ref()
+            .and_then(|store| store.get(&name))
+            .and_then(|r| r.scale);
+        let count = match scaled {
+            Some([then, chosen]) if then == configured => chosen,
+            Some(_) => {
+                // The spec changed its number: that one holds now.
+                if let Some(store) = &self.inner.store {
+                    store.update(&name, |r| r.scale = None);
+                }
+                configured
+            }
+            None => configured,
+        };
+        let units = (0..count).map(|i| spec.instance(i)).collect();
+        self.groups().insert(
+            name,
+            Group {
+                template: spec,
+                count,
+            },
+        );
+        units
+    }
+
+    /// The instances of program `name`, by number; `None` when it has no
+    /// `Instances` (or does not exist).
+    fn instances(&self, name: &str) -> Option<Vec<Arc<Program>>> {
+        if !self.groups().contains_key(name) {
+            return None;
+        }
+        Some(by_number(
+            instances_in(&self.read(), name).cloned().collect(),
+        ))
+    }
+
     fn runtime(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.inner
             .runtime
@@ -460,12 +560,18 @@ impl Supervisor {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        self.read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NoSuchProcess {
+        if let Some(program) = self.read().get(name) {
+            return Ok(program.clone());
+        }
+        Err(match self.instances(name) {
+            Some(instances) => Error::Instances {
                 name: name.to_owned(),
-            })
+                instances: instances.iter().map(|p| p.spec.name.to_string()).collect(),
+            },
+            None => Error::NoSuchProcess {
+                name: name.to_owned(),
+            },
+        })
     }
 
     /// How a program sees the others' states (for `After`).
@@ -477,7 +583,18 @@ impl Supervisor {
                 .programs
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            programs.get(name).map(|p| p.state())
+            if let Some(program) = programs.get(name) {
+                return Some(program.state());
+            }
+            // A program with instances runs when every instance does.
+            let mut any = false;
+            for state in instances_in(&programs, name).map(|p| p.state()) {
+                if state != ProcessState::Running {
+                    return Some(state);
+                }
+                any = true;
+            }
+            any.then_some(ProcessState::Running)
         })
     }
 
@@ -508,13 +625,27 @@ impl Supervisor {
     /// state folder, across restarts of the supervisor, until removed.
     ///
     /// A spawn failure leaves the program registered and `fatal`, and is returned.
+    ///
+    /// For a spec with `Instances`, every instance is registered, and the
+    /// info of instance 0 is returned ([`Supervisor::register_each`] returns all).
     pub async fn register(&self, spec: ProgramSpec) -> Result<ProcessInfo> {
-        let unknown: Vec<&str> = {
+        match self.register_each(spec).await? {
+            Acted::One(info) => Ok(info),
+            Acted::Each(infos) => infos.into_iter().next().ok_or(Error::ShuttingDown),
+        }
+    }
+
+    /// [`Supervisor::register`], answering with every instance's info for
+    /// a spec with `Instances`.
+    pub async fn register_each(&self, spec: ProgramSpec) -> Result<Acted> {
+        let unknown: Vec<String> = {
+            let groups: BTreeSet<String> = self.groups().keys().cloned().collect();
             let programs = self.read();
             spec.after
                 .iter()
                 .map(|n| n.as_str())
-                .filter(|n| !programs.contains_key(*n))
+                .filter(|n| !programs.contains_key(*n) && !groups.contains(*n))
+                .map(str::to_owned)
                 .collect()
         };
         if let Some(first) = unknown.first() {
@@ -528,9 +659,11 @@ impl Supervisor {
         }
         let autostart = spec.autostart;
         let name = spec.name.to_string();
+        let group = spec.instances.is_some();
+        if self.read().contains_key(&name) || self.groups().contains_key(&name) {
+            return Err(Error::AlreadyExists { name });
+        }
         let json = crate::config::program_to_json(&spec);
-        let program = self.add(spec, Resume::Fresh { restarts: 0 })?;
-        self.runtime().insert(name.clone());
         if let Some(store) = &self.inner.store {
             store.update(&name, |r| {
                 *r = Remembered {
@@ -539,23 +672,52 @@ impl Supervisor {
                 }
             });
         }
-        if autostart {
-            program.ask(Control::Start).await
-        } else {
-            Ok(program.info())
+        let mut added = Vec::new();
+        for unit in self.expand(spec) {
+            match self.add(unit, Resume::Fresh { restarts: 0 }) {
+                Ok(program) => added.push(program),
+                Err(e) => {
+                    send_all(&added, |reply| Control::Shutdown(ShutdownMode::Stop, reply)).await;
+                    self.forget(&added);
+                    self.groups().remove(&name);
+                    if let Some(store) = &self.inner.store
+                        && !matches!(e, Error::AlreadyExists { .. })
+                    {
+                        store.forget(&name);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.runtime().insert(name.clone());
+        for program in &added {
+            self.runtime().insert(program.spec.name.to_string());
+        }
+        match added.as_slice() {
+            [program] if !group => Ok(Acted::One(if autostart {
+                program.ask(Control::Start).await?
+            } else {
+                program.info()
+            })),
+            _ => {
+                if autostart {
+                    send_all(&added, Control::Start).await;
+                }
+                Ok(Acted::Each(added.iter().map(|p| p.info()).collect()))
+            }
         }
     }
 
     /// Adds a program from a JSON object with the keys of a program file
     /// (`process.add`), checked by the rules of a program file; errors name
     /// the key. Starts it if its spec says Autostart.
-    pub async fn register_json(&self, spec: &serde_json::Value) -> Result<ProcessInfo> {
+    pub async fn register_json(&self, spec: &serde_json::Value) -> Result<Acted> {
         let (spec, warnings) =
             crate::config::program_from_json("process.add", spec, &self.inner.log_dir)?;
         for warning in warnings {
             tracing::warn!("{warning}");
         }
-        self.register(spec).await
+        self.register_each(spec).await
     }
 
     /// Takes over a running process that zist did not start
@@ -595,7 +757,13 @@ impl Supervisor {
         for warning in warnings {
             tracing::warn!("{warning}");
         }
-        if self.read().contains_key(&name) {
+        if spec.instances.is_some() {
+            return Err(Error::AdoptRefused {
+                pid,
+                reason: "an adopted process is one process; `Instances` does not apply".into(),
+            });
+        }
+        if self.read().contains_key(&name) || self.groups().contains_key(&name) {
             return Err(Error::AlreadyExists { name });
         }
         let (pipes, note) = if request.capture.unwrap_or(true) {
@@ -640,6 +808,7 @@ impl Supervisor {
                     spec: Some(json),
                     process: Some(record),
                     restarts: 0,
+                    scale: None,
                 }
             });
         }
@@ -667,14 +836,30 @@ impl Supervisor {
     }
 
     /// Stops a program and forgets it.
+    ///
+    /// A program with instances goes with all of them; one instance alone
+    /// is not removed ([`Error::IsInstance`]: scale its program instead).
     pub async fn remove(&self, name: &str) -> Result<()> {
-        let program = self.get(name)?;
-        program.shut_down(ShutdownMode::Stop).await;
-        self.write().remove(name);
-        if let Some(cgroup) = &program.cgroup {
-            // Empty now; removed only when empty.
-            cgroup.remove();
-        }
+        let programs = match self.instances(name) {
+            Some(instances) => instances,
+            None => {
+                let program = self.get(name)?;
+                if program.spec.name.instance_number().is_some() {
+                    return Err(Error::IsInstance {
+                        name: name.to_owned(),
+                        program: program.spec.name.base().to_owned(),
+                    });
+                }
+                vec![program]
+            }
+        };
+        send_all(&programs, |reply| {
+            Control::Shutdown(ShutdownMode::Stop, reply)
+        })
+        .await;
+        // Their cgroups are empty now (removed only when empty).
+        self.forget(&programs);
+        self.groups().remove(name);
         self.runtime().remove(name);
         if let Some(store) = &self.inner.store {
             store.forget(name);
@@ -712,18 +897,23 @@ impl Supervisor {
         let mut next: Vec<&str> = program.spec.after.iter().map(|n| n.as_str()).collect();
         let mut pulled = Vec::new();
         while let Some(name) = next.pop() {
-            let Some(dep) = programs.get(name) else {
-                continue;
-            };
             if !seen.insert(name) {
                 continue;
             }
-            next.extend(dep.spec.after.iter().map(|n| n.as_str()));
-            if matches!(
-                dep.state(),
-                ProcessState::Stopped | ProcessState::Exited | ProcessState::Fatal
-            ) {
-                pulled.push(dep.clone());
+            let named: Vec<&Arc<Program>> = match programs.get(name) {
+                Some(dep) => vec![dep],
+                None => instances_in(&programs, name).collect(),
+            };
+            if let Some(first) = named.first() {
+                next.extend(first.spec.after.iter().map(|n| n.as_str()));
+            }
+            for dep in named {
+                if matches!(
+                    dep.state(),
+                    ProcessState::Stopped | ProcessState::Exited | ProcessState::Fatal
+                ) {
+                    pulled.push(dep.clone());
+                }
             }
         }
         pulled
@@ -828,6 +1018,182 @@ impl Supervisor {
             ProcessAction::Stop => self.stop(name).await,
             ProcessAction::Restart => self.restart(name).await,
             ProcessAction::Detach => self.detach(name).await,
+            ProcessAction::Signal(signal) => self.signal(name, signal).await,
+        }
+    }
+
+    /// Applies `action` to `name`: one program (or one instance,
+    /// `NAME:i`), or, for a program with instances, every instance at once
+    /// (then each instance's info, by number, whatever each one answered:
+    /// its state says it).
+    pub async fn act(&self, name: &str, action: ProcessAction) -> Result<Acted> {
+        let Some(instances) = self.instances(name) else {
+            return Ok(Acted::One(self.apply(name, action).await?));
+        };
+        let intent = match action {
+            ProcessAction::Start | ProcessAction::Restart => Some(Intent::Start),
+            ProcessAction::Stop => Some(Intent::Stop),
+            ProcessAction::Detach => Some(Intent::Detach),
+            ProcessAction::Signal(_) => None,
+        };
+        for program in &instances {
+            if let Some(intent) = intent {
+                self.intend(program.spec.name.as_str(), intent);
+            }
+        }
+        if action == ProcessAction::Start
+            && let Some(first) = instances.first()
+        {
+            let pulled = self.pulled_in(first);
+            for dep in &pulled {
+                self.intend(dep.spec.name.as_str(), Intent::Start);
+            }
+            send_all(&pulled, Control::Start).await;
+        }
+        match action {
+            ProcessAction::Start => send_all(&instances, Control::Start).await,
+            ProcessAction::Stop => send_all(&instances, Control::Stop).await,
+            ProcessAction::Restart => send_all(&instances, Control::Restart).await,
+            ProcessAction::Detach => send_all(&instances, Control::Detach).await,
+            ProcessAction::Signal(signal) => {
+                send_all(&instances, |reply| Control::Signal(signal, reply)).await
+            }
+        }
+        Ok(Acted::Each(instances.iter().map(|p| p.info()).collect()))
+    }
+
+    /// Restarts the instances of `name` one at a time, each once the one
+    /// before is `running` again, so that all but one serve at every
+    /// moment (for a program without instances, a restart that answers
+    /// once it runs). Stops at an instance whose new process does not come
+    /// up ([`Error::RollingStopped`]); the ones after it keep their old
+    /// processes.
+    pub async fn restart_rolling(&self, name: &str) -> Result<Acted> {
+        let (programs, each) = match self.instances(name) {
+            Some(instances) => (instances, true),
+            None => (vec![self.get(name)?], false),
+        };
+        for program in &programs {
+            let instance = program.spec.name.to_string();
+            let mut events = self.inner.events.subscribe();
+            self.intend(&instance, Intent::Start);
+            program
+                .ask(Control::Restart)
+                .await
+                .map_err(|e| Error::RollingStopped {
+                    name: instance.clone(),
+                    reason: e.to_string(),
+                })?;
+            loop {
+                let state = program.state();
+                match state {
+                    ProcessState::Running => break,
+                    ProcessState::Starting | ProcessState::Waiting => {}
+                    state => {
+                        let why = program.info().message.unwrap_or_default();
+                        return Err(Error::RollingStopped {
+                            name: instance,
+                            reason: format!("its new process is {state} ({why})"),
+                        });
+                    }
+                }
+                // The next change of this instance (a lag: look again).
+                loop {
+                    match events.recv().await {
+                        Ok(ev) if ev.name == instance => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(Error::ShuttingDown);
+                        }
+                    }
+                }
+            }
+        }
+        let mut infos: Vec<ProcessInfo> = programs.iter().map(|p| p.info()).collect();
+        Ok(match infos.pop() {
+            Some(info) if !each => Acted::One(info),
+            last => {
+                infos.extend(last);
+                Acted::Each(infos)
+            }
+        })
+    }
+
+    /// Changes the number of instances of `name` at run time: new ones
+    /// are started, the highest-numbered ones stopped and forgotten. The
+    /// number is remembered (with a state folder, across restarts of the
+    /// supervisor) until the program's spec gives another one.
+    pub async fn scale(&self, name: &str, instances: u32) -> Result<Vec<ProcessInfo>> {
+        if !(1..=crate::spec::MAX_INSTANCES).contains(&instances) {
+            return Err(Error::Value(crate::spec::ValueError::Instances(instances)));
+        }
+        // One change of the registry at a time (reloads, other scales).
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let (template, count) = match self.groups().get(name) {
+            Some(group) => (group.template.clone(), group.count),
+            None => {
+                self.get(name)?;
+                return Err(Error::NotScalable {
+                    name: name.to_owned(),
+                });
+            }
+        };
+        let runtime = self.runtime().contains(name);
+        let mut added = Vec::new();
+        for i in count..instances {
+            let spec = template.instance(i);
+            let instance = spec.name.to_string();
+            if runtime {
+                self.runtime().insert(instance.clone());
+            }
+            self.intend(&instance, Intent::Start);
+            added.push(self.add(spec, Resume::Fresh { restarts: 0 })?);
+        }
+        let removed: Vec<Arc<Program>> = {
+            let programs = self.read();
+            (instances..count)
+                .filter_map(|i| programs.get(&format!("{name}:{i}")).cloned())
+                .collect()
+        };
+        send_all(&removed, |reply| {
+            Control::Shutdown(ShutdownMode::Stop, reply)
+        })
+        .await;
+        self.forget(&removed);
+        if let Some(group) = self.groups().get_mut(name) {
+            group.count = instances;
+        }
+        if let Some(store) = &self.inner.store {
+            let configured = template.instances.unwrap_or(1);
+            store.update(name, |r| r.scale = Some([configured, instances]));
+        }
+        send_all(&added, Control::Start).await;
+        Ok(self
+            .instances(name)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.info())
+            .collect())
+    }
+
+    /// Takes stopped programs out of the registry, their cgroups and what
+    /// the store remembers of them.
+    fn forget(&self, programs: &[Arc<Program>]) {
+        let mut registry = self.write();
+        for program in programs {
+            let name = program.spec.name.as_str();
+            registry.remove(name);
+            self.runtime().remove(name);
+            if let Some(cgroup) = &program.cgroup {
+                cgroup.remove();
+            }
+            if let Some(store) = &self.inner.store {
+                store.forget(name);
+            }
         }
     }
 
@@ -988,9 +1354,36 @@ impl Supervisor {
             return Err(Error::ShuttingDown);
         }
         let current: BTreeMap<String, Arc<Program>> = self.read().clone();
-        let mut wanted: BTreeMap<String, &ProgramSpec> = BTreeMap::new();
+        // A program with instances stands for one program per instance.
+        let mut wanted: BTreeMap<String, ProgramSpec> = BTreeMap::new();
+        let mut templates = BTreeSet::new();
         for spec in &config.programs {
-            wanted.insert(spec.name.to_string(), spec);
+            let name = spec.name.to_string();
+            if self.runtime().remove(&name)
+                && let Some(store) = &self.inner.store
+            {
+                // The file takes it over.
+                store.update(&name, |r| r.spec = None);
+            }
+            templates.insert(name);
+            for unit in self.expand(spec.clone()) {
+                wanted.insert(unit.name.to_string(), unit);
+            }
+        }
+        {
+            let runtime = self.runtime().clone();
+            let gone: Vec<String> = self
+                .groups()
+                .keys()
+                .filter(|name| !templates.contains(*name) && !runtime.contains(*name))
+                .cloned()
+                .collect();
+            for name in gone {
+                self.groups().remove(&name);
+                if let Some(store) = &self.inner.store {
+                    store.forget(&name);
+                }
+            }
         }
         let mut report = ReloadReport::default();
         let mut to_stop = Vec::new();
@@ -1011,7 +1404,7 @@ impl Supervisor {
                             store.update(name, |r| r.spec = None);
                         }
                     }
-                    if **spec == *program.spec {
+                    if *spec == *program.spec {
                         report.unchanged.push(name.clone());
                         continue;
                     }
@@ -1022,14 +1415,14 @@ impl Supervisor {
                     let start =
                         snapshot.state.is_active() || (spec.autostart && !stopped_on_request);
                     to_stop.push(program.clone());
-                    to_start.push(((*spec).clone(), start, snapshot.restarts));
+                    to_start.push((spec.clone(), start, snapshot.restarts));
                 }
             }
         }
         for (name, spec) in &wanted {
             if !current.contains_key(name) {
                 report.added.push(name.clone());
-                to_start.push(((*spec).clone(), spec.autostart, 0));
+                to_start.push((spec.clone(), spec.autostart, 0));
             }
         }
         send_all(&to_stop, |reply| {
@@ -1139,11 +1532,24 @@ async fn in_stop_order(
         .enumerate()
         .map(|(i, p)| (p.spec.name.as_str(), i))
         .collect();
+    let mut instances: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, program) in programs.iter().enumerate() {
+        if program.spec.name.instance_number().is_some() {
+            instances
+                .entry(program.spec.name.base())
+                .or_default()
+                .push(i);
+        }
+    }
     // dependents[i]: the programs that come after program i.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); programs.len()];
     for (i, program) in programs.iter().enumerate() {
         for dep in &program.spec.after {
-            if let Some(&d) = index.get(dep.as_str()) {
+            let named = match index.get(dep.as_str()) {
+                Some(&d) => std::slice::from_ref(&d).to_vec(),
+                None => instances.get(dep.as_str()).cloned().unwrap_or_default(),
+            };
+            for d in named {
                 dependents[d].push(i);
             }
         }

@@ -7,6 +7,35 @@ use serde::{Deserialize, Serialize};
 use crate::spec::ProgramName;
 use crate::state::ProcessState;
 
+/// What an action on a name answers: the program's info, or, for a
+/// program with instances, every instance's (docs/reference.md §9).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Acted {
+    /// One program (or one instance, `NAME:i`).
+    One(ProcessInfo),
+    /// Every instance of a program, by number.
+    Each(Vec<ProcessInfo>),
+}
+
+impl Acted {
+    /// The info of the one program acted on; `None` for instances.
+    pub fn one(self) -> Option<ProcessInfo> {
+        match self {
+            Self::One(info) => Some(info),
+            Self::Each(_) => None,
+        }
+    }
+
+    /// Every info it holds.
+    pub fn infos(&self) -> &[ProcessInfo] {
+        match self {
+            Self::One(info) => std::slice::from_ref(info),
+            Self::Each(infos) => infos,
+        }
+    }
+}
+
 /// What the API tells about one program (docs/reference.md §3.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {

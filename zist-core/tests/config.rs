@@ -422,6 +422,8 @@ async fn process_add_checks_json_keys_by_the_same_rules_and_names_them() {
             "Autostart": false, "Env": {"N": 3}
         }))
         .await
+        .unwrap()
+        .one()
         .unwrap();
     assert_eq!(info.state, zist_core::ProcessState::Stopped);
     assert_eq!(
@@ -515,8 +517,10 @@ async fn random_and_extreme_values_never_panic_the_loader_or_process_add() {
         }
         let file = dir.write(&format!("c{case}.toml"), &text);
         let _ = Config::load(&file);
-        if let Ok(info) = sup.register_json(&serde_json::Value::Object(json)).await {
-            sup.remove(&info.name).await.unwrap();
+        if let Ok(acted) = sup.register_json(&serde_json::Value::Object(json)).await {
+            let name = acted.infos()[0].name.clone();
+            let name = name.split(':').next().unwrap_or_default().to_owned();
+            sup.remove(&name).await.unwrap();
         }
     }
     // Every key with every extreme value, one at a time.

@@ -51,12 +51,42 @@ pub(crate) fn routes(
                 None => unauthorized(),
             }
         });
+    let scale = processes
+        .and(warp::path!(String / "scale"))
+        .and(warp::post())
+        .and(warp::body::content_length_limit(1024))
+        .and(warp::body::bytes())
+        .and(authorized(state))
+        .then(
+            |name: String, body: bytes::Bytes, state: Option<State>| async move {
+                let Some(state) = state else {
+                    return unauthorized();
+                };
+                #[derive(serde::Deserialize)]
+                struct Scale {
+                    instances: u32,
+                }
+                match serde_json::from_slice::<Scale>(&body) {
+                    Ok(Scale { instances }) => state
+                        .supervisor
+                        .scale(&name, instances)
+                        .await
+                        .map_or_else(from_core, |i| ok(&i)),
+                    Err(e) => error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        format!("the body must be {{\"instances\": N}}: {e}"),
+                    ),
+                }
+            },
+        );
     let action = processes
         .and(warp::path!(String / String))
         .and(warp::post())
+        .and(warp::query::<Query>())
         .and(authorized(state))
         .then(
-            |name: String, action: String, state: Option<State>| async move {
+            |name: String, action: String, query: Query, state: Option<State>| async move {
                 let state = match state {
                     Some(state) => state,
                     None => return unauthorized(),
@@ -65,11 +95,14 @@ pub(crate) fn routes(
                     Ok(action) => action,
                     Err(e) => return not_found(e.to_string()),
                 };
-                state
-                    .supervisor
-                    .apply(&name, action)
-                    .await
-                    .map_or_else(from_core, |i| ok(&i))
+                let acted = if action == ProcessAction::Restart
+                    && query.get("rolling").is_some_and(|v| v == "true")
+                {
+                    state.supervisor.restart_rolling(&name).await
+                } else {
+                    state.supervisor.act(&name, action).await
+                };
+                acted.map_or_else(from_core, |a| ok(&a))
             },
         );
     let stats = processes
@@ -147,6 +180,8 @@ pub(crate) fn routes(
     list.or(info)
         .unify()
         .or(adopt)
+        .unify()
+        .or(scale)
         .unify()
         .or(action)
         .unify()

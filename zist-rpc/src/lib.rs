@@ -25,8 +25,8 @@ use serde::Serialize;
 use tokio_stream::StreamExt;
 pub use zist_core::DaemonStatus;
 use zist_core::{
-    AdoptRequest, DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessEvent, ProcessInfo,
-    ProcessStats, ReloadReport, ShutdownMode, Supervisor,
+    Acted, AdoptRequest, DEFAULT_LINES, ErrorKind, Feed, LogStream, ProcessAction, ProcessEvent,
+    ProcessInfo, ProcessStats, ReloadReport, ShutdownMode, Supervisor,
 };
 
 mod auth;
@@ -70,25 +70,31 @@ pub trait ZistApi {
     #[method(name = "process.info")]
     async fn process_info(&self, name: String) -> RpcResult<ProcessInfo>;
 
-    /// Starts a program; answers once it is spawned.
+    /// Starts a program (every instance of one with instances: `[info]`);
+    /// answers once it is spawned, or waiting.
     #[method(name = "process.start")]
-    async fn process_start(&self, name: String) -> RpcResult<ProcessInfo>;
+    async fn process_start(&self, name: String) -> RpcResult<Acted>;
 
     /// Stops a program; answers once its whole group is gone.
     #[method(name = "process.stop")]
-    async fn process_stop(&self, name: String) -> RpcResult<ProcessInfo>;
+    async fn process_stop(&self, name: String) -> RpcResult<Acted>;
 
-    /// Restarts a program; answers once the new process is spawned.
+    /// Restarts a program; answers once the new process is spawned. With
+    /// `rolling`, one instance at a time, each once the one before runs.
     #[method(name = "process.restart")]
-    async fn process_restart(&self, name: String) -> RpcResult<ProcessInfo>;
+    async fn process_restart(&self, name: String, rolling: Option<bool>) -> RpcResult<Acted>;
 
     /// Lets a program run on unsupervised.
     #[method(name = "process.detach")]
-    async fn process_detach(&self, name: String) -> RpcResult<ProcessInfo>;
+    async fn process_detach(&self, name: String) -> RpcResult<Acted>;
 
     /// Sends a signal (`"HUP"`, `"USR1"`, ...) to a program's main process.
     #[method(name = "process.signal")]
-    async fn process_signal(&self, name: String, signal: String) -> RpcResult<ProcessInfo>;
+    async fn process_signal(&self, name: String, signal: String) -> RpcResult<Acted>;
+
+    /// Changes the number of instances of a program with `Instances`.
+    #[method(name = "process.scale")]
+    async fn process_scale(&self, name: String, instances: u32) -> RpcResult<Vec<ProcessInfo>>;
 
     /// Starts every program.
     #[method(name = "process.start_all")]
@@ -117,7 +123,7 @@ pub trait ZistApi {
 
     /// Adds a program from a spec with the keys of a program file.
     #[method(name = "process.add")]
-    async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo>;
+    async fn process_add(&self, spec: serde_json::Value) -> RpcResult<Acted>;
 
     /// Takes over a running process that zist did not start.
     #[method(name = "process.adopt")]
@@ -209,6 +215,10 @@ impl ZistRpc {
     pub fn new(supervisor: Supervisor, daemon: Arc<dyn DaemonControl>) -> Self {
         Self { supervisor, daemon }
     }
+
+    async fn act(&self, name: &str, action: ProcessAction) -> RpcResult<Acted> {
+        self.supervisor.act(name, action).await.map_err(rpc_error)
+    }
 }
 
 /// The methods, for mounting in your own jsonrpsee server.
@@ -256,26 +266,37 @@ impl ZistApiServer for ZistRpc {
         self.supervisor.info(&name).map_err(rpc_error)
     }
 
-    async fn process_start(&self, name: String) -> RpcResult<ProcessInfo> {
-        self.supervisor.start(&name).await.map_err(rpc_error)
+    async fn process_start(&self, name: String) -> RpcResult<Acted> {
+        self.act(&name, ProcessAction::Start).await
     }
 
-    async fn process_stop(&self, name: String) -> RpcResult<ProcessInfo> {
-        self.supervisor.stop(&name).await.map_err(rpc_error)
+    async fn process_stop(&self, name: String) -> RpcResult<Acted> {
+        self.act(&name, ProcessAction::Stop).await
     }
 
-    async fn process_restart(&self, name: String) -> RpcResult<ProcessInfo> {
-        self.supervisor.restart(&name).await.map_err(rpc_error)
+    async fn process_restart(&self, name: String, rolling: Option<bool>) -> RpcResult<Acted> {
+        match rolling {
+            Some(true) => self
+                .supervisor
+                .restart_rolling(&name)
+                .await
+                .map_err(rpc_error),
+            _ => self.act(&name, ProcessAction::Restart).await,
+        }
     }
 
-    async fn process_detach(&self, name: String) -> RpcResult<ProcessInfo> {
-        self.supervisor.detach(&name).await.map_err(rpc_error)
+    async fn process_detach(&self, name: String) -> RpcResult<Acted> {
+        self.act(&name, ProcessAction::Detach).await
     }
 
-    async fn process_signal(&self, name: String, signal: String) -> RpcResult<ProcessInfo> {
+    async fn process_signal(&self, name: String, signal: String) -> RpcResult<Acted> {
         let signal = zist_core::parse_signal(&signal).map_err(rpc_error)?;
+        self.act(&name, ProcessAction::Signal(signal)).await
+    }
+
+    async fn process_scale(&self, name: String, instances: u32) -> RpcResult<Vec<ProcessInfo>> {
         self.supervisor
-            .signal(&name, signal)
+            .scale(&name, instances)
             .await
             .map_err(rpc_error)
     }
@@ -312,7 +333,7 @@ impl ZistApiServer for ZistRpc {
             .map_err(rpc_error)
     }
 
-    async fn process_add(&self, spec: serde_json::Value) -> RpcResult<ProcessInfo> {
+    async fn process_add(&self, spec: serde_json::Value) -> RpcResult<Acted> {
         self.supervisor
             .register_json(&spec)
             .await

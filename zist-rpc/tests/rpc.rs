@@ -190,7 +190,12 @@ async fn the_typed_client_drives_every_process_method() {
     let client = rig.client();
     let status = client.daemon_status().await.unwrap();
     assert_eq!(status.programs, 1);
-    let started = client.process_start("svc".into()).await.unwrap();
+    let started = client
+        .process_start("svc".into())
+        .await
+        .unwrap()
+        .one()
+        .unwrap();
     assert_eq!(started.state, ProcessState::Starting);
     let pid = started.pid.unwrap();
     // Starting a running program is -32002.
@@ -216,6 +221,8 @@ async fn the_typed_client_drives_every_process_method() {
     let signalled = client
         .process_signal("svc".into(), "CONT".into())
         .await
+        .unwrap()
+        .one()
         .unwrap();
     assert_eq!(signalled.pid, Some(pid));
     let err = client
@@ -223,9 +230,19 @@ async fn the_typed_client_drives_every_process_method() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("32005"), "{err:?}");
-    let restarted = client.process_restart("svc".into()).await.unwrap();
+    let restarted = client
+        .process_restart("svc".into(), None)
+        .await
+        .unwrap()
+        .one()
+        .unwrap();
     assert_ne!(restarted.pid, Some(pid));
-    let stopped = client.process_stop("svc".into()).await.unwrap();
+    let stopped = client
+        .process_stop("svc".into())
+        .await
+        .unwrap()
+        .one()
+        .unwrap();
     assert_eq!((stopped.state, stopped.pid), (ProcessState::Stopped, None));
     // process.add with program-file keys, then remove.
     let added = client
@@ -233,6 +250,8 @@ async fn the_typed_client_drives_every_process_method() {
             json!({"Name": "added", "Path": "/bin/sleep", "Args": "300", "Autostart": false}),
         )
         .await
+        .unwrap()
+        .one()
         .unwrap();
     assert_eq!(
         (added.name.as_str(), added.state),

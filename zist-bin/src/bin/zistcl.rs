@@ -14,7 +14,7 @@ use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::ws_client::WsClientBuilder;
 use serde::Serialize;
-use zist_core::{LogStream, ProcessInfo, ShutdownMode};
+use zist_core::{Acted, LogStream, ProcessInfo, ShutdownMode};
 use zist_rpc::ZistApiClient;
 
 #[derive(Parser)]
@@ -396,6 +396,7 @@ enum Command<'a> {
     Logs(&'a str, LogStream),
     Stats(&'a str),
     Act(&'a str, &'a str),
+    Scale(&'a str, u32),
 }
 
 impl<'a> Command<'a> {
@@ -419,6 +420,15 @@ impl<'a> Command<'a> {
             [name, s @ ("stdout" | "stderr"), "-f"] => Self::Follow(name, stream(s)),
             [name, s @ ("stdout" | "stderr")] => Self::Logs(name, stream(s)),
             [name, "stats"] => Self::Stats(name),
+            [name, "restart", "--rolling"] => Self::Act(name, "restart --rolling"),
+            [name, "scale", n] => Self::Scale(
+                name,
+                n.parse().map_err(|_| {
+                    Failure::Usage(format!(
+                        "`{n}` is not a number of instances; usage: NAME scale N"
+                    ))
+                })?,
+            ),
             [
                 name,
                 action @ ("status" | "start" | "stop" | "restart" | "detach"),
@@ -483,6 +493,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Logs(name, stream) => logs(&s, name, stream).await,
         Command::Stats(name) => stats(&s, name).await,
         Command::Act(name, action) => act(&s, name, action).await,
+        Command::Scale(name, n) => scale(&s, name, n).await,
     }
 }
 
@@ -625,23 +636,45 @@ async fn stats(s: &Session<'_>, name: &str) -> Outcome {
     Ok(())
 }
 
-/// `NAME status|start|stop|restart|detach`.
+/// `NAME status|start|stop|restart|detach`, `NAME restart --rolling`: the
+/// program's row, or its instances' rows.
 async fn act(s: &Session<'_>, name: &str, action: &str) -> Outcome {
     let name = name.to_owned();
-    let info = match action {
-        "status" => s.client.process_info(name).await,
+    let acted = match action {
+        "status" => s.client.process_info(name).await.map(Acted::One),
         "start" => s.client.process_start(name).await,
         "stop" => s.client.process_stop(name).await,
-        "restart" => s.client.process_restart(name).await,
+        "restart" => s.client.process_restart(name, None).await,
+        "restart --rolling" => s.client.process_restart(name, Some(true)).await,
         _ => s.client.process_detach(name).await,
     }
     .map_err(s.fail())?;
-    s.print(&info, || {
-        table(std::slice::from_ref(&info));
+    s.print(&acted, || rows(acted.infos()));
+    Ok(())
+}
+
+/// Programs' rows, and under them the `message` of each that has one.
+fn rows(infos: &[ProcessInfo]) {
+    table(infos);
+    for info in infos {
         if let Some(message) = &info.message {
-            println!("{message}");
+            if infos.len() == 1 {
+                println!("{message}");
+            } else {
+                println!("{}: {message}", info.name);
+            }
         }
-    });
+    }
+}
+
+/// `NAME scale N`.
+async fn scale(s: &Session<'_>, name: &str, n: u32) -> Outcome {
+    let infos = s
+        .client
+        .process_scale(name.to_owned(), n)
+        .await
+        .map_err(s.fail())?;
+    s.print(&infos, || rows(&infos));
     Ok(())
 }
 
