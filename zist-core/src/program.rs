@@ -135,10 +135,11 @@ impl Deps {
             if blocker != now {
                 return blocker;
             }
-            // Only a change of one of them matters.
+            // Only a change of one of them (or of one of its instances) matters.
+            let base = |name: &str| name.split(':').next().unwrap_or_default().to_owned();
             loop {
                 match events.recv().await {
-                    Ok(ev) if self.after.iter().any(|d| **d == *ev.name) => break,
+                    Ok(ev) if self.after.iter().any(|d| **d == base(&ev.name)) => break,
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => return std::future::pending().await,

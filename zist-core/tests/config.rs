@@ -671,3 +671,33 @@ fn after_names_programs_of_the_config_and_a_cycle_is_an_error_that_shows_it() {
         assert!(text.contains(what), "no {what:?} in:\n{text}");
     }
 }
+
+#[test]
+fn instances_take_1_to_1000_and_each_logs_into_files_of_its_own() {
+    let dir = Dir::new();
+    let file = with_program(&dir, "Instances = 3");
+    let config = Config::load(&file).unwrap();
+    let spec = &config.programs[0];
+    assert_eq!(spec.instances, Some(3));
+    let logs = config.daemon.log_dir.clone();
+    assert_eq!(spec.logfile, Some(logs.join("p-{instance}.out.log")));
+    let second = spec.instance(1);
+    assert_eq!(second.name.as_str(), "p:1");
+    assert_eq!(second.logfile, Some(logs.join("p-1.out.log")));
+    assert_eq!(second.err_logfile, Some(logs.join("p-1.err.log")));
+    assert_eq!(
+        second.env.get("ZIST_INSTANCE").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(zist_core::program_to_json(spec)["Instances"], 3);
+    // Without the key: one process, named as the program, logging as before.
+    let file = with_program(&dir, "");
+    let plain = Config::load(&file).unwrap().programs.remove(0);
+    assert_eq!(plain.instances, None);
+    assert_eq!(plain.logfile, Some(logs.join("p.out.log")));
+    for value in ["0", "1001", "\"2\""] {
+        let file = with_program(&dir, &format!("Instances = {value}"));
+        let text = messages(&Config::load(&file).unwrap_err()).join("\n");
+        assert!(text.contains("Instances"), "{value}: {text}");
+    }
+}

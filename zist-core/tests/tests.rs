@@ -6,5 +6,6 @@ mod api;
 mod config;
 mod detach;
 mod engine;
+mod instances;
 mod logs;
 mod order;

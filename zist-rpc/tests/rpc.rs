@@ -651,3 +651,69 @@ async fn fractional_ids_run_and_are_echoed_and_garbage_is_a_parse_error() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_with_instances_answers_for_each_and_scales() {
+    let rig = Rig::new().await;
+    let client = rig.client();
+    let added: Value = client
+        .request(
+            "process.add",
+            rpc_params![json!({"Name": "web", "Path": "/bin/sleep", "Args": "300",
+                "Instances": 2, "StartSecs": "50ms"})],
+        )
+        .await
+        .unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array of infos")
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&added), ["web:0", "web:1"]);
+    let stopped: Value = client
+        .request("process.stop", rpc_params!["web"])
+        .await
+        .unwrap();
+    assert_eq!(names(&stopped), ["web:0", "web:1"]);
+    assert!(
+        stopped
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "stopped")
+    );
+    // One instance: one info.
+    let one: Value = client
+        .request("process.start", rpc_params!["web:1"])
+        .await
+        .unwrap();
+    assert_eq!(one["name"], "web:1");
+    // What needs one process names the instances.
+    let err = client
+        .request::<Value, _>("process.info", rpc_params!["web"])
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("32001") && text.contains("web:0, web:1"),
+        "{text}"
+    );
+    let scaled = client.process_scale("web".into(), 3).await.unwrap();
+    assert_eq!(scaled.len(), 3);
+    assert_eq!(scaled[2].name, "web:2");
+    let mut params = jsonrpsee::core::params::ObjectParams::new();
+    params.insert("name", "web").unwrap();
+    params.insert("rolling", true).unwrap();
+    let rolled: Value = client.request("process.restart", params).await.unwrap();
+    assert_eq!(names(&rolled), ["web:0", "web:1", "web:2"]);
+    assert!(
+        rolled
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "running")
+    );
+    assert!(client.process_remove("web".into()).await.unwrap());
+}
