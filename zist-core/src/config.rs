@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 
 use crate::spec::{
-    Check, INSTANCE_MARK, LinePattern, MAX_DURATION, MAX_INSTANCES, MAX_SIZE, Probe, ProgramName,
-    ProgramSpec, RestartPolicy, parse_duration, parse_signal, parse_size,
+    Check, INSTANCE_MARK, LinePattern, ListenAddress, MAX_DURATION, MAX_INSTANCES, MAX_SIZE, Probe,
+    ProgramName, ProgramSpec, RestartPolicy, parse_duration, parse_signal, parse_size,
 };
 
 /// One problem in a config, located as precisely as the file allows.
@@ -152,6 +152,7 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "Alive",
     "After",
     "Instances",
+    "Listen",
 ];
 
 impl Config {
@@ -278,6 +279,17 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("PidFile", spec.pid_file.as_deref().map(path)),
         ("Ready", spec.ready.as_ref().map(|c| check_to_json(c, true))),
         ("Instances", instances),
+        (
+            "Listen",
+            (!spec.listen.is_empty()).then(|| {
+                json!(
+                    spec.listen
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                )
+            }),
+        ),
         (
             "After",
             (!spec.after.is_empty())
@@ -1113,6 +1125,37 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
     out
 }
 
+/// `Listen = ["127.0.0.1:8080", "/run/app.sock"]`.
+fn want_listen(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<ListenAddress> {
+    let Value::Array(items) = v else {
+        issues.error(
+            at,
+            format!(
+                "`{key}` must be an array like [\"127.0.0.1:8080\"], not {}",
+                kind_of(v)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut addresses: Vec<ListenAddress> = Vec::new();
+    for (item, _) in items {
+        match item {
+            Value::Str(s) => match ListenAddress::parse(s) {
+                Ok(address) if addresses.contains(&address) => {
+                    issues.error(at, format!("`{key}` names {s:?} twice"));
+                }
+                Ok(address) => addresses.push(address),
+                Err(e) => issues.error(at, format!("`{key}`: {e}")),
+            },
+            other => issues.error(
+                at,
+                format!("`{key}` items must be strings, not {}", kind_of(other)),
+            ),
+        }
+    }
+    addresses
+}
+
 /// `After = ["db", "cache"]`: program names.
 fn want_names(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<ProgramName> {
     let Value::Array(items) = v else {
@@ -1483,6 +1526,7 @@ fn apply_program_keys(
             "Ready" => spec.ready = want_check(key, v, at, issues),
             "Alive" => spec.alive = want_check(key, v, at, issues),
             "After" => spec.after = want_names(key, v, at, issues),
+            "Listen" => spec.listen = want_listen(key, v, at, issues),
             "Instances" => {
                 spec.instances = want_uint(key, v, 1..=MAX_INSTANCES, at, issues);
             }

@@ -153,6 +153,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A socket of `Listen` could not be opened.
+    #[error("program `{name}` cannot listen on {address}: {source}")]
+    Listen {
+        /// The program.
+        name: String,
+        /// The address, as `Listen` gave it.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+
     /// `process.adopt`: a program already supervises the process.
     #[error("pid {pid} is already supervised as program `{name}`")]
     AlreadySupervised {
@@ -191,7 +202,7 @@ impl Error {
             Self::NoSuchProcess { .. } | Self::NoSuchPid { .. } | Self::Instances { .. } => {
                 ErrorKind::NotFound
             }
-            Self::RollingStopped { .. } => ErrorKind::SpawnFailed,
+            Self::RollingStopped { .. } | Self::Listen { .. } => ErrorKind::SpawnFailed,
             Self::IsInstance { .. } | Self::NotScalable { .. } => ErrorKind::Invalid,
             Self::AlreadyRunning { .. }
             | Self::AlreadyExists { .. }

@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 pub mod holder;
 mod lifecycle;
+mod listen;
 pub mod logs;
 #[cfg(feature = "net")]
 pub mod net;
@@ -37,8 +38,8 @@ pub use spawn::{
     descriptor_limit, program_room,
 };
 pub use spec::{
-    Check, LinePattern, LogStream, Probe, ProgramName, ProgramSpec, RestartPolicy, ValueError,
-    parse_signal,
+    Check, LinePattern, ListenAddress, LogStream, Probe, ProgramName, ProgramSpec, RestartPolicy,
+    ValueError, parse_signal,
 };
 pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};

@@ -259,6 +259,7 @@ impl Program {
         home: &Home<'_>,
         resume: Resume,
         lookup: Option<Lookup>,
+        sockets: Option<Arc<crate::listen::Sockets>>,
     ) -> Self {
         let Home {
             log_dir,
@@ -285,8 +286,16 @@ impl Program {
             .and_then(|root| ProgramCgroup::for_program(root, spec.name.as_str()))
             .map(Arc::new);
         let checks = Checks::of(&spec, &logs, store.as_deref().map(Store::dir));
+        let mut extra_env = checks.as_deref().map(Checks::env).unwrap_or_default();
+        if let Some(sockets) = &sockets {
+            // systemd's socket activation; LISTEN_PID is set at each spawn.
+            let count = sockets.addresses().len();
+            extra_env.push(("LISTEN_FDS", count.to_string()));
+            extra_env.push(("LISTEN_FDNAMES", vec![spec.name.base(); count].join(":")));
+        }
         let mut host = Os {
-            extra_env: checks.as_deref().map(Checks::env).unwrap_or_default(),
+            sockets,
+            extra_env,
             spec: spec.clone(),
             lease: lease.clone(),
             logs: logs.clone(),
@@ -557,6 +566,8 @@ struct Os {
     cgroup: Option<Arc<ProgramCgroup>>,
     /// What zist adds to the program's environment (its checks' sockets).
     extra_env: Vec<(&'static str, String)>,
+    /// The sockets it holds for the program (`Listen`), passed at fds 3, 4, ...
+    sockets: Option<Arc<crate::listen::Sockets>>,
 }
 
 impl Host for Os {
@@ -964,7 +975,12 @@ impl Os {
             }
         };
         let cgroup = self.cgroup.as_ref().map(|c| c.procs.as_c_str());
-        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease, cgroup)?;
+        let listen = self
+            .sockets
+            .as_deref()
+            .map(crate::listen::Sockets::fds)
+            .unwrap_or_default();
+        let spawned = spawn::spawn(&self.spec, &prepared, &self.lease, cgroup, &listen)?;
         let pumps = self.pumps([Some(spawned.stdout), Some(spawned.stderr)]);
         if pumps.len() < 2 {
             // A pipe could not be watched: never leave a child nobody reads.

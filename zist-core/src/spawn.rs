@@ -225,10 +225,12 @@ pub enum SpawnStep {
     Affinity = 9,
     /// Joining the program's cgroup.
     Cgroup = 10,
+    /// Placing the held sockets at fds 3, 4, ...
+    Sockets = 11,
 }
 
 impl SpawnStep {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Exec,
         Self::Setsid,
         Self::Stdio,
@@ -240,6 +242,7 @@ impl SpawnStep {
         Self::Unshare,
         Self::Affinity,
         Self::Cgroup,
+        Self::Sockets,
     ];
 
     fn from_code(code: i32) -> Option<Self> {
@@ -261,6 +264,7 @@ impl std::fmt::Display for SpawnStep {
             Self::Unshare => "making a private descriptor table",
             Self::Affinity => "restoring the CPU affinity",
             Self::Cgroup => "joining the program's cgroup",
+            Self::Sockets => "placing the listening sockets at fds 3 and up",
         })
     }
 }
@@ -742,6 +746,12 @@ struct ChildPlan<'a> {
     identity: Option<&'a Identity>,
     /// The `cgroup.procs` file of the program's cgroup, to join.
     cgroup_procs: Option<&'a std::ffi::CStr>,
+    /// Sockets to place at fds 3, 4, ...; each numbered at or above
+    /// `3 + listen.len()`, so no placement overwrites one still to place.
+    listen: &'a [libc::c_int],
+    /// `LISTEN_PID=` followed by room for the child's pid, which the
+    /// child writes in (its environment points at it).
+    listen_pid: *mut u8,
     /// `step << 16 | errno` of the first failing step, 0 when exec was reached.
     failure: AtomicI32,
 }
@@ -823,6 +833,10 @@ impl Prepared {
                 for (k, v) in extra {
                     env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
                 }
+                if extra.iter().any(|(k, _)| *k == "LISTEN_FDS") {
+                    // The child's own pid is set at each spawn.
+                    env.remove(b"LISTEN_PID".as_slice());
+                }
                 env_block(env)?
             }
         };
@@ -860,6 +874,7 @@ pub(crate) fn spawn(
     prepared: &Prepared,
     lease: &Arc<Lease>,
     cgroup: Option<&std::ffi::CStr>,
+    listen: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<Spawned, SpawnError> {
     let exe = resolve_executable(&spec.path, &spec.env)?;
     let workdir = working_dir(spec, &exe);
@@ -896,7 +911,27 @@ pub(crate) fn spawn(
     let stdout_w = above_stdio(stdout_w).map_err(|e| io_err("set up stdout", e))?;
     let stderr_w = above_stdio(stderr_w).map_err(|e| io_err("set up stderr", e))?;
 
-    let lent = LentSlots::take([stdin, &stdout_w, &stderr_w]);
+    // With sockets to pass, the child copies the whole table (no shared
+    // table and slots): they are at numbers of zistd's own.
+    let lent = match listen {
+        [] => LentSlots::take([stdin, &stdout_w, &stderr_w]),
+        _ => None,
+    };
+    // Copies numbered above every fd the sockets go to (closed after the spawn).
+    let above = 3 + listen.len() as libc::c_int;
+    let placed = listen
+        .iter()
+        .map(|fd| {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+                .map(|raw| {
+                    // SAFETY: fcntl just made this descriptor, and nothing else owns it.
+                    unsafe { OwnedFd::from_raw_fd(raw) }
+                })
+                .map_err(|e| io_err("copy a listening socket", e.into()))
+        })
+        .collect::<Result<Vec<OwnedFd>, SpawnError>>()?;
+    let placed_raw: Vec<libc::c_int> = placed.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut listen_pid = *b"LISTEN_PID=\0\0\0\0\0\0\0\0\0\0\0\0";
     let null_terminated = |strings: &[CString]| {
         strings
             .iter()
@@ -904,9 +939,15 @@ pub(crate) fn spawn(
             .chain(std::iter::once(std::ptr::null()))
             .collect::<Vec<_>>()
     };
+    let mut envp = null_terminated(&prepared.env);
+    if !listen.is_empty() {
+        envp.insert(envp.len() - 1, listen_pid.as_ptr().cast());
+    }
     let plan = ChildPlan {
         argv: null_terminated(&prepared.args),
-        envp: null_terminated(&prepared.env),
+        envp,
+        listen: &placed_raw,
+        listen_pid: listen_pid.as_mut_ptr(),
         path,
         workdir: cstring("the working directory", workdir.as_os_str().as_bytes())?,
         stdio: match &lent {
@@ -940,7 +981,7 @@ pub(crate) fn spawn(
     // Our copies of the child's ends close here (the slots go back to
     // /dev/null), so the read ends see end-of-file once the program's whole
     // group has exited.
-    drop((lent, stdout_w, stderr_w));
+    drop((lent, stdout_w, stderr_w, placed));
     let (pid, pidfd) = cloned.map_err(|e| io_err("create a process", e))?;
     let failure = plan.failure.load(Ordering::Acquire);
     if failure != 0 {
@@ -1134,6 +1175,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 return fail(SpawnStep::Stdio);
             }
         }
+        // The held sockets at 3, 4, ... (their sources are above them all),
+        // inherited across exec, and this process's pid in LISTEN_PID.
+        for (i, &source) in plan.listen.iter().enumerate() {
+            if libc::syscall(libc::SYS_dup3, source, 3 + i as libc::c_int, 0) < 0 {
+                return fail(SpawnStep::Sockets);
+            }
+        }
+        if !plan.listen.is_empty() {
+            write_pid(
+                plan.listen_pid.add(b"LISTEN_PID=".len()),
+                libc::syscall(libc::SYS_getpid),
+            );
+        }
         if libc::syscall(libc::SYS_chdir, plan.workdir.as_ptr()) < 0 {
             return fail(SpawnStep::Chdir);
         }
@@ -1161,7 +1215,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 return fail(SpawnStep::Uid);
             }
         }
-        close_other_descriptors_on_exec();
+        close_other_descriptors_on_exec(3 + plan.listen.len() as u32);
         // Never leave a program pinned to one CPU.
         if let Some(mask) = &plan.affinity
             && libc::syscall(
@@ -1256,7 +1310,7 @@ unsafe fn reset_child_process_state() -> io::Result<()> {
         if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        close_other_descriptors_on_exec();
+        close_other_descriptors_on_exec(3);
     }
     Ok(())
 }
@@ -1286,22 +1340,48 @@ unsafe fn reset_signal_dispositions() {
     }
 }
 
-/// Marks every descriptor above stderr close-on-exec.
+/// Writes `pid` in decimal, then a NUL, at `at` (at most 21 bytes).
+///
+/// # Safety
+/// `at` must have room for 21 bytes; for a child between clone and exec
+/// (no allocation).
+unsafe fn write_pid(at: *mut u8, pid: libc::c_long) {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    let mut rest = pid.unsigned_abs();
+    loop {
+        digits[n] = b'0' + (rest % 10) as u8;
+        n += 1;
+        rest /= 10;
+        if rest == 0 || n == digits.len() {
+            break;
+        }
+    }
+    // SAFETY: the caller gives room for n <= 20 digits and the NUL.
+    unsafe {
+        for k in 0..n {
+            *at.add(k) = digits[n - 1 - k];
+        }
+        *at.add(n) = 0;
+    }
+}
+
+/// Marks every descriptor from `from` on (3: every one above stderr) close-on-exec.
 ///
 /// # Safety
 /// Only for a child between clone or fork and exec.
-unsafe fn close_other_descriptors_on_exec() {
+unsafe fn close_other_descriptors_on_exec(from: u32) {
     // Close-on-exec rather than closed: a failed exec can still report back.
     // SAFETY: raw system calls on integers.
     unsafe {
         if libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            from,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         ) != 0
         {
-            for fd in 3..65536 {
+            for fd in from as libc::c_int..65536 {
                 libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }

@@ -280,6 +280,39 @@ pub struct ProgramSpec {
     /// With `Some(n)`, the program runs `n` processes, `NAME:0` to
     /// `NAME:n-1` ([`ProgramSpec::instance`]); `None`: one, named `NAME`.
     pub instances: Option<u32>,
+    /// Sockets zist opens once and passes to every process of the program
+    /// as fds 3, 4, ... (systemd's `LISTEN_FDS`), kept open across restarts.
+    pub listen: Vec<ListenAddress>,
+}
+
+/// A socket `Listen` names: TCP on an address, or a Unix stream socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// `"127.0.0.1:8080"`, `"[::1]:8080"`.
+    Tcp(std::net::SocketAddr),
+    /// `"/run/app.sock"`.
+    Unix(PathBuf),
+}
+
+impl ListenAddress {
+    /// Reads `"host:port"` (an IP address) or an absolute path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.starts_with('/') {
+            return Ok(Self::Unix(PathBuf::from(s)));
+        }
+        s.parse().map(Self::Tcp).map_err(|_| {
+            format!("{s:?} is neither an address like \"127.0.0.1:8080\" or \"[::1]:8080\" nor an absolute path")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(address) => write!(f, "{address}"),
+            Self::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// The largest number of instances a program may have.
@@ -408,6 +441,7 @@ impl ProgramSpec {
             alive: None,
             after: Vec::new(),
             instances: None,
+            listen: Vec::new(),
         }
     }
 

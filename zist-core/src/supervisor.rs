@@ -170,6 +170,9 @@ struct Inner {
     /// Programs with `Instances`, by name: each instance is a program of
     /// its own in `programs` (`NAME:i`).
     groups: Mutex<BTreeMap<String, Group>>,
+    /// The sockets held for programs with `Listen`, by program name (the
+    /// instances of one program share them).
+    sockets: Mutex<BTreeMap<String, Arc<crate::listen::Sockets>>>,
 }
 
 /// A program with `Instances`.
@@ -245,6 +248,7 @@ impl Supervisor {
                 frozen: Mutex::new(BTreeMap::new()),
                 cgroup_root: cgroup_root.flatten(),
                 groups: Mutex::new(BTreeMap::new()),
+                sockets: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -574,6 +578,49 @@ impl Supervisor {
         })
     }
 
+    /// The sockets of `spec`'s `Listen`: those held for its program when
+    /// they are for the same addresses (its other instances, the program
+    /// before a reload), else opened now.
+    fn sockets_for(&self, spec: &ProgramSpec) -> Result<Option<Arc<crate::listen::Sockets>>> {
+        if spec.listen.is_empty() {
+            return Ok(None);
+        }
+        let base = spec.name.base();
+        let mut held = self
+            .inner
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(sockets) = held.get(base)
+            && sockets.addresses() == spec.listen.as_slice()
+        {
+            return Ok(Some(sockets.clone()));
+        }
+        // Other addresses: the old sockets close first (one may be reused).
+        held.remove(base);
+        let sockets = crate::listen::Sockets::open(&spec.listen)
+            .map(Arc::new)
+            .map_err(|(address, source)| Error::Listen {
+                name: base.to_owned(),
+                address: address.to_string(),
+                source,
+            })?;
+        held.insert(base.to_owned(), sockets.clone());
+        Ok(Some(sockets))
+    }
+
+    /// Closes the sockets of programs no longer registered.
+    fn release_sockets(&self) {
+        let programs = self.read();
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|base, _| {
+                programs.contains_key(base) || instances_in(&programs, base).next().is_some()
+            });
+    }
+
     /// How a program sees the others' states (for `After`).
     fn lookup(&self) -> crate::program::Lookup {
         let inner = Arc::downgrade(&self.inner);
@@ -603,8 +650,12 @@ impl Supervisor {
             return Err(Error::ShuttingDown);
         }
         let lookup = (!spec.after.is_empty()).then(|| self.lookup());
-        let mut programs = self.write();
         let name = spec.name.to_string();
+        if self.read().contains_key(&name) {
+            return Err(Error::AlreadyExists { name });
+        }
+        let sockets = self.sockets_for(&spec)?;
+        let mut programs = self.write();
         if programs.contains_key(&name) {
             return Err(Error::AlreadyExists { name });
         }
@@ -615,7 +666,7 @@ impl Supervisor {
             holder: self.inner.holder.as_ref(),
             cgroup_root: self.inner.cgroup_root.as_deref(),
         };
-        let program = Arc::new(Program::launch(spec, &home, resume, lookup));
+        let program = Arc::new(Program::launch(spec, &home, resume, lookup, sockets));
         programs.insert(name, program.clone());
         Ok(program)
     }
@@ -1195,6 +1246,8 @@ impl Supervisor {
                 store.forget(name);
             }
         }
+        drop(registry);
+        self.release_sockets();
     }
 
     /// Starts every program that is not running; returns when each has been spawned.
@@ -1458,6 +1511,8 @@ impl Supervisor {
                 starting.push(program);
             }
         }
+        // Sockets of removed programs, or of old addresses, close now.
+        self.release_sockets();
         send_all(&starting, Control::Start).await;
         Ok(report)
     }
@@ -1492,6 +1547,7 @@ impl Supervisor {
             }
         }
         self.write().clear();
+        self.release_sockets();
         if let (Some(holder), ShutdownMode::Stop) = (&self.inner.holder, mode) {
             holder.quit();
         }

@@ -701,3 +701,33 @@ fn instances_take_1_to_1000_and_each_logs_into_files_of_its_own() {
         assert!(text.contains("Instances"), "{value}: {text}");
     }
 }
+
+#[test]
+fn listen_takes_ip_addresses_and_absolute_paths() {
+    let dir = Dir::new();
+    let file = with_program(
+        &dir,
+        "Listen = [\"127.0.0.1:8080\", \"[::1]:8080\", \"/run/app.sock\"]",
+    );
+    let spec = Config::load(&file).unwrap().programs.remove(0);
+    let shown: Vec<String> = spec.listen.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["127.0.0.1:8080", "[::1]:8080", "/run/app.sock"]);
+    let json = zist_core::program_to_json(&spec);
+    assert_eq!(
+        json["Listen"],
+        serde_json::json!(["127.0.0.1:8080", "[::1]:8080", "/run/app.sock"])
+    );
+    for (keys, what) in [
+        ("Listen = [\"localhost:80\"]", "is neither an address like"),
+        ("Listen = [\"app.sock\"]", "nor an absolute path"),
+        ("Listen = \"127.0.0.1:80\"", "must be an array"),
+        (
+            "Listen = [\"127.0.0.1:80\", \"127.0.0.1:80\"]",
+            "names \"127.0.0.1:80\" twice",
+        ),
+    ] {
+        let file = with_program(&dir, keys);
+        let text = messages(&Config::load(&file).unwrap_err()).join("\n");
+        assert!(text.contains(what), "{keys}: no {what:?} in:\n{text}");
+    }
+}
