@@ -634,3 +634,60 @@ fn a_recorded_pid_with_another_start_time_is_never_adopted_and_an_adopted_progra
         },
     );
 }
+
+/// The socket at fd 3 of `pid` (`socket:[inode]`).
+fn socket_at_fd_3(pid: i32) -> String {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap_or_default();
+    let link = link.display().to_string();
+    assert!(link.starts_with("socket:["), "fd 3 of {pid} is {link:?}");
+    link
+}
+
+#[test]
+fn held_sockets_outlive_an_upgrade_and_a_crash_of_zistd() {
+    let setup = Setup::new("");
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    setup.write_config(&program(
+        "web",
+        Path::new("/bin/sleep"),
+        &format!("Args = \"309\"\nInstances = 2\nListen = [\"{address}\"]"),
+    ));
+    let exe = setup.path("zistd");
+    install_zistd(&exe, None);
+    let mut zistd = crate::daemon::Zistd::start_exe(&exe, &[], &setup.conf());
+    eventually_blocking(Duration::from_secs(10), "both instances to run", || {
+        zistd
+            .list()
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .count()
+            == 2
+    });
+    let socket = socket_at_fd_3(pid_of(&zistd.info("web:0")));
+    assert_eq!(socket_at_fd_3(pid_of(&zistd.info("web:1"))), socket);
+    assert!(std::net::TcpStream::connect(address).is_ok());
+
+    // Upgrade in place: the next executable holds the same socket, and
+    // passes it to the processes it starts.
+    assert_eq!(zistd.cl(&["upgrade"]).code, 0);
+    zistd.wait_line("READY ", Duration::from_secs(10));
+    assert_eq!(zistd.cl(&["web:0", "restart"]).code, 0);
+    assert_eq!(socket_at_fd_3(pid_of(&zistd.info("web:0"))), socket);
+
+    // SIGKILL: the address is still taken (the programs listen on it);
+    // the next zistd takes the socket back from the processes it adopts.
+    let adopted = pid_of(&zistd.info("web:1"));
+    kill(zistd.pid(), Signal::SIGKILL).unwrap();
+    zistd.wait_exit(Duration::from_secs(10)).unwrap_or_default();
+    assert!(std::net::TcpStream::connect(address).is_ok());
+    let mut zistd = crate::daemon::Zistd::start_exe(&exe, &[], &setup.conf());
+    assert_eq!(pid_of(&zistd.info("web:1")), adopted);
+    assert_eq!(zistd.cl(&["web:1", "restart"]).code, 0);
+    let restarted = pid_of(&zistd.info("web:1"));
+    assert_ne!(restarted, adopted);
+    assert_eq!(socket_at_fd_3(restarted), socket);
+    assert_eq!(zistd.cl(&["web", "stop"]).code, 0);
+}

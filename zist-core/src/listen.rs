@@ -6,6 +6,11 @@
 //! which never closes while a process of the program is restarted. Each
 //! spawn passes them to the process at fds 3, 4, ... with `LISTEN_FDS`,
 //! `LISTEN_PID` and `LISTEN_FDNAMES`, as systemd's socket activation does.
+//!
+//! They outlive zistd itself: an upgrade in place hands them to the next
+//! executable, and a zistd started after a crash takes them back from the
+//! running processes it adopts (which hold them at fds 3, 4, ...) rather
+//! than failing to bind an address they still listen on.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -20,22 +25,52 @@ const BACKLOG: i32 = 1024;
 pub(crate) struct Sockets {
     addresses: Vec<ListenAddress>,
     fds: Vec<OwnedFd>,
+    /// Unix socket files stay on the disk when dropped (handed over).
+    keep_files: std::sync::atomic::AtomicBool,
+}
+
+/// The name under which an upgrade hands over program `base`'s socket on `address`.
+pub(crate) fn handover_name(base: &str, address: &ListenAddress) -> String {
+    format!("listen {base} {address}")
 }
 
 impl Sockets {
-    /// Binds and listens on every address; the error names the one that failed.
+    /// The socket of each address: the one `handed` over for it, else a
+    /// new one; when the address is in use, the one a process of
+    /// `running()` holds at fds 3 and up (an earlier zistd's program).
+    /// The error names the address that failed.
     pub(crate) fn open(
         addresses: &[ListenAddress],
+        handed: Vec<Option<OwnedFd>>,
+        running: impl Fn() -> Vec<i32>,
     ) -> Result<Self, (ListenAddress, std::io::Error)> {
         let mut fds = Vec::with_capacity(addresses.len());
+        let mut handed = handed.into_iter();
         for address in addresses {
-            let fd = bind(address).map_err(|e| (address.clone(), e))?;
+            let fd = match handed.next().flatten() {
+                Some(fd) => fd,
+                None => match bind(address) {
+                    Ok(fd) => fd,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        held_by(&running(), address, addresses.len()).ok_or((address.clone(), e))?
+                    }
+                    Err(e) => return Err((address.clone(), e)),
+                },
+            };
             fds.push(fd);
         }
         Ok(Self {
             addresses: addresses.to_vec(),
             fds,
+            keep_files: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Leaves Unix socket files where they are when dropped (the next
+    /// executable holds the sockets).
+    pub(crate) fn keep(&self) {
+        self.keep_files
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The addresses, as `Listen` gave them.
@@ -51,11 +86,50 @@ impl Sockets {
 
 impl Drop for Sockets {
     fn drop(&mut self) {
+        if self.keep_files.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         for address in &self.addresses {
             if let ListenAddress::Unix(path) = address {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+/// The listening socket on `address` that one of `pids` holds at fds 3 to
+/// `3 + count` (where zist put it when it spawned the process).
+fn held_by(pids: &[i32], address: &ListenAddress, count: usize) -> Option<OwnedFd> {
+    pids.iter().find_map(|&pid| {
+        (3..3 + count as i32).find_map(|number| {
+            let fd = crate::spawn::copy_fd_of(pid, number).ok()?;
+            listens_on(&fd, address).then_some(fd)
+        })
+    })
+}
+
+/// Whether `fd` is a socket listening on `address`.
+fn listens_on(fd: &OwnedFd, address: &ListenAddress) -> bool {
+    use nix::sys::socket::{SockaddrStorage, getsockname, getsockopt, sockopt};
+    if !getsockopt(fd, sockopt::AcceptConn).unwrap_or(false) {
+        return false;
+    }
+    let Ok(local) = getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(fd)) else {
+        return false;
+    };
+    match address {
+        ListenAddress::Tcp(std::net::SocketAddr::V4(want)) => local
+            .as_sockaddr_in()
+            .is_some_and(|got| std::net::SocketAddrV4::from(*got) == *want),
+        ListenAddress::Tcp(std::net::SocketAddr::V6(want)) => {
+            local.as_sockaddr_in6().is_some_and(|got| {
+                std::net::SocketAddrV6::from(*got).ip() == want.ip() && got.port() == want.port()
+            })
+        }
+        ListenAddress::Unix(path) => local
+            .as_unix_addr()
+            .and_then(|got| got.path())
+            .is_some_and(|got| got == path.as_path()),
     }
 }
 

@@ -611,6 +611,20 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A copy of descriptor `fd` of process `pid` (`pidfd_getfd`, Linux 5.6;
+/// the same permission as ptrace), close-on-exec.
+pub(crate) fn copy_fd_of(pid: i32, fd: RawFd) -> io::Result<OwnedFd> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: pidfd_getfd takes a pidfd, a number in the other process and
+    // flags (0), and returns a new descriptor of ours or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel made this descriptor for us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+}
+
 /// Takes hold of a running process that `record` describes: one this
 /// supervisor's earlier life started (docs/reference.md §8.3). Refused when
 /// the pid now names another process (its start time or executable differ),

@@ -1,6 +1,7 @@
 //! The [`Supervisor`] handle: the registry of programs and every operation on them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -173,6 +174,8 @@ struct Inner {
     /// The sockets held for programs with `Listen`, by program name (the
     /// instances of one program share them).
     sockets: Mutex<BTreeMap<String, Arc<crate::listen::Sockets>>>,
+    /// Sockets an upgrade handed over, not yet taken by their programs.
+    handed: Mutex<BTreeMap<String, OwnedFd>>,
 }
 
 /// A program with `Instances`.
@@ -249,6 +252,7 @@ impl Supervisor {
                 cgroup_root: cgroup_root.flatten(),
                 groups: Mutex::new(BTreeMap::new()),
                 sockets: Mutex::new(BTreeMap::new()),
+                handed: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -284,6 +288,12 @@ impl Supervisor {
         let supervisor = Self::build(options, handover.is_some());
         if let Some(handover) = handover {
             *supervisor.frozen() = handover.programs;
+            // The sockets the previous executable held for programs.
+            *supervisor
+                .inner
+                .handed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = handover.listeners;
         }
         let mut specs: Vec<(ProgramSpec, bool)> =
             config.programs.iter().map(|s| (s.clone(), false)).collect();
@@ -330,17 +340,26 @@ impl Supervisor {
         for (spec, runtime) in units {
             let (resume, start) = supervisor.resume(&spec);
             let name = spec.name.to_string();
-            if let Ok(program) = supervisor.add(spec, resume) {
-                if runtime {
-                    supervisor.runtime().insert(name);
+            match supervisor.add(spec, resume) {
+                Ok(program) => {
+                    if runtime {
+                        supervisor.runtime().insert(name);
+                    }
+                    if start {
+                        starting.push(program);
+                    }
                 }
-                if start {
-                    starting.push(program);
-                }
+                Err(e) => tracing::error!(program = %name, "{e}"),
             }
         }
         // Programs the handover named but the config no longer does: let go.
         supervisor.frozen().clear();
+        supervisor
+            .inner
+            .handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         if reap {
             // After the resume: a program that ended during an upgrade is
             // its actor's to reap, not an orphan.
@@ -397,11 +416,27 @@ impl Supervisor {
             let store = store.clone();
             let _ = tokio::task::spawn_blocking(move || store.flush()).await;
         }
-        Handover {
+        let mut handover = Handover {
             programs: frozen,
             from: crate::VERSION.to_owned(),
             ..Handover::default()
+        };
+        // The held sockets go on: their clients wait in them meanwhile.
+        let held = std::mem::take(
+            &mut *self
+                .inner
+                .sockets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (base, sockets) in &held {
+            for (address, fd) in sockets.addresses().iter().zip(sockets.fds()) {
+                let _ = handover.add_listener(&crate::listen::handover_name(base, address), &fd);
+            }
         }
+        // Not removed from the disk by their drop: the next executable keeps them.
+        held.values().for_each(|sockets| sockets.keep());
+        handover
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -598,7 +633,21 @@ impl Supervisor {
         }
         // Other addresses: the old sockets close first (one may be reused).
         held.remove(base);
-        let sockets = crate::listen::Sockets::open(&spec.listen)
+        let handed: Vec<Option<OwnedFd>> = {
+            let mut handed = self
+                .inner
+                .handed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            spec.listen
+                .iter()
+                .map(|a| handed.remove(&crate::listen::handover_name(base, a)))
+                .collect()
+        };
+        // What an upgrade handed over; what runs programs of an earlier
+        // zistd that died holds (the address is theirs); or new ones.
+        let running = || self.recorded_pids(base);
+        let sockets = crate::listen::Sockets::open(&spec.listen, handed, running)
             .map(Arc::new)
             .map_err(|(address, source)| Error::Listen {
                 name: base.to_owned(),
@@ -607,6 +656,24 @@ impl Supervisor {
             })?;
         held.insert(base.to_owned(), sockets.clone());
         Ok(Some(sockets))
+    }
+
+    /// The live processes the store records for program `base` (or its
+    /// instances): an earlier zistd's, adopted next.
+    fn recorded_pids(&self, base: &str) -> Vec<i32> {
+        let Some(store) = &self.inner.store else {
+            return Vec::new();
+        };
+        let mut names = vec![base.to_owned()];
+        if let Some(group) = self.groups().get(base) {
+            names.extend((0..group.count).map(|i| format!("{base}:{i}")));
+        }
+        names
+            .iter()
+            .filter_map(|name| store.get(name)?.process)
+            .filter(|record| crate::persist::matches(record).is_some())
+            .map(|record| record.pid)
+            .collect()
     }
 
     /// Closes the sockets of programs no longer registered.
