@@ -11,6 +11,7 @@ const LIVE = new Set(["starting", "running", "stopping"]);
 
 const $ = (id) => document.getElementById(id);
 const programs = new Map();   // name -> { info, row, cells, cpu: [], mem: [], visible }
+const groups = new Map();     // program with instances -> { row, count, input }
 let token = sessionStorage.getItem(TOKEN_KEY);
 let eventsAbort = null;
 let logsAbort = null;
@@ -218,6 +219,7 @@ async function loadList() {
   }
   performance.mark("zist:rows-built");
   body.appendChild(fresh);
+  placeGroups(list);
   applyFilter();
   summarize();
   performance.mark("zist:rows-attached");
@@ -242,6 +244,90 @@ function applyFilter() {
   const needle = $("filter").value.trim().toLowerCase();
   for (const [name, p] of programs) {
     p.row.classList.toggle("hidden", needle !== "" && !name.toLowerCase().includes(needle));
+  }
+}
+
+// ---- programs with instances ------------------------------------------
+
+// The program an instance (`web:1`) belongs to, or null.
+function baseOf(name) {
+  const colon = name.indexOf(":");
+  return colon < 0 ? null : name.slice(0, colon);
+}
+
+// A line above a program's instances: how many, scale, rolling restart.
+function makeGroup(base) {
+  const row = document.createElement("div");
+  row.className = "group";
+  row.setAttribute("role", "row");
+  row.dataset.group = base;
+  const title = document.createElement("span");
+  title.className = "group-title";
+  row.appendChild(title);
+  const input = document.createElement("input");
+  input.type = "number";
+  input.min = "1";
+  input.max = "1000";
+  input.className = "instances";
+  input.setAttribute("aria-label", `Instances of ${base}`);
+  row.appendChild(input);
+  const scale = document.createElement("button");
+  scale.type = "button";
+  scale.dataset.action = "scale";
+  scale.textContent = "scale";
+  scale.addEventListener("click", () => groupAct(base, "scale", scale));
+  row.appendChild(scale);
+  const rolling = document.createElement("button");
+  rolling.type = "button";
+  rolling.dataset.action = "rolling-restart";
+  rolling.textContent = "rolling restart";
+  rolling.title = "Restart the instances one at a time, each once the one before runs";
+  rolling.addEventListener("click", () => groupAct(base, "rolling", rolling));
+  row.appendChild(rolling);
+  return { row, title, input };
+}
+
+// Puts each group's line before its first instance; drops lines of programs gone.
+function placeGroups(list) {
+  const counts = new Map();
+  const first = new Map();
+  for (const info of list) {
+    const base = baseOf(info.name);
+    if (base === null) continue;
+    counts.set(base, (counts.get(base) || 0) + 1);
+    if (!first.has(base)) first.set(base, info.name);
+  }
+  for (const [base, g] of groups) {
+    if (!counts.has(base)) { g.row.remove(); groups.delete(base); }
+  }
+  for (const [base, count] of counts) {
+    let g = groups.get(base);
+    if (!g) { g = makeGroup(base); groups.set(base, g); }
+    set(g.title, `${base} · ${count} instance${count === 1 ? "" : "s"}`);
+    if (document.activeElement !== g.input) g.input.value = String(count);
+    const row = programs.get(first.get(base)).row;
+    if (row.previousSibling !== g.row) row.before(g.row);
+  }
+}
+
+async function groupAct(base, what, button) {
+  button.disabled = true;
+  try {
+    const g = groups.get(base);
+    const response = what === "scale"
+      ? await api(`/api/v1/processes/${encodeURIComponent(base)}/scale`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ instances: Number(g.input.value) }),
+        })
+      : await api(`/api/v1/processes/${encodeURIComponent(base)}/restart?rolling=true`, { method: "POST" });
+    await response.json();
+    // The list adds the rows of new instances and drops those of removed ones.
+    await loadList();
+  } catch (e) {
+    failed(e);
+  } finally {
+    button.disabled = false;
   }
 }
 

@@ -28,6 +28,25 @@ async fn wait_text(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> 
     panic!("`{css}` never got there; last text: {last:?}");
 }
 
+/// [`wait_text`] on the text content, for rows off screen (which the page
+/// does not render, by design).
+async fn wait_content(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + LIMIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(Some(text)) = element.prop("textContent").await
+        {
+            if ready(&text) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{css}` never got there; last text: {last:?}");
+}
+
 /// Clicks the first element `css` selects.
 async fn click(client: &Client, css: &str) {
     client
@@ -111,6 +130,61 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     let first = last_tick(&wait_text(client, "#log-lines", |t| last_tick(t) > 0).await);
     let later = wait_text(client, "#log-lines", |t| last_tick(t) > first + 2).await;
     assert!(last_tick(&later) > first + 2);
+
+    // A program with instances: a line above them scales it and restarts
+    // it rolling.
+    let mut pool =
+        zist_core::ProgramSpec::new(zist_core::ProgramName::new("pool").unwrap(), "/bin/sleep")
+            .args(["300"]);
+    pool.instances = Some(2);
+    pool.start_secs = Duration::from_millis(50);
+    rig.sup.register_each(pool).await.unwrap();
+    wait_content(client, r#".group[data-group="pool"] .group-title"#, |t| {
+        t == "pool · 2 instances"
+    })
+    .await;
+    let count = client
+        .find(Locator::Css(r#".group[data-group="pool"] input"#))
+        .await
+        .unwrap();
+    count.clear().await.unwrap();
+    count.send_keys("3").await.unwrap();
+    click(
+        client,
+        r#".group[data-group="pool"] button[data-action="scale"]"#,
+    )
+    .await;
+    wait_content(client, r#".row[data-name="pool:2"] .state"#, |t| {
+        t == "running"
+    })
+    .await;
+    wait_content(client, r#".group[data-group="pool"] .group-title"#, |t| {
+        t == "pool · 3 instances"
+    })
+    .await;
+    let pids = || {
+        (0..3)
+            .map(|i| rig.sup.info(&format!("pool:{i}")).unwrap().pid)
+            .collect::<Vec<_>>()
+    };
+    let before = pids();
+    click(
+        client,
+        r#".group[data-group="pool"] button[data-action="rolling-restart"]"#,
+    )
+    .await;
+    let deadline = Instant::now() + LIMIT;
+    while pids()
+        .iter()
+        .zip(&before)
+        .any(|(now, was)| now == was || now.is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the rolling restart never replaced {before:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The token is kept for the tab only.
     let storage = client
