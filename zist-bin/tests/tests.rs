@@ -3,4 +3,5 @@
 mod adopt;
 mod continuity;
 mod daemon;
+mod systems;
 mod why;
