@@ -124,27 +124,38 @@ fn listening(target: std::net::SocketAddr) -> Option<Result<(), String>> {
     const NLMSG_ERROR: u16 = 2;
     const NLM_F_REQUEST: u16 = 1;
     const TCP_LISTEN: u8 = 10;
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .ok()?;
-    // Never more than a moment: the kernel answers at once or not at all.
-    setsockopt(
-        &fd,
-        sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(0, 200_000),
-    )
-    .ok()?;
+    // One socket for every check, made on first use; a question and its
+    // answer are a moment under the lock.
+    static DIAG: std::sync::Mutex<Option<(std::os::fd::OwnedFd, u32)>> =
+        std::sync::Mutex::new(None);
+    let mut diag = DIAG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if diag.is_none() {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkSockDiag,
+        )
+        .ok()?;
+        // Never more than a moment: the kernel answers at once or not at all.
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 200_000),
+        )
+        .ok()?;
+        *diag = Some((fd, 0));
+    }
+    let (fd, sequence) = diag.as_mut()?;
+    *sequence = sequence.wrapping_add(1);
+    let sequence = *sequence;
     // nlmsghdr, then inet_diag_req_v2 for the one socket that a packet to
     // `target` would reach: source = target, destination none, no cookie.
     let mut request = Vec::with_capacity(72);
     request.extend_from_slice(&72u32.to_ne_bytes());
     request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&sequence.to_ne_bytes());
     request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
     let family = if target.is_ipv4() {
         libc::AF_INET
@@ -164,21 +175,23 @@ fn listening(target: std::net::SocketAddr) -> Option<Result<(), String>> {
     request.extend_from_slice(&[0u8; 16]); // destination address
     request.extend_from_slice(&0u32.to_ne_bytes()); // any interface
     request.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    sendto(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &request,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .ok()?;
-    let mut answer = [0u8; 512];
-    let n = recv(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &mut answer,
-        MsgFlags::empty(),
-    )
-    .ok()?;
-    let answer = &answer[..n];
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&*fd);
+    if sendto(raw, &request, &NetlinkAddr::new(0, 0), MsgFlags::empty()).is_err() {
+        *diag = None;
+        return None;
+    }
+    let mut buffer = [0u8; 512];
+    // The answer to this question (one to an earlier, timed-out one is skipped).
+    let answer = loop {
+        let Ok(n) = recv(raw, &mut buffer, MsgFlags::empty()) else {
+            *diag = None;
+            return None;
+        };
+        if buffer.get(8..12) == Some(&sequence.to_ne_bytes()[..]) {
+            break &buffer[..n];
+        }
+    };
+    drop(diag);
     let u16_at = |at: usize| Some(u16::from_ne_bytes(answer.get(at..at + 2)?.try_into().ok()?));
     let u32_at = |at: usize| Some(u32::from_ne_bytes(answer.get(at..at + 4)?.try_into().ok()?));
     let none = || Err(format!("not accepting yet: nothing listens on {target}"));
