@@ -749,7 +749,7 @@ async fn a_starved_watchdog_restarts_the_program_and_says_why() {
     );
     spec.start_secs = Duration::from_millis(50);
     let mut ready = check(zist_core::Probe::Notify, SECS_10);
-    ready.watchdog = Some(Duration::from_millis(500));
+    ready.watchdog = Some(Duration::from_secs(1));
     spec.ready = Some(ready);
     std::fs::write(dir.join("feed"), "").unwrap();
     let mut events = sup.events();
@@ -758,10 +758,10 @@ async fn a_starved_watchdog_restarts_the_program_and_says_why() {
     assert!(
         sup.logs("app", zist_core::LogStream::Stdout, 10)
             .unwrap()
-            .contains(&"period=500000".to_owned())
+            .contains(&"period=1000000".to_owned())
     );
-    // Fed: left alone for several periods.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Fed (every 50 ms): left alone for several periods.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(sup.info("app").unwrap().pid, Some(first));
     std::fs::remove_file(dir.join("feed")).unwrap();
     let reason = loop {
@@ -773,7 +773,7 @@ async fn a_starved_watchdog_restarts_the_program_and_says_why() {
     };
     assert_eq!(
         reason.as_deref(),
-        Some("watchdog: no WATCHDOG=1 within WatchdogSec (500ms); restarting")
+        Some("watchdog: no WATCHDOG=1 within WatchdogSec (1s); restarting")
     );
     eventually(SECS_10, "a new process, counted", || {
         let info = sup.info("app").unwrap();

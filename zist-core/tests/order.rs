@@ -114,7 +114,8 @@ async fn start_all_starts_each_program_once_the_ones_it_comes_after_run() {
 async fn starting_one_program_starts_what_it_comes_after_and_a_dead_dependency_is_named() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
-    for name in ["db", "app", "worker"] {
+    // db is not ready until told: worker is seen waiting.
+    for name in ["app", "worker"] {
         go(&dir, name);
     }
     sup.register(gated(&dir, "db", &[])).await.unwrap();
@@ -123,6 +124,7 @@ async fn starting_one_program_starts_what_it_comes_after_and_a_dead_dependency_i
     sup.register(gated(&dir, "unrelated", &[])).await.unwrap();
     let worker = sup.start("worker").await.unwrap();
     assert_eq!(worker.state, ProcessState::Waiting);
+    go(&dir, "db");
     wait_state(&sup, "worker", ProcessState::Running, SECS_10).await;
     assert_eq!(sup.info("db").unwrap().state, ProcessState::Running);
     assert_eq!(sup.info("app").unwrap().state, ProcessState::Running);
@@ -134,8 +136,12 @@ async fn starting_one_program_starts_what_it_comes_after_and_a_dead_dependency_i
     // Starting app again pulls the stopped db in; app waits for it.
     sup.stop("app").await.unwrap();
     sup.stop("db").await.unwrap();
+    // Not ready until told, so that app is seen waiting.
+    std::fs::remove_file(dir.join("db.go")).unwrap();
     let app = sup.start("app").await.unwrap();
     assert_eq!(app.state, ProcessState::Waiting);
+    assert_eq!(sup.info("db").unwrap().state, ProcessState::Starting);
+    go(&dir, "db");
     wait_state(&sup, "app", ProcessState::Running, SECS_10).await;
     assert_eq!(sup.info("db").unwrap().state, ProcessState::Running);
 
