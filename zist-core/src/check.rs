@@ -128,7 +128,9 @@ fn listening(target: std::net::SocketAddr) -> Option<Result<(), String>> {
     // answer are a moment under the lock.
     static DIAG: std::sync::Mutex<Option<(std::os::fd::OwnedFd, u32)>> =
         std::sync::Mutex::new(None);
-    let mut diag = DIAG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut diag = DIAG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if diag.is_none() {
         let fd = socket(
             AddressFamily::Netlink,

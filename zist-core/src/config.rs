@@ -1125,26 +1125,34 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
     out
 }
 
-/// `Listen = ["127.0.0.1:8080", "/run/app.sock"]`.
-fn want_listen(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<ListenAddress> {
+/// An array of strings, each read by `read` (its error says what is
+/// wrong); `example` shows the form. A string given twice is an error.
+fn want_list<T: PartialEq>(
+    key: &str,
+    v: &Value,
+    at: &Located,
+    issues: &mut Issues,
+    example: &str,
+    read: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
     let Value::Array(items) = v else {
         issues.error(
             at,
             format!(
-                "`{key}` must be an array like [\"127.0.0.1:8080\"], not {}",
+                "`{key}` must be an array like {example}, not {}",
                 kind_of(v)
             ),
         );
         return Vec::new();
     };
-    let mut addresses: Vec<ListenAddress> = Vec::new();
+    let mut list: Vec<T> = Vec::new();
     for (item, _) in items {
         match item {
-            Value::Str(s) => match ListenAddress::parse(s) {
-                Ok(address) if addresses.contains(&address) => {
+            Value::Str(s) => match read(s) {
+                Ok(value) if list.contains(&value) => {
                     issues.error(at, format!("`{key}` names {s:?} twice"));
                 }
-                Ok(address) => addresses.push(address),
+                Ok(value) => list.push(value),
                 Err(e) => issues.error(at, format!("`{key}`: {e}")),
             },
             other => issues.error(
@@ -1153,39 +1161,7 @@ fn want_listen(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<L
             ),
         }
     }
-    addresses
-}
-
-/// `After = ["db", "cache"]`: program names.
-fn want_names(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<ProgramName> {
-    let Value::Array(items) = v else {
-        issues.error(
-            at,
-            format!(
-                "`{key}` must be an array of program names like [\"db\"], not {}",
-                kind_of(v)
-            ),
-        );
-        return Vec::new();
-    };
-    let mut names: Vec<ProgramName> = Vec::new();
-    for (item, _) in items {
-        match item {
-            Value::Str(s) => match ProgramName::new(s) {
-                Ok(name) if !names.contains(&name) => names.push(name),
-                Ok(_) => {}
-                Err(e) => issues.error(at, format!("`{key}` names {s:?}: {e}")),
-            },
-            other => issues.error(
-                at,
-                format!(
-                    "`{key}` items must be program names, not {}",
-                    kind_of(other)
-                ),
-            ),
-        }
-    }
-    names
+    list
 }
 
 /// The order `After` sets: every name it gives is a program of the config,
@@ -1525,8 +1501,21 @@ fn apply_program_keys(
             "PidFile" => spec.pid_file = want_path(key, v, at, base, issues),
             "Ready" => spec.ready = want_check(key, v, at, issues),
             "Alive" => spec.alive = want_check(key, v, at, issues),
-            "After" => spec.after = want_names(key, v, at, issues),
-            "Listen" => spec.listen = want_listen(key, v, at, issues),
+            "After" => {
+                spec.after = want_list(key, v, at, issues, "[\"db\"]", |s| {
+                    ProgramName::new(s).map_err(|e| e.to_string())
+                });
+            }
+            "Listen" => {
+                spec.listen = want_list(
+                    key,
+                    v,
+                    at,
+                    issues,
+                    "[\"127.0.0.1:8080\"]",
+                    ListenAddress::parse,
+                );
+            }
             "Instances" => {
                 spec.instances = want_uint(key, v, 1..=MAX_INSTANCES, at, issues);
             }

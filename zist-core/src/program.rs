@@ -1250,6 +1250,18 @@ impl Checks {
         }
     }
 
+    /// Keeps a `STATUS=` of the current process, and shows it as its
+    /// message (after `prefix`).
+    fn said(&self, status: String, snapshot: &RwLock<Snapshot>, prefix: &str) {
+        write(snapshot).message = Some(format!("{prefix}{status}").into());
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status.into());
+    }
+
+    /// The watchdog was fed (or the process became ready) now.
+    fn fed(&self) {
+        *self.fed.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
     /// Waits for `READY=1`; `STATUS=` becomes the message meanwhile.
     async fn notified_ready(
         &self,
@@ -1265,13 +1277,11 @@ impl Checks {
             match socket.recv(main).await {
                 Ok(notice) => {
                     if let Some(status) = notice.status {
-                        write(snapshot).message = Some(format!("starting: {status}").into());
                         self.set_last(format!("no READY=1 received (last STATUS: {status})"));
-                        *self.status.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(status.into());
+                        self.said(status, snapshot, "starting: ");
                     }
                     if notice.ready {
-                        *self.fed.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                        self.fed();
                         return Checked::Ready;
                     }
                 }
@@ -1311,12 +1321,10 @@ impl Checks {
             match got {
                 Ok(notice) => {
                     if let Some(status) = notice.status {
-                        let status: Arc<str> = status.into();
-                        write(snapshot).message = Some(status.clone());
-                        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+                        self.said(status, snapshot, "");
                     }
                     if notice.watchdog {
-                        *self.fed.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                        self.fed();
                     }
                     if notice.trigger {
                         self.set_last("the program sent WATCHDOG=trigger".into());

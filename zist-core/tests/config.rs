@@ -662,9 +662,16 @@ fn after_names_programs_of_the_config_and_a_cycle_is_an_error_that_shows_it() {
         ),
         (
             program("a", "\"b\""),
-            "`After` must be an array of program names",
+            "`After` must be an array like [\"db\"]",
         ),
-        (program("a", "[\"no good\"]"), "`After` names \"no good\""),
+        (
+            program("a", "[\"no good\"]"),
+            "`After`: program name \"no good\"",
+        ),
+        (
+            program("a", "[\"b\", \"b\"]") + &program("b", "[]"),
+            "`After` names \"b\" twice",
+        ),
     ] {
         let file = dir.write("bad.toml", &format!("Token = \"t\"\n{programs}"));
         let text = messages(&Config::load(&file).unwrap_err()).join("\n");
