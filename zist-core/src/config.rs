@@ -97,6 +97,43 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Run each program in a cgroup of its own where the machine allows it.
     pub cgroups: bool,
+    /// Tokens with names and scopes (docs/reference.md §10), besides `token`.
+    pub tokens: Vec<TokenEntry>,
+    /// Host names the servers answer to, besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// One of `Tokens`: a secret with a name (what audit lines show) and a scope.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// What audit lines call it.
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    /// What it may do.
+    pub scope: crate::access::Scope,
+}
+
+impl fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenEntry({}, {}, <secret>)", self.name, self.scope)
+    }
+}
+
+impl DaemonConfig {
+    /// Every token the daemon accepts: `Token` (admin) and `Tokens`.
+    pub fn access(&self) -> crate::access::Access {
+        let named: Vec<crate::access::NamedToken> = self
+            .tokens
+            .iter()
+            .map(|t| crate::access::NamedToken {
+                name: t.name.clone(),
+                token: crate::Token::new(&t.token),
+                scope: t.scope,
+            })
+            .collect();
+        crate::access::Access::new(&self.token, &named)
+    }
 }
 
 /// A loaded config: the daemon settings and every program, checked.
@@ -124,6 +161,8 @@ const DAEMON_KEYS: &[&str] = &[
     "DaemonLog",
     "StateDir",
     "Cgroups",
+    "Tokens",
+    "AllowedHosts",
     "Program",
 ];
 
@@ -908,6 +947,8 @@ impl DaemonConfig {
             log_dir,
             state_dir: base.join("state"),
             cgroups: true,
+            tokens: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 
@@ -984,6 +1025,17 @@ impl DaemonConfig {
                         self.state_dir = dir;
                     }
                 }
+                "Tokens" => self.tokens = want_tokens(key, v, &at, issues),
+                "AllowedHosts" => {
+                    self.allowed_hosts =
+                        want_list(key, v, &at, issues, "[\"zist.example.com\"]", |s| {
+                            if s.is_empty() || s.contains(['/', ' ', ':']) {
+                                Err(format!("{s:?} is not a host name"))
+                            } else {
+                                Ok(s.to_ascii_lowercase())
+                            }
+                        });
+                }
                 "Cgroups" => {
                     if let Some(s) = want_str(key, v, &at, issues) {
                         match s.to_ascii_lowercase().as_str() {
@@ -1010,10 +1062,16 @@ impl DaemonConfig {
                 _ => {}
             }
         }
-        if self.token.is_empty() {
+        if self.token.is_empty() && self.tokens.is_empty() {
             issues.error(
                 &top,
                 "no Token: run `zistd generate` and add Token = \"<it>\" to this file".to_owned(),
+            );
+        }
+        if !self.token.is_empty() && self.tokens.iter().any(|t| t.token == self.token) {
+            issues.error(
+                &top,
+                "a token of `Tokens` is the same as `Token`; give each its own".to_owned(),
             );
         }
         self.daemon_log = daemon_log.unwrap_or_else(|| self.log_dir.join("zistd.log"));
@@ -1123,6 +1181,76 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
         }
     }
     out
+}
+
+/// `Tokens = [{ Name = "ci", Token = "...", Scope = "operate" }, ...]`.
+fn want_tokens(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<TokenEntry> {
+    let example = "[{ Name = \"ci\", Token = \"...\", Scope = \"operate\" }]";
+    let Value::Array(items) = v else {
+        issues.error(
+            at,
+            format!(
+                "`{key}` must be an array like {example}, not {}",
+                kind_of(v)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut tokens: Vec<TokenEntry> = Vec::new();
+    for (n, (item, _)) in items.iter().enumerate() {
+        let which = format!("`{key}` entry {}", n + 1);
+        let Value::Table(fields) = item else {
+            issues.error(
+                at,
+                format!(
+                    "{which} must be a table like {example}, not {}",
+                    kind_of(item)
+                ),
+            );
+            continue;
+        };
+        let (mut name, mut token, mut scope) = (None, None, None);
+        for (field, value, _) in fields {
+            let part = format!("{which}: `{field}`");
+            match field.as_str() {
+                "Name" | "name" => name = want_str(&part, value, at, issues).map(str::to_owned),
+                "Token" | "token" => token = want_str(&part, value, at, issues).map(str::to_owned),
+                "Scope" | "scope" => {
+                    if let Some(s) = want_str(&part, value, at, issues) {
+                        match crate::access::Scope::parse(s) {
+                            Some(s) => scope = Some(s),
+                            None => issues.error(
+                                at,
+                                format!("{part} is {s:?}; use \"read\", \"operate\" or \"admin\""),
+                            ),
+                        }
+                    }
+                }
+                other => issues.error(
+                    at,
+                    format!("{which} has no key `{other}`; it takes Name, Token, Scope"),
+                ),
+            }
+        }
+        match (name, token, scope) {
+            (Some(name), Some(token), Some(scope)) => {
+                if name.is_empty() || token.is_empty() {
+                    issues.error(at, format!("{which}: Name and Token must not be empty"));
+                } else if tokens.iter().any(|t| t.name == name) {
+                    issues.error(at, format!("{which}: the name {name:?} is used twice"));
+                } else if tokens.iter().any(|t| t.token == token) {
+                    issues.error(
+                        at,
+                        format!("{which} ({name}): its token is the same as another's"),
+                    );
+                } else {
+                    tokens.push(TokenEntry { name, token, scope });
+                }
+            }
+            _ => issues.error(at, format!("{which} needs Name, Token and Scope")),
+        }
+    }
+    tokens
 }
 
 /// An array of strings, each read by `read` (its error says what is

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod access;
 mod adopt;
 mod capture;
 mod cgroup;
@@ -28,7 +29,10 @@ mod token;
 pub mod upgrade;
 mod wire;
 
-pub use config::{Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol, program_to_json};
+pub use access::{Access, BrowserGuard, Caller, NamedToken, Scope};
+pub use config::{
+    Config, ConfigErrors, ConfigIssue, DaemonConfig, Protocol, TokenEntry, program_to_json,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{DEFAULT_LINES, LogHealth};
 pub use nix::sys::signal::Signal;

@@ -18,7 +18,7 @@ use warp::{Filter, Rejection, Reply};
 use zist_core::{DEFAULT_LINES, Feed, LogStream, ProcessAction};
 
 use crate::follow::{Delivery, coalesced};
-use crate::{State, authorized, error, from_core, not_found, ok, unauthorized};
+use crate::{Authorized, State, authorized, error, from_core, not_found, ok};
 
 type Query = HashMap<String, String>;
 
@@ -32,23 +32,23 @@ pub(crate) fn routes(
         .and(warp::path::end())
         .and(warp::get())
         .and(authorized(state))
-        .then(|state: Option<State>| async move {
+        .then(|state: Authorized| async move {
             match state {
-                Some(state) => ok(&state.supervisor.list()),
-                None => unauthorized(),
+                Ok(state) => ok(&state.supervisor.list()),
+                Err(refused) => *refused,
             }
         });
     let info = processes
         .and(warp::path!(String))
         .and(warp::get())
         .and(authorized(state))
-        .then(|name: String, state: Option<State>| async move {
+        .then(|name: String, state: Authorized| async move {
             match state {
-                Some(state) => state
+                Ok(state) => state
                     .supervisor
                     .info(&name)
                     .map_or_else(from_core, |i| ok(&i)),
-                None => unauthorized(),
+                Err(refused) => *refused,
             }
         });
     let scale = processes
@@ -58,9 +58,10 @@ pub(crate) fn routes(
         .and(warp::body::bytes())
         .and(authorized(state))
         .then(
-            |name: String, body: bytes::Bytes, state: Option<State>| async move {
-                let Some(state) = state else {
-                    return unauthorized();
+            |name: String, body: bytes::Bytes, state: Authorized| async move {
+                let state = match state {
+                    Ok(state) => state,
+                    Err(refused) => return *refused,
                 };
                 #[derive(serde::Deserialize)]
                 struct Scale {
@@ -86,10 +87,10 @@ pub(crate) fn routes(
         .and(warp::query::<Query>())
         .and(authorized(state))
         .then(
-            |name: String, action: String, query: Query, state: Option<State>| async move {
+            |name: String, action: String, query: Query, state: Authorized| async move {
                 let state = match state {
-                    Some(state) => state,
-                    None => return unauthorized(),
+                    Ok(state) => state,
+                    Err(refused) => return *refused,
                 };
                 let action: ProcessAction = match action.parse() {
                     Ok(action) => action,
@@ -109,10 +110,10 @@ pub(crate) fn routes(
         .and(warp::path!(String / "stats"))
         .and(warp::get())
         .and(authorized(state))
-        .then(|name: String, state: Option<State>| async move {
+        .then(|name: String, state: Authorized| async move {
             let state = match state {
-                Some(state) => state,
-                None => return unauthorized(),
+                Ok(state) => state,
+                Err(refused) => return *refused,
             };
             state
                 .supervisor
@@ -127,10 +128,10 @@ pub(crate) fn routes(
         .and(warp::query::<Query>())
         .and(authorized(state))
         .then(
-            |name: String, stream: String, query: Query, state: Option<State>| async move {
+            |name: String, stream: String, query: Query, state: Authorized| async move {
                 match state {
-                    Some(state) => logs(&state, &name, &stream, &query),
-                    None => unauthorized(),
+                    Ok(state) => logs(&state, &name, &stream, &query),
+                    Err(refused) => *refused,
                 }
             },
         );
@@ -138,19 +139,19 @@ pub(crate) fn routes(
         .and(warp::path!("stats"))
         .and(warp::get())
         .and(authorized(state))
-        .then(|state: Option<State>| async move {
+        .then(|state: Authorized| async move {
             match state {
-                Some(state) => all_stats(&state).await,
-                None => unauthorized(),
+                Ok(state) => all_stats(&state).await,
+                Err(refused) => *refused,
             }
         });
     let events = v1
         .and(warp::path!("events"))
         .and(warp::get())
         .and(authorized(state))
-        .map(|state: Option<State>| match state {
-            Some(state) => events(&state),
-            None => unauthorized(),
+        .map(|state: Authorized| match state {
+            Ok(state) => events(&state),
+            Err(refused) => *refused,
         });
     let adopt = v1
         .and(warp::path!("adopt"))
@@ -158,9 +159,10 @@ pub(crate) fn routes(
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::bytes())
         .and(authorized(state))
-        .then(|body: bytes::Bytes, state: Option<State>| async move {
-            let Some(state) = state else {
-                return unauthorized();
+        .then(|body: bytes::Bytes, state: Authorized| async move {
+            let state = match state {
+                Ok(state) => state,
+                Err(refused) => return *refused,
             };
             match serde_json::from_slice::<zist_core::AdoptRequest>(&body) {
                 Ok(request) => state

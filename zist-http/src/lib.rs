@@ -19,7 +19,7 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
-use zist_core::{Error, ErrorKind, Supervisor, Token};
+use zist_core::{Access, BrowserGuard, Error, ErrorKind, Supervisor};
 
 mod api;
 mod dashboard;
@@ -46,6 +46,8 @@ pub struct HttpOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counts clients taken and not yet answered (see `zist_core::net::InFlight`).
     pub in_flight: zist_core::net::InFlight,
+    /// Host names served besides IP addresses and `localhost` (`AllowedHosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpOptions {
@@ -57,6 +59,7 @@ impl Default for HttpOptions {
             heartbeat: Duration::from_secs(15),
             tls: None,
             in_flight: zist_core::net::InFlight::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -89,6 +92,10 @@ fn not_found(what: impl Into<String>) -> Response {
     error(StatusCode::NOT_FOUND, "not_found", what)
 }
 
+fn forbidden(why: impl Into<String>) -> Response {
+    error(StatusCode::FORBIDDEN, "forbidden", why)
+}
+
 fn unauthorized() -> Response {
     error(
         StatusCode::UNAUTHORIZED,
@@ -101,20 +108,14 @@ fn unauthorized() -> Response {
 #[derive(Clone)]
 struct State {
     supervisor: Supervisor,
-    token: Token,
+    access: Access,
     heartbeat: Duration,
     hubs: follow::Hubs,
 }
 
-impl State {
-    fn token_is(&self, given: &[u8]) -> bool {
-        self.token.matches(given)
-    }
-
-    fn bearer_ok(&self, header: Option<&str>) -> bool {
-        header.is_some_and(|h| self.token.matches_bearer(h.as_bytes()))
-    }
-}
+/// What a handler gets: the shared state, for a caller whose token allows
+/// the route; else the answer to send (401, or 403 with why).
+type Authorized = Result<State, Box<Response>>;
 
 /// A filter that gives the shared state to a handler.
 fn with(
@@ -124,36 +125,151 @@ fn with(
     warp::any().map(move || state.clone())
 }
 
-/// A filter that passes the shared state on when the request carries the
-/// bearer token, and `None` otherwise (the handler answers [`unauthorized`]).
+/// A filter that passes the shared state on when the request carries a
+/// token whose scope allows the route (zist-core's table), else the
+/// answer: 401 without a known token, 403 outside its scope.
 fn authorized(
     state: &State,
-) -> impl Filter<Extract = (Option<State>,), Error = warp::Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Authorized,), Error = warp::Rejection> + Clone + use<> {
     with(state)
+        .and(warp::method())
+        .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
-        .map(|state: State, auth: Option<String>| state.bearer_ok(auth.as_deref()).then_some(state))
+        .map(
+            |state: State,
+             method: warp::http::Method,
+             path: warp::path::FullPath,
+             auth: Option<String>| {
+                let Some(caller) = auth.and_then(|h| state.access.caller_bearer(h.as_bytes()))
+                else {
+                    return Err(Box::new(unauthorized()));
+                };
+                let reads = method == warp::http::Method::GET || method == warp::http::Method::HEAD;
+                if caller.scope < zist_core::access::http_scope(reads, path.as_str()) {
+                    let why = caller.refusal(&format!("{method} {}", path.as_str()));
+                    return Err(Box::new(forbidden(why)));
+                }
+                Ok(state)
+            },
+        )
+}
+
+/// The JSON-RPC method an HTTP call is the equivalent of, and its target,
+/// for the audit line (never the path itself: a seed route holds the token).
+fn audited_call(method: &warp::http::Method, path: &str) -> Option<(String, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let action = |a: &str| match a {
+        "kill" | "stop" => Some("process.stop"),
+        "start" => Some("process.start"),
+        "restart" => Some("process.restart"),
+        "detach" => Some("process.detach"),
+        "scale" => Some("process.scale"),
+        _ => None,
+    };
+    match parts[..] {
+        ["api", "v1", "adopt"] if method == warp::http::Method::POST => {
+            Some(("process.adopt".to_owned(), None))
+        }
+        ["api", "v1", "processes", name, what] if method == warp::http::Method::POST => {
+            Some((action(what)?.to_owned(), Some(name.to_owned())))
+        }
+        [token, name, what]
+            if token != "api"
+                && (method == warp::http::Method::GET || method == warp::http::Method::POST) =>
+        {
+            Some((action(what)?.to_owned(), Some(name.to_owned())))
+        }
+        _ => None,
+    }
+}
+
+/// Writes the audit line of an HTTP call outside the read scope, once answered.
+fn audit(access: &Access, info: &warp::log::Info<'_>) {
+    let Some((method, target)) = audited_call(info.method(), info.path()) else {
+        return;
+    };
+    let caller = info
+        .request_headers()
+        .get("authorization")
+        .and_then(|h| access.caller_bearer(h.as_bytes()))
+        .or_else(|| {
+            // A seed route: the token is the first path segment.
+            let token = info.path().trim_start_matches('/').split('/').next()?;
+            access.caller(token.as_bytes())
+        });
+    let Some(caller) = caller else { return };
+    let status = info.status();
+    let result = if status.is_success() {
+        "ok".to_owned()
+    } else {
+        format!("error {}", status.as_u16())
+    };
+    zist_core::access::audit(&caller, &method, target.as_deref(), &result);
+}
+
+/// 403 for what a web page must not do here (the Host and Origin rules of
+/// zist-core's [`BrowserGuard`]); rejects (lets the routes answer) otherwise.
+fn browser_guard(
+    guard: BrowserGuard,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and_then(
+            move |method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  headers: warp::http::HeaderMap| {
+                let guard = guard.clone();
+                async move {
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    let action = audited_call(&method, path.as_str()).is_some()
+                        && !path.as_str().starts_with("/api/");
+                    let refusal = if action {
+                        guard.refuse_action(
+                            header("host"),
+                            header("origin"),
+                            header("sec-fetch-site"),
+                            header("referer"),
+                        )
+                    } else {
+                        let changes =
+                            method != warp::http::Method::GET && method != warp::http::Method::HEAD;
+                        guard.refuse(header("host"), header("origin"), changes)
+                    };
+                    match refusal {
+                        Some(why) => Ok(forbidden(why)),
+                        None => Err(warp::reject::not_found()),
+                    }
+                }
+            },
+        )
 }
 
 /// Every route of docs/reference.md §5, for mounting in your own warp server. Whatever
 /// none of them takes is rejected (warp's 404), so yours can follow.
 pub fn routes(
     supervisor: Supervisor,
-    token: &str,
+    access: Access,
     options: &HttpOptions,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
+    let guard = BrowserGuard::new(&options.allowed_hosts);
     let state = State {
         supervisor,
-        token: Token::new(token),
+        access: access.clone(),
         heartbeat: options.heartbeat,
         hubs: follow::Hubs::default(),
     };
-    dashboard::routes()
+    browser_guard(guard)
+        .or(dashboard::routes())
+        .unify()
         .or(api::routes(&state))
         .unify()
         .or(metrics::routes(&state))
         .unify()
         .or(seed::routes(&state))
         .unify()
+        .with(warp::log::custom(move |info| audit(&access, &info)))
+        .map(Reply::into_response)
 }
 
 /// Serves [`routes`] on `addr` (any other path is a JSON 404); returns the
@@ -161,19 +277,19 @@ pub fn routes(
 /// finish their request.
 pub async fn serve(
     addr: SocketAddr,
-    token: &str,
+    access: impl Into<Access>,
     supervisor: Supervisor,
     options: HttpOptions,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener.into_std()?, token, supervisor, options, stopped)
+    serve_on(listener.into_std()?, access, supervisor, options, stopped)
 }
 
 /// [`serve`] on a socket already listening (one kept across an upgrade in place).
 pub fn serve_on(
     listener: std::net::TcpListener,
-    token: &str,
+    access: impl Into<Access>,
     supervisor: Supervisor,
     options: HttpOptions,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
@@ -182,7 +298,9 @@ pub fn serve_on(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let bound = listener.local_addr()?;
     let no_route = warp::any().map(|| not_found("no such route"));
-    let app = routes(supervisor, token, &options).or(no_route).unify();
+    let app = routes(supervisor, access.into(), &options)
+        .or(no_route)
+        .unify();
     let service = warp::service(app);
     let (stop, stop_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

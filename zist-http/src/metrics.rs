@@ -15,7 +15,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::{State, authorized, error, unauthorized};
+use crate::{Authorized, State, authorized, error};
 
 /// The content type of OpenMetrics text, which Prometheus scrapes natively.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -40,10 +40,10 @@ pub(crate) fn routes(
     warp::path!("metrics")
         .and(warp::get())
         .and(authorized(state))
-        .then(|state: Option<State>| async move {
+        .then(|state: Authorized| async move {
             match state {
-                Some(state) => metrics(&state).await,
-                None => unauthorized(),
+                Ok(state) => metrics(&state).await,
+                Err(refused) => *refused,
             }
         })
 }

@@ -49,7 +49,7 @@ pub(crate) fn routes(
     let get_or_post = warp::get().or(warp::post()).unify();
     let list = warp::path!(String).and(get_or_post).and(with(state)).then(
         |token: String, state: State| async move {
-            if !state.token_is(token.as_bytes()) {
+            if state.access.caller(token.as_bytes()).is_none() {
                 return unauthorized();
             }
             let list: Vec<SeedProcess> = state
@@ -66,8 +66,11 @@ pub(crate) fn routes(
         .and(with(state))
         .then(
             |token: String, key: String, action: String, state: State| async move {
-                if !state.token_is(token.as_bytes()) {
+                let Some(caller) = state.access.caller(token.as_bytes()) else {
                     return unauthorized();
+                };
+                if caller.scope < zist_core::access::seed_scope(Some(&action)) {
+                    return crate::forbidden(caller.refusal(&format!("the seed route {action}")));
                 }
                 act(&state, &key, &action).await
             },

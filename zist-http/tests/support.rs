@@ -105,7 +105,8 @@ impl Rig {
         }
         let mut socket = socket.connect(self.addr).await.unwrap();
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n",
+            self.addr
         );
         socket.write_all(request.as_bytes()).await.unwrap();
         let mut reader = BufReader::new(socket);

@@ -25,24 +25,35 @@ use jsonrpsee::core::BoxError;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use serde_json::Value;
 use tower::{Layer, Service};
-use zist_core::Token;
+use zist_core::{Access, BrowserGuard, Caller};
 
 /// The gate as a tower layer, for `Server::builder().set_http_middleware`.
+/// It puts the [`Caller`] a token names in the request's extensions, where
+/// [`ScopeLayer`] finds it for each call.
 #[derive(Clone)]
 pub struct BearerAuthLayer {
-    token: Token,
+    access: Access,
+    guard: BrowserGuard,
     max_body: usize,
     body_timeout: std::time::Duration,
 }
 
 impl BearerAuthLayer {
-    /// Accepts requests that carry `token`, with bodies of at most `max_body` bytes.
-    pub fn new(token: &str, max_body: usize) -> Self {
+    /// Accepts requests that carry a token of `access` (or the one token a
+    /// `&str` is), with bodies of at most `max_body` bytes.
+    pub fn new(access: impl Into<Access>, max_body: usize) -> Self {
         Self {
-            token: Token::new(token),
+            access: access.into(),
+            guard: BrowserGuard::default(),
             max_body,
             body_timeout: std::time::Duration::from_secs(10),
         }
+    }
+
+    /// Host names served besides IP addresses and `localhost` (`AllowedHosts`).
+    pub fn with_allowed_hosts(mut self, hosts: &[String]) -> Self {
+        self.guard = BrowserGuard::new(hosts);
+        self
     }
 
     /// How long a client may take to send a request body (default 10 s).
@@ -64,7 +75,8 @@ impl<S> Layer<S> for BearerAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth {
             inner,
-            token: self.token.clone(),
+            access: self.access.clone(),
+            guard: self.guard.clone(),
             max_body: self.max_body,
             body_timeout: self.body_timeout,
         }
@@ -75,7 +87,8 @@ impl<S> Layer<S> for BearerAuthLayer {
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,
-    token: Token,
+    access: Access,
+    guard: BrowserGuard,
     max_body: usize,
     body_timeout: std::time::Duration,
 }
@@ -89,6 +102,21 @@ fn respond(status: http::StatusCode, body: &'static str) -> HttpResponse {
             http::HeaderValue::from_static("application/json"),
         );
     }
+    response
+}
+
+fn forbidden(why: &str) -> HttpResponse {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "error": {"code": zist_core::access::REFUSED, "message": why},
+        "id": null,
+    });
+    let mut response = HttpResponse::new(HttpBody::from(body.to_string()));
+    *response.status_mut() = http::StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -269,14 +297,37 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
-        let given = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !self.token.matches_bearer(given) {
-            return Box::pin(async { Ok(unauthorized()) });
+    fn call(&mut self, mut request: HttpRequest<B>) -> Self::Future {
+        // A caller the transport vouches for already (the local socket)
+        // needs no token, and no browser reaches it.
+        if request.extensions().get::<Caller>().is_none() {
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            };
+            // A POST, or a WebSocket handshake, may change something.
+            let changes =
+                request.method() == http::Method::POST || header(http::header::UPGRADE).is_some();
+            if let Some(why) = self.guard.refuse(
+                header(http::header::HOST),
+                header(http::header::ORIGIN),
+                changes,
+            ) {
+                return Box::pin(async move { Ok(forbidden(&why)) });
+            }
+            let given = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            match self.access.caller_bearer(given) {
+                Some(caller) => {
+                    request.extensions_mut().insert(caller);
+                }
+                None => return Box::pin(async { Ok(unauthorized()) }),
+            }
         }
         // The ready service goes into the future; a fresh clone stays here.
         let clone = self.inner.clone();
@@ -422,5 +473,141 @@ mod tests {
             kept,
             serde_json::json!([{"jsonrpc":"2.0","result":1,"id":7}])
         );
+    }
+}
+
+/// The scope check and the audit line, for each JSON-RPC call (over HTTP,
+/// WebSocket or the local socket): `Server::builder().set_rpc_middleware(
+/// RpcServiceBuilder::new().layer(ScopeLayer))`. A call outside the
+/// caller's scope is answered -32007 and does not run; every call outside
+/// the read scope writes an audit line with the caller's name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScopeLayer;
+
+impl<S> Layer<S> for ScopeLayer {
+    type Service = ScopeCheck<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ScopeCheck { inner }
+    }
+}
+
+/// The service [`ScopeLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ScopeCheck<S> {
+    inner: S,
+}
+
+/// The program a call names (`name`, by name or first by position), for the audit line.
+fn target_of(params: Option<&serde_json::value::RawValue>) -> Option<String> {
+    let params: Value = serde_json::from_str(params?.get()).ok()?;
+    let name = match &params {
+        Value::Object(map) => map.get("name").or_else(|| map.get("pid"))?,
+        Value::Array(items) => items.first()?,
+        _ => return None,
+    };
+    Some(match name {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn refused(caller: Option<&Caller>, method: &str) -> jsonrpsee::types::ErrorObjectOwned {
+    let message = match caller {
+        Some(caller) => caller.refusal(method),
+        None => format!("no caller is known for {method}"),
+    };
+    jsonrpsee::types::ErrorObject::owned(zist_core::access::REFUSED, message, None::<()>)
+}
+
+fn allowed(caller: Option<&Caller>, method: &str) -> bool {
+    caller.is_some_and(|c| c.may_call(method))
+}
+
+impl<S> jsonrpsee::server::middleware::rpc::RpcServiceT for ScopeCheck<S>
+where
+    S: jsonrpsee::server::middleware::rpc::RpcServiceT<
+            MethodResponse = jsonrpsee::MethodResponse,
+            NotificationResponse = jsonrpsee::MethodResponse,
+            BatchResponse = jsonrpsee::MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = jsonrpsee::MethodResponse;
+    type NotificationResponse = jsonrpsee::MethodResponse;
+    type BatchResponse = jsonrpsee::MethodResponse;
+
+    fn call<'a>(
+        &self,
+        request: jsonrpsee::types::Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        async move {
+            let caller = request.extensions().get::<Caller>().cloned();
+            let method = request.method_name().to_owned();
+            if !allowed(caller.as_ref(), &method) {
+                return jsonrpsee::MethodResponse::error(
+                    request.id().into_owned(),
+                    refused(caller.as_ref(), &method),
+                );
+            }
+            let audited = zist_core::access::rpc_scope(&method) > zist_core::Scope::Read;
+            let target = audited
+                .then(|| target_of(request.params.as_deref()))
+                .flatten();
+            let response = inner.call(request).await;
+            if audited && let Some(caller) = &caller {
+                let result = match response.as_error_code() {
+                    None => "ok".to_owned(),
+                    Some(code) => format!("error {code}"),
+                };
+                zist_core::access::audit(caller, &method, target.as_deref(), &result);
+            }
+            response
+        }
+    }
+
+    fn batch<'a>(
+        &self,
+        mut batch: jsonrpsee::core::middleware::Batch<'a>,
+    ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        use jsonrpsee::core::middleware::{BatchEntry, BatchEntryErr};
+        // Calls outside the scope are answered -32007 where they stand and
+        // do not run; the others run, and those outside read are audited.
+        for entry in batch.iter_mut() {
+            let Ok(BatchEntry::Call(request)) = entry else {
+                continue;
+            };
+            let caller = request.extensions().get::<Caller>().cloned();
+            let method = request.method_name().to_owned();
+            if !allowed(caller.as_ref(), &method) {
+                *entry = Err(BatchEntryErr::new(
+                    request.id().into_owned(),
+                    refused(caller.as_ref(), &method),
+                ));
+            } else if zist_core::access::rpc_scope(&method) > zist_core::Scope::Read
+                && let Some(caller) = &caller
+            {
+                let target = target_of(request.params.as_deref());
+                zist_core::access::audit(caller, &method, target.as_deref(), "in a batch");
+            }
+        }
+        self.inner.batch(batch)
+    }
+
+    fn notification<'a>(
+        &self,
+        notification: jsonrpsee::core::middleware::Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        async move {
+            let caller = notification.extensions().get::<Caller>().cloned();
+            if !allowed(caller.as_ref(), notification.method_name()) {
+                return jsonrpsee::MethodResponse::notification();
+            }
+            inner.notification(notification).await
+        }
     }
 }

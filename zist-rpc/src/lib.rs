@@ -31,7 +31,7 @@ use zist_core::{
 
 mod auth;
 
-pub use auth::BearerAuthLayer;
+pub use auth::{BearerAuthLayer, ScopeCheck, ScopeLayer};
 
 /// The JSON-RPC API of docs/reference.md §4. Params are by name (by position works too).
 #[rpc(server, client)]
@@ -447,6 +447,8 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counts clients taken and not yet answered (see [`zist_core::net::InFlight`]).
     pub in_flight: zist_core::net::InFlight,
+    /// Host names served besides IP addresses and `localhost` (`AllowedHosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -459,6 +461,7 @@ impl Default for ServeOptions {
             websocket_idle: Duration::from_secs(60),
             tls: None,
             in_flight: zist_core::net::InFlight::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -472,18 +475,18 @@ impl Default for ServeOptions {
 /// clients never hold a place for long or lock others out.
 pub async fn serve(
     addr: SocketAddr,
-    token: &str,
+    access: impl Into<zist_core::Access>,
     module: RpcModule<ZistRpc>,
     options: ServeOptions,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener.into_std()?, token, module, options)
+    serve_on(listener.into_std()?, access, module, options)
 }
 
 /// [`serve`] on a socket already listening (one kept across an upgrade in place).
 pub fn serve_on(
     listener: std::net::TcpListener,
-    token: &str,
+    access: impl Into<zist_core::Access>,
     module: RpcModule<ZistRpc>,
     options: ServeOptions,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
@@ -501,11 +504,15 @@ pub fn serve_on(
                 .inactive_limit(options.websocket_idle),
         )
         .build();
-    let gate = BearerAuthLayer::new(token, options.max_request_bytes as usize)
-        .with_body_timeout(options.request_timeout);
+    let gate = BearerAuthLayer::new(access, options.max_request_bytes as usize)
+        .with_body_timeout(options.request_timeout)
+        .with_allowed_hosts(&options.allowed_hosts);
     let services = Server::builder()
         .set_config(config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(gate))
+        .set_rpc_middleware(
+            jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer(ScopeLayer),
+        )
         .to_service_builder();
     let methods: Methods = module.into();
     let (stop, handle) = stop_channel();

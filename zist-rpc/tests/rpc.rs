@@ -458,7 +458,7 @@ async fn silent_and_trickling_clients_are_cut_off() {
     );
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\""
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\""
     );
     tokio::io::AsyncWriteExt::write_all(&mut slow, head.as_bytes())
         .await

@@ -399,8 +399,9 @@ async fn serve_daemon(
         config_file: config.daemon.file.clone(),
     });
     let (rpc_listener, http_listener) = listeners.unwrap_or((None, None));
-    // The token only ever goes to the server's gate; it is never logged.
-    let token = config.daemon.token.clone();
+    // The tokens only ever go to the servers' gates; they are never logged.
+    let access = config.daemon.access();
+    let allowed_hosts = config.daemon.allowed_hosts.clone();
     let module = rpc_module(supervisor.clone(), daemon.clone());
     let rpc_addr = config.daemon.rpc_addr();
     let http_tls = tls.clone();
@@ -409,6 +410,7 @@ async fn serve_daemon(
     let options = ServeOptions {
         tls,
         in_flight: in_flight.clone(),
+        allowed_hosts: allowed_hosts.clone(),
         ..ServeOptions::default()
     };
     let rpc_socket = match rpc_listener.map_or_else(|| std::net::TcpListener::bind(rpc_addr), Ok) {
@@ -420,7 +422,7 @@ async fn serve_daemon(
     };
     // Kept for an upgrade: the next executable serves the same socket.
     let mut kept = vec![("rpc", rpc_socket.try_clone())];
-    let (rpc_bound, server) = match serve_on(rpc_socket, &token, module, options) {
+    let (rpc_bound, server) = match serve_on(rpc_socket, access.clone(), module, options) {
         Ok(s) => s,
         Err(e) => {
             supervisor.shutdown(ShutdownMode::Stop).await;
@@ -436,12 +438,13 @@ async fn serve_daemon(
         let options = zist_http::HttpOptions {
             tls: http_tls,
             in_flight: in_flight.clone(),
+            allowed_hosts,
             ..zist_http::HttpOptions::default()
         };
         let socket = http_listener.map_or_else(|| std::net::TcpListener::bind(http_addr), Ok);
         let served = socket.and_then(|socket| {
             kept.push(("http", socket.try_clone()));
-            zist_http::serve_on(socket, &token, supervisor.clone(), options, stopped)
+            zist_http::serve_on(socket, access.clone(), supervisor.clone(), options, stopped)
         });
         match served {
             Ok(bound) => Some(bound),
