@@ -124,7 +124,7 @@ pub(crate) struct Zistd {
     pub(crate) child: Child,
     pub(crate) rpc: String,
     /// The HTTP API's address, when Web = true.
-    http: Option<String>,
+    pub(crate) http: Option<String>,
     lines: mpsc::Receiver<String>,
     pub(crate) seen: Vec<i32>,
 }

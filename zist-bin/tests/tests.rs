@@ -1,5 +1,6 @@
 //! Tests of zistd and zistcl as users run them.
 
+mod access;
 mod adopt;
 mod continuity;
 mod daemon;

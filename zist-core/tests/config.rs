@@ -738,3 +738,61 @@ fn listen_takes_ip_addresses_and_absolute_paths() {
         assert!(text.contains(what), "{keys}: no {what:?} in:\n{text}");
     }
 }
+
+#[test]
+fn tokens_have_a_name_a_secret_and_a_scope_and_a_config_needs_one() {
+    let dir = Dir::new();
+    let file = dir.write(
+        "conf.toml",
+        "Tokens = [{ Name = \"ci\", Token = \"c1\", Scope = \"operate\" }, { Name = \"dash\", Token = \"d1\", Scope = \"read\" }]\nAllowedHosts = [\"Zist.Example.com\"]\n",
+    );
+    let config = Config::load(&file).unwrap();
+    assert_eq!(
+        config.daemon.token, "",
+        "Token is not needed when Tokens has one"
+    );
+    let names: Vec<(&str, zist_core::Scope)> = config
+        .daemon
+        .tokens
+        .iter()
+        .map(|t| (t.name.as_str(), t.scope))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ci", zist_core::Scope::Operate),
+            ("dash", zist_core::Scope::Read)
+        ]
+    );
+    assert_eq!(config.daemon.allowed_hosts, ["zist.example.com"]);
+    assert!(!format!("{:?}", config.daemon).contains("c1\""));
+    let access = config.daemon.access();
+    assert_eq!(access.caller(b"d1").unwrap().who.as_ref(), "dash");
+    for (text, what) in [
+        ("AllowedHosts = []\n", "no Token"),
+        (
+            "Token = \"t\"\nTokens = [{ Name = \"a\", Token = \"t\", Scope = \"read\" }]\n",
+            "the same as `Token`",
+        ),
+        (
+            "Token = \"t\"\nTokens = [{ Name = \"a\", Token = \"x\", Scope = \"root\" }]\n",
+            "use \"read\", \"operate\" or \"admin\"",
+        ),
+        (
+            "Token = \"t\"\nTokens = [{ Name = \"a\", Token = \"x\" }]\n",
+            "needs Name, Token and Scope",
+        ),
+        (
+            "Token = \"t\"\nTokens = [{ Name = \"a\", Token = \"x\", Scope = \"read\" }, { Name = \"a\", Token = \"y\", Scope = \"read\" }]\n",
+            "used twice",
+        ),
+        (
+            "Token = \"t\"\nAllowedHosts = [\"a b\"]\n",
+            "is not a host name",
+        ),
+    ] {
+        let file = dir.write("bad.toml", text);
+        let message = messages(&Config::load(&file).unwrap_err()).join("\n");
+        assert!(message.contains(what), "{text}: no {what:?} in:\n{message}");
+    }
+}

@@ -24,6 +24,11 @@ impl Rig {
     }
 
     pub async fn with(options: HttpOptions) -> Self {
+        Self::with_access(options, TOKEN.into()).await
+    }
+
+    /// A server that accepts the tokens of `access`.
+    pub async fn with_access(options: HttpOptions, access: zist_core::Access) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new(SupervisorOptions {
             log_dir: dir.path().join("logs"),
@@ -32,7 +37,7 @@ impl Rig {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let addr = zist_http::serve(
             "127.0.0.1:0".parse().unwrap(),
-            TOKEN,
+            access,
             sup.clone(),
             options,
             async {

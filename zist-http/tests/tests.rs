@@ -2,5 +2,6 @@
 
 mod browser;
 mod http_api;
+mod scopes;
 mod streams;
 mod support;
