@@ -320,6 +320,8 @@ pub struct RotatingFile {
     health: LogHealth,
     /// Counted in [`unopened_files`]: a live program will open this file.
     counted: bool,
+    /// Opened without following a symlink (a file zist places itself, in LogDir).
+    no_symlink: bool,
 }
 
 /// Log files of live programs not opened yet (they open on first write).
@@ -350,7 +352,16 @@ impl RotatingFile {
             failed_at: None,
             health: LogHealth::default(),
             counted: false,
+            no_symlink: false,
         }
+    }
+
+    /// Opens the file without following a symlink at its path: for files
+    /// zist places in its LogDir, where a link planted by another user
+    /// must not send a program's output (or zist's appends) elsewhere.
+    pub fn no_symlinks(mut self) -> Self {
+        self.no_symlink = true;
+        self
     }
 
     /// The file's path.
@@ -405,9 +416,9 @@ impl RotatingFile {
     /// A second handle on the file, opened for appending (for a detach relay).
     pub fn append_handle(&mut self) -> io::Result<File> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            make_dir(dir)?;
         }
-        open_append(&self.path)
+        open_append(&self.path, self.no_symlink)
     }
 
     fn lost(&mut self, n: usize) {
@@ -437,8 +448,8 @@ impl RotatingFile {
         let opened = self
             .path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| open_append(&self.path))
+            .map_or(Ok(()), make_dir)
+            .and_then(|()| open_append(&self.path, self.no_symlink))
             .and_then(|f| f.metadata().map(|m| (f, m.len())));
         match opened {
             Ok((f, len)) => {
@@ -485,8 +496,25 @@ impl RotatingFile {
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+/// Opens `path` for appending, created mode 0640; with `no_symlink`, a
+/// symlink at `path` is an error (`O_NOFOLLOW`), never followed.
+pub fn open_append(path: &Path, no_symlink: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).mode(0o640);
+    if no_symlink {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
+}
+
+/// Makes `dir` and its missing parents without access for others (0750).
+pub fn make_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
 }
 
 /// Everything zist keeps of one stream of one program.

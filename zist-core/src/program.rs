@@ -274,11 +274,10 @@ impl Program {
             let path = own
                 .clone()
                 .unwrap_or_else(|| log_dir.join(format!("{}.{suffix}.log", spec.name)));
-            SharedLog::new(RotatingFile::new(
-                path,
-                spec.log_max_bytes,
-                spec.log_backups,
-            ))
+            // A file in LogDir is zist's to place: no symlink there is followed.
+            let in_log_dir = path.starts_with(log_dir);
+            let file = RotatingFile::new(path, spec.log_max_bytes, spec.log_backups);
+            SharedLog::new(if in_log_dir { file.no_symlinks() } else { file })
         };
         let logs = [file(&spec.logfile, "out"), file(&spec.err_logfile, "err")];
         let lease = Arc::new(spawn::Lease::default());

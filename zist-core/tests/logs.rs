@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 use zist_core::{Feed, LogStream, ProcessState, RestartPolicy};
 
-use crate::support::{Dir, SECS_10, Sup, eventually, wait_state};
+use crate::support::{Dir, SECS_5, SECS_10, Sup, eventually, wait_state};
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -387,4 +387,45 @@ async fn a_hot_stream_detached_mid_flight_loses_and_doubles_no_line() {
     .await;
     let count = consecutive_lines(&std::fs::read_to_string(&out).unwrap());
     assert!(count > 10_000, "only {count} lines");
+}
+
+#[tokio::test]
+async fn a_symlink_planted_in_log_dir_is_never_followed_and_log_dir_is_not_for_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let target = dir.write("elsewhere.txt", "");
+    std::os::unix::fs::symlink(&target, dir.join("logs/planted.out.log")).unwrap();
+    let spec = dir.sh("planted", "echo secret output; exec sleep 300");
+    sup.run(spec).await;
+    eventually(SECS_5, "the failed open to be told", || {
+        sup.log_health("planted", zist_core::LogStream::Stdout)
+            .unwrap()
+            .last_error
+            .is_some_and(|e| e.contains("cannot open"))
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "",
+        "the link was followed"
+    );
+    // The output is still kept in memory.
+    assert_eq!(
+        sup.logs("planted", zist_core::LogStream::Stdout, 1)
+            .unwrap(),
+        ["secret output"]
+    );
+    // A folder zist makes for logs has no access for others.
+    let mut spec = dir.sh("deep", "echo hi; exec sleep 300");
+    spec.logfile = Some(dir.join("logs/new/deep.out.log"));
+    sup.run(spec).await;
+    eventually(SECS_5, "the new folder", || dir.join("logs/new").is_dir()).await;
+    let mode = std::fs::metadata(dir.join("logs/new"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o007, 0, "{mode:o}");
+    sup.shutdown(zist_core::ShutdownMode::Stop).await;
 }

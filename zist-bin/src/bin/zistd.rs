@@ -157,16 +157,11 @@ struct DaemonLog {
 }
 
 impl DaemonLog {
-    fn new(path: &Path) -> Self {
+    fn new(path: &Path, no_symlink: bool) -> Self {
         let file = path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-            });
+            .map_or(Ok(()), zist_core::logs::make_dir)
+            .and_then(|()| zist_core::logs::open_append(path, no_symlink));
         let file = match file {
             Ok(f) => Some(f),
             Err(e) => {
@@ -354,7 +349,12 @@ async fn serve_daemon(
     tls: Option<Arc<rustls::ServerConfig>>,
     upgrade_from: Option<PathBuf>,
 ) -> ExitCode {
-    let log = DaemonLog::new(&config.daemon.daemon_log);
+    // In LogDir (the default), no symlink is followed; a path given elsewhere
+    // (DaemonLog = "/dev/stdout") is opened as given.
+    let log = DaemonLog::new(
+        &config.daemon.daemon_log,
+        config.daemon.daemon_log.starts_with(&config.daemon.log_dir),
+    );
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
         .with_ansi(false)
