@@ -116,10 +116,42 @@ where
     }
 }
 
+/// A connection that has not asked anything yet, and how to end it.
+struct Unasked {
+    /// Holds a count until the connection's first request (see [`CountRequests`]).
+    waiting: std::sync::Weak<std::sync::Mutex<Option<Counted>>>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Unasked {
+    /// Whether the connection is still open and has never asked anything.
+    fn idle(&self) -> bool {
+        self.waiting.upgrade().is_some_and(|w| {
+            w.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
+        })
+    }
+}
+
+/// Makes room at the cap: ends the oldest connection that has not asked
+/// anything yet (an idle or trickling one), so a flood of them never keeps
+/// a client that asks from its answer. True when one was ended.
+fn evict_oldest(unasked: &mut std::collections::VecDeque<Unasked>) -> bool {
+    while let Some(oldest) = unasked.pop_front() {
+        if oldest.idle() {
+            oldest.evict.notify_one();
+            return true;
+        }
+    }
+    false
+}
+
 /// Accepts connections on `listener` until `stopped()` resolves, serving
 /// each with the service `make_service()` builds for it (HTTP/1.1 with
 /// upgrades, so WebSockets work). A connection open at the stop finishes its
-/// request and closes.
+/// request and closes. At the cap, the oldest connection that has not
+/// asked anything yet makes room for the new one.
 pub fn accept_loop<M, S, B, F, Fut>(
     listener: TcpListener,
     limits: Limits,
@@ -148,6 +180,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
         let stop = stopped();
         tokio::pin!(stop);
         let mut trouble = AcceptTrouble::default();
+        let mut unasked = std::collections::VecDeque::<Unasked>::new();
         loop {
             let socket = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -167,10 +200,32 @@ pub fn accept_loop<M, S, B, F, Fut>(
                 },
                 _ = &mut stop => break,
             };
-            let Ok(place) = places.clone().try_acquire_owned() else {
-                continue; // over the limit: the socket closes here
+            let place = match places.clone().try_acquire_owned() {
+                Ok(place) => place,
+                // At the cap: the oldest silent one goes, if there is one
+                // (its place comes back as its task ends).
+                Err(_) if evict_oldest(&mut unasked) => {
+                    match tokio::time::timeout(
+                        Duration::from_millis(100),
+                        places.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(place)) => place,
+                        _ => continue,
+                    }
+                }
+                Err(_) => continue, // over the limit: the socket closes here
             };
             let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
+            let evict = Arc::new(tokio::sync::Notify::new());
+            if unasked.len() >= 2 * limits.max_connections {
+                unasked.retain(Unasked::idle);
+            }
+            unasked.push_back(Unasked {
+                waiting: Arc::downgrade(&waiting),
+                evict: evict.clone(),
+            });
             let service = CountRequests {
                 inner: make_service(),
                 waiting: waiting.clone(),
@@ -181,7 +236,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
             let stopped_later = stopped();
             let limits = limits.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
+            let served = async move {
                 let _place = place;
                 let _ = socket.set_nodelay(true);
                 // A client that connects and says nothing is dropped; after
@@ -252,6 +307,12 @@ pub fn accept_loop<M, S, B, F, Fut>(
                 };
                 if let Err(e) = result {
                     tracing::debug!("connection ended: {e}");
+                }
+            };
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = served => {}
+                    () = evict.notified() => {}
                 }
             });
         }

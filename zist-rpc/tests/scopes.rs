@@ -211,3 +211,72 @@ async fn a_foreign_host_or_a_cross_site_origin_is_refused() {
     handle.stop().unwrap();
     sup.shutdown(ShutdownMode::Stop).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_never_keeps_an_authorised_client_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(SupervisorOptions {
+        log_dir: dir.path().join("logs"),
+        ..SupervisorOptions::default()
+    });
+    let module = rpc_module(sup.clone(), Arc::new(NoDaemon(sup.clone())));
+    let options = ServeOptions::default();
+    let flood_size = 2 * options.max_connections as usize;
+    let (addr, handle) = serve("127.0.0.1:0".parse().unwrap(), access(), module, options)
+        .await
+        .unwrap();
+    // Twice the cap, idle, each one the server closes replaced at once.
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let flood = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let open = |_| {
+                let stream = std::net::TcpStream::connect(addr).ok()?;
+                stream.set_nonblocking(true).ok()?;
+                Some(stream)
+            };
+            let mut held: Vec<std::net::TcpStream> = (0..flood_size).filter_map(open).collect();
+            let _ = ready_tx.send(());
+            let mut replaced = 0;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                for slot in held.iter_mut() {
+                    let mut byte = [0u8; 1];
+                    let closed = match slot.read(&mut byte) {
+                        Ok(0) => true,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                        Ok(_) => false,
+                    };
+                    if closed && let Some(fresh) = open(0) {
+                        *slot = fresh;
+                        replaced += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (held.len(), replaced)
+        })
+    };
+    // The flood is in place (and the server at its cap) before the calls.
+    tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the flood never got in place");
+    for i in 0..40 {
+        let answer =
+            tokio::task::spawn_blocking(move || call(addr, READ, "daemon.status", json!([])))
+                .await
+                .unwrap();
+        assert!(answer["result"].is_object(), "call {i}: {answer}");
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (held, replaced) = flood.join().unwrap();
+    assert_eq!(held, flood_size);
+    assert!(
+        replaced > 0,
+        "the server never closed one: was the cap reached?"
+    );
+    handle.stop().unwrap();
+    sup.shutdown(ShutdownMode::Stop).await;
+}
