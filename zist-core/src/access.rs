@@ -448,3 +448,64 @@ mod browser_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so a failure repeats.
+    struct Bytes(u64);
+
+    impl Bytes {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn take(&mut self) -> Vec<u8> {
+            let len = match self.next() % 64 {
+                0..=15 => 0,
+                16..=39 => (self.next() % 16) as usize,
+                40..=62 => (self.next() % 200) as usize,
+                _ => (self.next() % 70_000) as usize,
+            };
+            let pick: &[u8] = match self.next() % 3 {
+                0 => b"Bearer bearer  admin-secret ci:,/[]@\xff\xfe\x00\t",
+                1 => b" ",
+                _ => &[],
+            };
+            (0..len)
+                .map(|_| match pick {
+                    [] => self.next() as u8,
+                    pick => pick[(self.next() as usize) % pick.len()],
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn any_header_bytes_are_answered_without_a_panic_and_match_only_a_token() {
+        let access = Access::new("admin-secret", &[]);
+        let guard = BrowserGuard::new(&["zist.example.com".to_owned()]);
+        let mut bytes = Bytes(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..10_000 {
+            let header = bytes.take();
+            let caller = access.caller_bearer(&header);
+            if caller.is_some() {
+                // Only the scheme, spaces, then exactly the token.
+                let text = String::from_utf8_lossy(&header).into_owned();
+                assert!(text.to_ascii_lowercase().starts_with("bearer "), "{text:?}");
+                assert_eq!(text.split_at(6).1.trim_start(), "admin-secret");
+            }
+            let (host, origin) = (bytes.take(), bytes.take());
+            let _ = guard.refuse(
+                std::str::from_utf8(&host).ok(),
+                std::str::from_utf8(&origin).ok(),
+                true,
+            );
+        }
+        assert!(access.caller_bearer(b"Bearer admin-secret").is_some());
+    }
+}

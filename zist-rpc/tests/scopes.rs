@@ -280,3 +280,80 @@ async fn a_flood_of_idle_connections_never_keeps_an_authorised_client_out() {
     handle.stop().unwrap();
     sup.shutdown(ShutdownMode::Stop).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_authorization_headers_get_an_answer_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(SupervisorOptions {
+        log_dir: dir.path().join("logs"),
+        ..SupervisorOptions::default()
+    });
+    let module = rpc_module(sup.clone(), Arc::new(NoDaemon(sup.clone())));
+    let (addr, handle) = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        access(),
+        module,
+        ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "daemon.status"}).to_string();
+    let huge = "x".repeat(60_000);
+    let cases: Vec<Vec<u8>> = vec![
+        b"Authorization: \r\n".to_vec(),
+        format!("Authorization: Bearer {READ}\r\nAuthorization: Bearer nope\r\n").into_bytes(),
+        format!("Authorization: Bearer nope\r\nAuthorization: Bearer {ADMIN}\r\n").into_bytes(),
+        b"Authorization: Bearer \xff\xfe\xc3\x28\r\n".to_vec(),
+        format!("Authorization: Bearer {huge}\r\n").into_bytes(),
+        format!("Authorization: {huge}\r\nX-{huge}: y\r\n").into_bytes(),
+    ];
+    for headers in cases {
+        let answer = tokio::task::spawn_blocking({
+            let body = body.clone();
+            move || {
+                use std::io::{Read, Write};
+                let mut raw = format!(
+                    "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n"
+                )
+                .into_bytes();
+                raw.extend_from_slice(&headers);
+                raw.extend_from_slice(
+                    format!(
+                        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let _ = stream.write_all(&raw);
+                let mut answer = Vec::new();
+                let _ = stream.read_to_end(&mut answer);
+                String::from_utf8_lossy(&answer).into_owned()
+            }
+        })
+        .await
+        .unwrap();
+        // An answer (200 for the first token given, 401, 431), or a closed
+        // connection for a head too large: never a crash.
+        assert!(
+            answer.is_empty()
+                || [
+                    "HTTP/1.1 200",
+                    "HTTP/1.1 401",
+                    "HTTP/1.1 431",
+                    "HTTP/1.1 400"
+                ]
+                .iter()
+                .any(|s| answer.starts_with(s)),
+            "{}",
+            &answer[..answer.len().min(200)]
+        );
+    }
+    let fine = call(addr, READ, "daemon.status", json!([]));
+    assert!(fine["result"].is_object(), "{fine}");
+    handle.stop().unwrap();
+    sup.shutdown(ShutdownMode::Stop).await;
+}
