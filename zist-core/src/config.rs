@@ -101,6 +101,10 @@ pub struct DaemonConfig {
     pub tokens: Vec<TokenEntry>,
     /// Host names the servers answer to, besides IP addresses and `localhost`.
     pub allowed_hosts: Vec<String>,
+    /// The local socket (JSON-RPC without a token, by peer uid); `None`: none.
+    pub socket: Option<PathBuf>,
+    /// The group that may use the local socket (operate scope); `None`: zistd's own.
+    pub socket_group: Option<String>,
 }
 
 /// One of `Tokens`: a secret with a name (what audit lines show) and a scope.
@@ -163,6 +167,8 @@ const DAEMON_KEYS: &[&str] = &[
     "Cgroups",
     "Tokens",
     "AllowedHosts",
+    "Socket",
+    "SocketGroup",
     "Program",
 ];
 
@@ -949,6 +955,8 @@ impl DaemonConfig {
             cgroups: true,
             tokens: Vec::new(),
             allowed_hosts: Vec::new(),
+            socket: Some(base.join("state").join("zistd.sock")),
+            socket_group: None,
         }
     }
 
@@ -961,6 +969,7 @@ impl DaemonConfig {
     ) {
         let entries = known_entries(table, DAEMON_KEYS, "the daemon file", issues);
         let mut daemon_log = None;
+        let mut socket_named = false;
         let top = Located {
             file: self.file.clone(),
             line: None,
@@ -1026,6 +1035,17 @@ impl DaemonConfig {
                     }
                 }
                 "Tokens" => self.tokens = want_tokens(key, v, &at, issues),
+                "Socket" => {
+                    socket_named = true;
+                    if let Some(s) = want_str(key, v, &at, issues) {
+                        self.socket = (!s.is_empty()).then(|| resolve(base, s));
+                    }
+                }
+                "SocketGroup" => {
+                    if let Some(s) = want_str(key, v, &at, issues) {
+                        self.socket_group = Some(s.to_owned());
+                    }
+                }
                 "AllowedHosts" => {
                     self.allowed_hosts =
                         want_list(key, v, &at, issues, "[\"zist.example.com\"]", |s| {
@@ -1075,6 +1095,9 @@ impl DaemonConfig {
             );
         }
         self.daemon_log = daemon_log.unwrap_or_else(|| self.log_dir.join("zistd.log"));
+        if !socket_named {
+            self.socket = Some(self.state_dir.join("zistd.sock"));
+        }
     }
 
     /// Where the JSON-RPC server listens.

@@ -387,3 +387,188 @@ pub fn tls_config(
         .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
     Ok(Arc::new(config))
 }
+
+/// [`accept_loop`] for a Unix socket: each connection is served by the
+/// service `make_service(uid)` builds for the peer's uid, as the kernel
+/// tells it (`SO_PEERCRED`), so no token is needed there. Connections that
+/// have not asked anything yet are ended at the cap, as on TCP.
+pub fn accept_unix_loop<M, S, B, F, Fut>(
+    listener: tokio::net::UnixListener,
+    limits: Limits,
+    make_service: M,
+    stopped: F,
+) where
+    M: Fn(u32) -> S + Send + 'static,
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let places = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        let stop = stopped();
+        tokio::pin!(stop);
+        let mut unasked = std::collections::VecDeque::<Unasked>::new();
+        loop {
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stop => break,
+            };
+            let Ok(credentials) = socket.peer_cred() else {
+                continue;
+            };
+            let place = match places.clone().try_acquire_owned() {
+                Ok(place) => place,
+                Err(_) if evict_oldest(&mut unasked) => {
+                    match tokio::time::timeout(
+                        Duration::from_millis(100),
+                        places.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(place)) => place,
+                        _ => continue,
+                    }
+                }
+                Err(_) => continue,
+            };
+            let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
+            let evict = Arc::new(tokio::sync::Notify::new());
+            if unasked.len() >= 2 * limits.max_connections {
+                unasked.retain(Unasked::idle);
+            }
+            unasked.push_back(Unasked {
+                waiting: Arc::downgrade(&waiting),
+                evict: evict.clone(),
+            });
+            let service = CountRequests {
+                inner: make_service(credentials.uid()),
+                waiting: waiting.clone(),
+                in_flight: limits.in_flight.clone(),
+            };
+            drop(waiting);
+            let stopped = stopped();
+            let limits = limits.clone();
+            let served = async move {
+                let _place = place;
+                let mut io = tokio_io_timeout::TimeoutStream::new(socket);
+                io.set_read_timeout(limits.read_idle);
+                io.set_write_timeout(limits.write_stall);
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(64 * 1024)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.request_timeout)
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(Box::pin(io)),
+                        hyper_util::service::TowerToHyperService::new(service),
+                    )
+                    .with_upgrades();
+                tokio::pin!(connection, stopped);
+                if let futures_util::future::Either::Right((_, mut connection)) =
+                    futures_util::future::select(connection, stopped).await
+                {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.request_timeout, connection).await;
+                }
+            };
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = served => {}
+                    () = evict.notified() => {}
+                }
+            });
+        }
+    });
+}
+
+/// The caller on the local socket with peer `uid`: root and this
+/// process's uid are admin; anyone else who could connect (a member of
+/// the socket's group) operates.
+pub fn local_caller(uid: u32) -> crate::Caller {
+    let scope = if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        crate::Scope::Admin
+    } else {
+        crate::Scope::Operate
+    };
+    crate::Caller::local(uid, scope)
+}
+
+/// Binds the local socket at `path`: mode 0660, group `group` (else this
+/// process's), its folder made without access for others. A socket file
+/// left by a crash is replaced; one a live server answers on is never taken
+/// (`AddrInUse`), nor a file that is not a socket.
+pub fn bind_unix(
+    path: &std::path::Path,
+    group: Option<&str>,
+) -> std::io::Result<(std::os::unix::net::UnixListener, SocketFile)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("a server already answers on {}", path.display()),
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(_) => {}
+    }
+    if let Some(folder) = path.parent() {
+        crate::logs::make_dir(folder)?;
+    }
+    let gid = match group {
+        Some(group) => Some(
+            nix::unistd::Group::from_name(group)
+                .map_err(std::io::Error::from)?
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("SocketGroup {group:?} is no group of this machine"),
+                    )
+                })?
+                .gid,
+        ),
+        None => None,
+    };
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    let file = SocketFile(path.to_owned());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(gid)).map_err(std::io::Error::from)?;
+        // The group passes through the socket's folder to it (no listing,
+        // nothing for others).
+        if let Some(folder) = path.parent() {
+            nix::unistd::chown(folder, None, Some(gid)).map_err(std::io::Error::from)?;
+            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o710))?;
+        }
+    }
+    Ok((listener, file))
+}
+
+/// A socket file, removed when dropped.
+#[derive(Debug)]
+pub struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -536,3 +536,95 @@ pub fn serve_on(
     });
     Ok((bound, handle))
 }
+
+/// Puts the [`Caller`](zist_core::Caller) a transport vouches for into
+/// each request's extensions (the local socket's peer), where the gate
+/// takes it instead of a token.
+#[derive(Clone)]
+struct WithCaller<S> {
+    inner: S,
+    caller: zist_core::Caller,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithCaller<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.caller.clone());
+        self.inner.call(request)
+    }
+}
+
+/// Runs the JSON-RPC server (HTTP POST and WebSocket at `/`) on the Unix
+/// socket `path` (docs/reference.md §10): mode 0660, group `group` (else
+/// zistd's own). No token is needed there: the peer's uid decides, root
+/// and this process's uid being admin, other members of the group operate.
+/// A socket file left by a crash is replaced; one a live server answers on
+/// is never taken (`AddrInUse`). The returned guard removes the socket file
+/// when dropped.
+pub fn serve_unix(
+    path: &std::path::Path,
+    group: Option<&str>,
+    module: RpcModule<ZistRpc>,
+    options: ServeOptions,
+) -> std::io::Result<(ServerHandle, zist_core::net::SocketFile)> {
+    let (listener, file) = zist_core::net::bind_unix(path, group)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let config = ServerConfig::builder()
+        .max_request_body_size(options.max_request_bytes)
+        .max_response_body_size(u32::MAX)
+        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch))
+        .enable_ws_ping(
+            PingConfig::new()
+                .ping_interval(options.websocket_idle / 3)
+                .inactive_limit(options.websocket_idle),
+        )
+        .build();
+    // No token opens this door; the callers come from the peer's uid.
+    let gate = BearerAuthLayer::new(
+        zist_core::Access::default(),
+        options.max_request_bytes as usize,
+    )
+    .with_body_timeout(options.request_timeout);
+    let services = Server::builder()
+        .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(gate))
+        .set_rpc_middleware(
+            jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer(ScopeLayer),
+        )
+        .to_service_builder();
+    let methods: Methods = module.into();
+    let (stop, handle) = stop_channel();
+    let limits = zist_core::net::Limits {
+        max_connections: options.max_connections as usize,
+        request_timeout: options.request_timeout,
+        read_idle: Some(options.websocket_idle.max(options.request_timeout)),
+        write_stall: None,
+        tls: None,
+        in_flight: options.in_flight.clone(),
+    };
+    let make_service = {
+        let stop = stop.clone();
+        move |uid: u32| WithCaller {
+            inner: services.clone().build(methods.clone(), stop.clone()),
+            caller: zist_core::net::local_caller(uid),
+        }
+    };
+    zist_core::net::accept_unix_loop(listener, limits, make_service, move || {
+        stop.clone().shutdown()
+    });
+    Ok((handle, file))
+}

@@ -456,6 +456,24 @@ async fn serve_daemon(
     } else {
         None
     };
+    // The local socket (docs/reference.md §10): never a reason not to start.
+    let _local = config.daemon.socket.as_ref().and_then(|path| {
+        let options = ServeOptions {
+            in_flight: in_flight.clone(),
+            ..ServeOptions::default()
+        };
+        let module = rpc_module(supervisor.clone(), daemon.clone());
+        match zist_rpc::serve_unix(path, config.daemon.socket_group.as_deref(), module, options) {
+            Ok(served) => {
+                tracing::info!("JSON-RPC on the local socket {}", path.display());
+                Some(served)
+            }
+            Err(e) => {
+                tracing::warn!("no local socket at {}: {e}", path.display());
+                None
+            }
+        }
+    });
     // Handlers first: a signal sent as soon as READY is seen is handled,
     // never left to its default action.
     let (mut term, mut int, mut quit, mut hup, mut usr2) = match (
