@@ -131,6 +131,19 @@ fn the_local_socket_needs_no_token_and_lets_in_only_whom_the_kernel_vouches_for(
         log.contains("audit who=uid=0 method=process.restart target=web result=ok"),
         "{log}"
     );
+    // zistcl: `unix:PATH` with no token, and -l preferring the socket.
+    let socket = format!("unix:{}", path.display());
+    let out = crate::daemon::zistcl(&[&socket, "web", "status"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("web "), "{out:?}");
+    let conf = setup.conf().display().to_string();
+    let out = crate::daemon::zistcl(&["-l", "-c", &conf, "web", "stop"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let log = std::fs::read_to_string(setup.path("logs/zistd.log")).unwrap();
+    assert!(
+        log.contains("audit who=uid=0 method=process.stop target=web result=ok"),
+        "zistcl -l did not use the socket:\n{log}"
+    );
     // Another user cannot even connect: the socket's mode (its folders
     // opened for the test, so that the socket's own mode is what decides).
     for folder in [setup.path(""), setup.path("state")] {

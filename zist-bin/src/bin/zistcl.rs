@@ -85,11 +85,95 @@ fn main() -> ExitCode {
 
 /// Where zistd is and its token.
 struct Target {
-    /// `HOST:PORT`.
+    /// `HOST:PORT`, or the socket's path.
     address: String,
     token: String,
     https: bool,
+    /// zistd's local socket, when that is the way in (no token).
+    unix: Option<std::path::PathBuf>,
 }
+
+impl Target {
+    /// zistd's local socket at `path`.
+    fn local(path: std::path::PathBuf) -> Self {
+        Self {
+            address: path.display().to_string(),
+            token: String::new(),
+            https: false,
+            unix: Some(path),
+        }
+    }
+}
+
+/// The way zistcl's calls travel: zistd's TCP port, or its local socket.
+#[derive(Clone)]
+enum Transport {
+    Tcp(Box<jsonrpsee::http_client::transport::HttpBackend>),
+    Unix(std::sync::Arc<std::path::Path>),
+}
+
+/// Puts [`Transport::Unix`] in place of the TCP transport when a socket is given.
+struct TransportLayer(Option<std::sync::Arc<std::path::Path>>);
+
+impl tower::Layer<jsonrpsee::http_client::transport::HttpBackend> for TransportLayer {
+    type Service = Transport;
+
+    fn layer(&self, tcp: jsonrpsee::http_client::transport::HttpBackend) -> Transport {
+        match &self.0 {
+            Some(path) => Transport::Unix(path.clone()),
+            None => Transport::Tcp(Box::new(tcp)),
+        }
+    }
+}
+
+type TransportError = jsonrpsee::http_client::transport::Error;
+
+impl tower::Service<jsonrpsee::http_client::HttpRequest> for Transport {
+    type Response = jsonrpsee::http_client::HttpResponse<hyper::body::Incoming>;
+    type Error = TransportError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, TransportError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), TransportError>> {
+        match self {
+            Self::Tcp(tcp) => tcp.poll_ready(cx),
+            Self::Unix(_) => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, request: jsonrpsee::http_client::HttpRequest) -> Self::Future {
+        let path = match self {
+            Self::Tcp(tcp) => return tcp.call(request),
+            Self::Unix(path) => path.clone(),
+        };
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            TransportError::Http(jsonrpsee::core::http_helpers::HttpError::Stream(e))
+        };
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(&*path)
+                .await
+                .map_err(|e| failed(e.into()))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+            tokio::spawn(connection);
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| failed(e.into()))
+        })
+    }
+}
+
+/// The client zistcl calls zistd with, over either transport.
+type Client = HttpClient<
+    jsonrpsee::core::middleware::layer::RpcLogger<jsonrpsee::http_client::RpcService<Transport>>,
+>;
 
 /// Reads `HOST:PORT`, `https://HOST:PORT` or a bare `PORT` (this machine).
 /// Anything else is a usage error: zistcl never guesses a host or a port.
@@ -139,12 +223,26 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
             ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
             ip => ip,
         };
+        // The local socket when it answers (no token needed), else TCP.
+        if let Some(socket) = config
+            .daemon
+            .socket
+            .filter(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
+        {
+            return Ok((Target::local(socket), cli.words.clone()));
+        }
         let target = Target {
             address: std::net::SocketAddr::new(host, config.daemon.rpc_port).to_string(),
             token: config.daemon.token,
             https: config.daemon.protocol == zist_core::Protocol::Https,
+            unix: None,
         };
         return Ok((target, cli.words.clone()));
+    }
+    if let [first, command @ ..] = cli.words.as_slice()
+        && let Some(path) = first.strip_prefix("unix:")
+    {
+        return Ok((Target::local(path.into()), command.to_vec()));
     }
     let [address_text, token, command @ ..] = cli.words.as_slice() else {
         return Err(Failure::Usage(
@@ -164,6 +262,7 @@ fn target(cli: &Cli) -> Result<(Target, Vec<String>), Failure> {
             address,
             token,
             https,
+            unix: None,
         },
         command.to_vec(),
     ))
@@ -447,7 +546,7 @@ impl<'a> Command<'a> {
 struct Session<'a> {
     cli: &'a Cli,
     target: Target,
-    client: HttpClient,
+    client: Client,
 }
 
 impl Session<'_> {
@@ -464,15 +563,26 @@ async fn run(cli: Cli) -> Outcome {
     let (target, words) = target(&cli)?;
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let command = Command::parse(&words)?;
+    let headers = match target.unix {
+        // No token goes over the local socket: the kernel says who calls.
+        Some(_) => http::HeaderMap::new(),
+        None => headers(&target.token)?,
+    };
     let mut builder = HttpClientBuilder::default()
-        .set_headers(headers(&target.token)?)
+        .set_headers(headers)
         .request_timeout(Duration::from_secs(120));
     if let Some(tls) = client_tls(&cli, &target)? {
         builder = builder.with_custom_cert_store(tls);
     }
     let scheme = if target.https { "https" } else { "http" };
+    let url = match target.unix {
+        Some(_) => "http://localhost".to_owned(),
+        None => format!("{scheme}://{}", target.address),
+    };
+    let layer = TransportLayer(target.unix.as_deref().map(std::sync::Arc::from));
     let client = builder
-        .build(format!("{scheme}://{}", target.address))
+        .set_http_middleware(tower::ServiceBuilder::new().layer(layer))
+        .build(url)
         .map_err(|e| Failure::Usage(format!("bad address {}: {e}", target.address)))?;
     let s = Session {
         cli: &cli,
@@ -705,6 +815,11 @@ async fn adopt(s: &Session<'_>, pid: i32, name: Option<&str>) -> Outcome {
 /// `NAME stdout|stderr -f`: new lines until zistd or the program goes away, or Ctrl-C.
 async fn follow(s: &Session<'_>, name: &str, stream: LogStream) -> Outcome {
     let target = &s.target;
+    if target.unix.is_some() {
+        return Err(Failure::Usage(
+            "following a log goes over TCP: zistcl HOST:PORT TOKEN NAME stdout -f".to_owned(),
+        ));
+    }
     let scheme = if target.https { "wss" } else { "ws" };
     let mut builder = WsClientBuilder::default().set_headers(headers(&target.token)?);
     if let Some(tls) = client_tls(s.cli, target)? {
