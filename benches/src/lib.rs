@@ -240,12 +240,17 @@ pub fn spawn_floor(n: usize, pipes: bool) -> (usize, Duration, Duration) {
 /// server closing), connecting again when the server closed it.
 pub struct KeepAlive {
     addr: String,
-    stream: Option<std::net::TcpStream>,
+    stream: Option<Box<dyn Duplex>>,
     buf: Vec<u8>,
 }
 
+/// A connection both ways: TCP, or a Unix socket.
+trait Duplex: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Duplex for T {}
+
 impl KeepAlive {
-    /// A connection to `addr`, made on the first exchange.
+    /// A connection to `addr` (`HOST:PORT`, or `unix:PATH`), made on the first exchange.
     pub fn new(addr: &str) -> Self {
         Self {
             addr: addr.to_owned(),
@@ -260,9 +265,19 @@ impl KeepAlive {
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => {
-                let stream = std::net::TcpStream::connect(&self.addr)?;
-                stream.set_nodelay(true)?;
-                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let stream: Box<dyn Duplex> = match self.addr.strip_prefix("unix:") {
+                    Some(path) => {
+                        let stream = std::os::unix::net::UnixStream::connect(path)?;
+                        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        Box::new(stream)
+                    }
+                    None => {
+                        let stream = std::net::TcpStream::connect(&self.addr)?;
+                        stream.set_nodelay(true)?;
+                        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        Box::new(stream)
+                    }
+                };
                 self.stream.insert(stream)
             }
         };
@@ -283,7 +298,7 @@ impl KeepAlive {
 }
 
 /// Reads what the server sent next onto `buf`; `Ok(0)` when it closed.
-fn read_more(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+fn read_more(stream: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut chunk = [0u8; 1 << 16];
     let n = stream.read(&mut chunk)?;
     buf.extend_from_slice(&chunk[..n]);
@@ -291,7 +306,7 @@ fn read_more(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Re
 }
 
 /// Reads more onto `buf`; the server closing first is an error.
-fn read_more_or_eof(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+fn read_more_or_eof(stream: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> std::io::Result<()> {
     match read_more(stream, buf)? {
         0 => Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -304,7 +319,7 @@ fn read_more_or_eof(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std:
 /// Writes `request`, then reads one answer into `buf`: (status, whether the
 /// connection stays open).
 fn write_and_read(
-    stream: &mut std::net::TcpStream,
+    stream: &mut (impl Read + Write + ?Sized),
     request: &[u8],
     buf: &mut Vec<u8>,
 ) -> std::io::Result<(u16, bool)> {

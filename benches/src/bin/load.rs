@@ -729,11 +729,12 @@ fn main() {
         "adopt",
         "checks",
         "chain",
+        "socket",
     ]
     .contains(&which.as_str())
     {
         eprintln!(
-            "unknown scenario {which:?}; use all, fleet, restart, logs, continuity, adopt, checks or chain"
+            "unknown scenario {which:?}; use all, fleet, restart, logs, continuity, adopt, checks, chain or socket"
         );
         std::process::exit(2);
     }
@@ -808,6 +809,49 @@ fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     if run("chain") {
         chain(kind, venv, table);
     }
+    if run("socket") {
+        socket(kind, venv, table);
+    }
+}
+
+/// `daemon.status` with 50 keep-alive clients over TCP (with a token, its
+/// scope checked) and over the local socket (no token, the peer's uid),
+/// side by side on one zistd.
+fn socket(kind: Kind, venv: &Path, table: &mut Table) {
+    if kind != Kind::Zist {
+        return;
+    }
+    let daemon = Instance::launch(kind, &sleepers(100), venv);
+    let path = daemon.dir.path().join("state/zistd.sock");
+    let tcp = status_rate(
+        &daemon.addr,
+        &daemon.status_request(Connection::KeepAlive),
+        Connection::KeepAlive,
+    );
+    table.add(
+        "status calls/s, 50 keep-alive clients, TCP with a token (scope checked)",
+        "calls/s",
+        "",
+        kind,
+        tcp,
+    );
+    let body = rpc_body("daemon.status");
+    let local = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let unix = status_rate(
+        &format!("unix:{}", path.display()),
+        &local,
+        Connection::KeepAlive,
+    );
+    table.add(
+        "status calls/s, 50 keep-alive clients, the local socket (no token)",
+        "calls/s",
+        "≥ TCP",
+        kind,
+        unix,
+    );
 }
 
 /// A chain of 20 programs, each `After` the one before, each ready (a Tcp
