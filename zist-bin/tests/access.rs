@@ -66,6 +66,8 @@ fn each_token_has_its_scope_and_every_change_is_audited_by_name() {
         "audit who=ci method=process.restart target=web result=ok",
         "audit who=token method=process.stop target=nope result=error -32001",
         "audit who=ci method=process.stop target=web result=ok",
+        "audit who=dashboard method=process.stop target=web result=error -32007",
+        "audit who=ci method=process.remove target=web result=error -32007",
     ] {
         assert!(log.contains(line), "no {line:?} in:\n{log}");
     }

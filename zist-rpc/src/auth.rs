@@ -547,16 +547,20 @@ where
         async move {
             let caller = request.extensions().get::<Caller>().cloned();
             let method = request.method_name().to_owned();
+            let audited = zist_core::access::rpc_scope(&method) > zist_core::Scope::Read;
+            let target = audited
+                .then(|| target_of(request.params.as_deref()))
+                .flatten();
             if !allowed(caller.as_ref(), &method) {
+                if let Some(caller) = &caller {
+                    let result = format!("error {}", zist_core::access::REFUSED);
+                    zist_core::access::audit(caller, &method, target.as_deref(), &result);
+                }
                 return jsonrpsee::MethodResponse::error(
                     request.id().into_owned(),
                     refused(caller.as_ref(), &method),
                 );
             }
-            let audited = zist_core::access::rpc_scope(&method) > zist_core::Scope::Read;
-            let target = audited
-                .then(|| target_of(request.params.as_deref()))
-                .flatten();
             let response = inner.call(request).await;
             if audited && let Some(caller) = &caller {
                 let result = match response.as_error_code() {
