@@ -147,6 +147,40 @@ fn evict_oldest(unasked: &mut std::collections::VecDeque<Unasked>) -> bool {
     false
 }
 
+/// A place for a new connection, and what tracks it until its first
+/// request; at the cap, the oldest silent connection is ended to make room
+/// (its place comes back as its task ends). `None`: no room.
+async fn admit(
+    places: &Arc<tokio::sync::Semaphore>,
+    unasked: &mut std::collections::VecDeque<Unasked>,
+    limits: &Limits,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    Arc<std::sync::Mutex<Option<Counted>>>,
+    Arc<tokio::sync::Notify>,
+)> {
+    let place = match places.clone().try_acquire_owned() {
+        Ok(place) => place,
+        Err(_) if evict_oldest(unasked) => {
+            tokio::time::timeout(Duration::from_millis(100), places.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()?
+        }
+        Err(_) => return None,
+    };
+    let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
+    let evict = Arc::new(tokio::sync::Notify::new());
+    if unasked.len() >= 2 * limits.max_connections {
+        unasked.retain(Unasked::idle);
+    }
+    unasked.push_back(Unasked {
+        waiting: Arc::downgrade(&waiting),
+        evict: evict.clone(),
+    });
+    Some((place, waiting, evict))
+}
+
 /// Accepts connections on `listener` until `stopped()` resolves, serving
 /// each with the service `make_service()` builds for it (HTTP/1.1 with
 /// upgrades, so WebSockets work). A connection open at the stop finishes its
@@ -200,32 +234,10 @@ pub fn accept_loop<M, S, B, F, Fut>(
                 },
                 _ = &mut stop => break,
             };
-            let place = match places.clone().try_acquire_owned() {
-                Ok(place) => place,
-                // At the cap: the oldest silent one goes, if there is one
-                // (its place comes back as its task ends).
-                Err(_) if evict_oldest(&mut unasked) => {
-                    match tokio::time::timeout(
-                        Duration::from_millis(100),
-                        places.clone().acquire_owned(),
-                    )
-                    .await
-                    {
-                        Ok(Ok(place)) => place,
-                        _ => continue,
-                    }
-                }
-                Err(_) => continue, // over the limit: the socket closes here
+            // Over the limit (and nobody silent to make room): the socket closes here.
+            let Some((place, waiting, evict)) = admit(&places, &mut unasked, &limits).await else {
+                continue;
             };
-            let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
-            let evict = Arc::new(tokio::sync::Notify::new());
-            if unasked.len() >= 2 * limits.max_connections {
-                unasked.retain(Unasked::idle);
-            }
-            unasked.push_back(Unasked {
-                waiting: Arc::downgrade(&waiting),
-                evict: evict.clone(),
-            });
             let service = CountRequests {
                 inner: make_service(),
                 waiting: waiting.clone(),
@@ -430,30 +442,9 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
             let Ok(credentials) = socket.peer_cred() else {
                 continue;
             };
-            let place = match places.clone().try_acquire_owned() {
-                Ok(place) => place,
-                Err(_) if evict_oldest(&mut unasked) => {
-                    match tokio::time::timeout(
-                        Duration::from_millis(100),
-                        places.clone().acquire_owned(),
-                    )
-                    .await
-                    {
-                        Ok(Ok(place)) => place,
-                        _ => continue,
-                    }
-                }
-                Err(_) => continue,
+            let Some((place, waiting, evict)) = admit(&places, &mut unasked, &limits).await else {
+                continue;
             };
-            let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
-            let evict = Arc::new(tokio::sync::Notify::new());
-            if unasked.len() >= 2 * limits.max_connections {
-                unasked.retain(Unasked::idle);
-            }
-            unasked.push_back(Unasked {
-                waiting: Arc::downgrade(&waiting),
-                evict: evict.clone(),
-            });
             let service = CountRequests {
                 inner: make_service(credentials.uid()),
                 waiting: waiting.clone(),

@@ -466,6 +466,39 @@ impl Default for ServeOptions {
     }
 }
 
+/// jsonrpsee's settings for `options`.
+fn server_config(options: &ServeOptions) -> ServerConfig {
+    ServerConfig::builder()
+        .max_request_body_size(options.max_request_bytes)
+        .max_response_body_size(u32::MAX)
+        .max_connections(options.max_connections)
+        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch))
+        .enable_ws_ping(
+            PingConfig::new()
+                .ping_interval(options.websocket_idle / 3)
+                .inactive_limit(options.websocket_idle),
+        )
+        .build()
+}
+
+/// The accept loop's limits for `options`.
+fn limits(
+    options: &ServeOptions,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> zist_core::net::Limits {
+    zist_core::net::Limits {
+        max_connections: options.max_connections as usize,
+        request_timeout: options.request_timeout,
+        // Nor may an open connection stay silent for long: an idle
+        // keep-alive is dropped, and a WebSocket stays because the pongs to
+        // the server's pings are reads.
+        read_idle: Some(options.websocket_idle.max(options.request_timeout)),
+        write_stall: None,
+        tls,
+        in_flight: options.in_flight.clone(),
+    }
+}
+
 /// Runs the JSON-RPC server on `addr` with bearer-token auth; returns its
 /// bound address and a handle that stops it.
 ///
@@ -493,17 +526,7 @@ pub fn serve_on(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let bound = listener.local_addr()?;
-    let config = ServerConfig::builder()
-        .max_request_body_size(options.max_request_bytes)
-        .max_response_body_size(u32::MAX)
-        .max_connections(options.max_connections)
-        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch))
-        .enable_ws_ping(
-            PingConfig::new()
-                .ping_interval(options.websocket_idle / 3)
-                .inactive_limit(options.websocket_idle),
-        )
-        .build();
+    let config = server_config(&options);
     let gate = BearerAuthLayer::new(access, options.max_request_bytes as usize)
         .with_body_timeout(options.request_timeout)
         .with_allowed_hosts(&options.allowed_hosts);
@@ -516,17 +539,7 @@ pub fn serve_on(
         .to_service_builder();
     let methods: Methods = module.into();
     let (stop, handle) = stop_channel();
-    let limits = zist_core::net::Limits {
-        max_connections: options.max_connections as usize,
-        request_timeout: options.request_timeout,
-        // Nor may an open connection stay silent for long: an idle
-        // keep-alive is dropped, and a WebSocket stays because the pongs to
-        // the server's pings are reads.
-        read_idle: Some(options.websocket_idle.max(options.request_timeout)),
-        write_stall: None,
-        tls: options.tls.clone(),
-        in_flight: options.in_flight.clone(),
-    };
+    let limits = limits(&options, options.tls.clone());
     let make_service = {
         let stop = stop.clone();
         move || services.clone().build(methods.clone(), stop.clone())
@@ -583,16 +596,7 @@ pub fn serve_unix(
     let (listener, file) = zist_core::net::bind_unix(path, group)?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
-    let config = ServerConfig::builder()
-        .max_request_body_size(options.max_request_bytes)
-        .max_response_body_size(u32::MAX)
-        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch))
-        .enable_ws_ping(
-            PingConfig::new()
-                .ping_interval(options.websocket_idle / 3)
-                .inactive_limit(options.websocket_idle),
-        )
-        .build();
+    let config = server_config(&options);
     // No token opens this door; the callers come from the peer's uid.
     let gate = BearerAuthLayer::new(
         zist_core::Access::default(),
@@ -608,14 +612,7 @@ pub fn serve_unix(
         .to_service_builder();
     let methods: Methods = module.into();
     let (stop, handle) = stop_channel();
-    let limits = zist_core::net::Limits {
-        max_connections: options.max_connections as usize,
-        request_timeout: options.request_timeout,
-        read_idle: Some(options.websocket_idle.max(options.request_timeout)),
-        write_stall: None,
-        tls: None,
-        in_flight: options.in_flight.clone(),
-    };
+    let limits = limits(&options, None);
     let make_service = {
         let stop = stop.clone();
         move |uid: u32| WithCaller {
