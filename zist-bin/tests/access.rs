@@ -249,3 +249,36 @@ fn calls_as_socket_group_member() {
     let (_, reload) = call_local(&path, "daemon.reload", json!([]));
     println!("reload: {}", reload["error"]["code"]);
 }
+
+#[test]
+fn websockets_open_on_the_socket_and_not_from_another_site() {
+    use std::io::{Read, Write};
+    let setup = Setup::new("");
+    let zistd = setup.start();
+    let handshake = |origin: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n{origin}\r\n"
+        )
+    };
+    let head = |stream: &mut dyn Read| {
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // Over the local socket, as over TCP.
+    let mut local =
+        std::os::unix::net::UnixStream::connect(setup.path("state/zistd.sock")).unwrap();
+    local
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    local.write_all(handshake("").as_bytes()).unwrap();
+    let answer = head(&mut local);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    // On the TCP port, a handshake from another site's page is refused.
+    let mut tcp = std::net::TcpStream::connect(&zistd.rpc).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(handshake("Origin: http://evil.example\r\n").as_bytes())
+        .unwrap();
+    let answer = head(&mut tcp);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+}
