@@ -21,7 +21,7 @@ use crate::logs::{LogHealth, SharedLog};
 use crate::persist::{Intent, Remembered, Store};
 use crate::program::{Control, Program, Resume};
 use crate::spec::{LogStream, ProgramSpec};
-use crate::state::ProcessState;
+use crate::state::{ExitKind, ProcessState};
 use crate::stats::Sampler;
 use crate::upgrade::{Frozen, Handover};
 use crate::wire::{
@@ -1102,6 +1102,25 @@ impl Supervisor {
     /// Whether there is no program.
     pub fn is_empty(&self) -> bool {
         self.read().is_empty()
+    }
+
+    /// Readiness for orchestrators (`/readyz`, docs/reference.md §11):
+    /// `(ready, not_ready)` over the programs meant to run, which are all
+    /// but those `stopped` (never started, or stopped on request) and
+    /// `detached`. Ready: `running`, or `exited` with status 0 (a one-shot
+    /// that did its work).
+    pub fn readiness(&self) -> (usize, usize) {
+        let (mut ready, mut not_ready) = (0, 0);
+        for program in self.read().values() {
+            let snapshot = program.snapshot();
+            match snapshot.state {
+                ProcessState::Stopped | ProcessState::Detached => {}
+                ProcessState::Running => ready += 1,
+                ProcessState::Exited if snapshot.exit == Some(ExitKind::Code(0)) => ready += 1,
+                _ => not_ready += 1,
+            }
+        }
+        (ready, not_ready)
     }
 
     /// Every program's info, by name.

@@ -207,6 +207,30 @@ fn audit(access: &Access, info: &warp::log::Info<'_>) {
     zist_core::access::audit(&caller, &method, target.as_deref(), &result);
 }
 
+/// `GET /healthz` and `GET /readyz`, without a token, for orchestrators
+/// and load balancers (docs/reference.md §11): counts only, no names.
+fn health(
+    state: &State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| ok(&json!({"status": "ok"})));
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with(state))
+        .map(|state: State| {
+            let (ready, not_ready) = state.supervisor.readiness();
+            let body = json!({"ready": ready, "not_ready": not_ready});
+            let status = if not_ready == 0 {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            warp::reply::with_status(warp::reply::json(&body), status).into_response()
+        });
+    healthz.or(readyz).unify()
+}
+
 /// 403 for what a web page must not do here (the Host and Origin rules of
 /// zist-core's [`BrowserGuard`]); rejects (lets the routes answer) otherwise.
 fn browser_guard(
@@ -260,6 +284,8 @@ pub fn routes(
         hubs: follow::Hubs::default(),
     };
     browser_guard(guard)
+        .or(health(&state))
+        .unify()
         .or(dashboard::routes())
         .unify()
         .or(api::routes(&state))

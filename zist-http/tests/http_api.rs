@@ -186,3 +186,61 @@ async fn the_bearer_scheme_is_case_insensitive() {
         401
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_readyz_answer_without_a_token_with_counts_only() {
+    let rig = Rig::new().await;
+    let (status, body) = rig.call("GET", "/healthz", None).await;
+    assert_eq!((status, body), (200, serde_json::json!({"status": "ok"})));
+    // Nothing meant to run yet: ready.
+    let (status, body) = rig.call("GET", "/readyz", None).await;
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"ready": 0, "not_ready": 0}))
+    );
+    // A program whose Ready check passes once a file exists: 503 until it does.
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    rig.add("up", "sleep 300", true).await;
+    let mut spec =
+        zist_core::ProgramSpec::new(zist_core::ProgramName::new("off").unwrap(), "/bin/sleep");
+    spec.autostart = false;
+    rig.sup.register(spec).await.unwrap();
+    let mut ready_check =
+        zist_core::ProgramSpec::new(zist_core::ProgramName::new("gated").unwrap(), "/bin/sh")
+            .args(["-c", "exec sleep 300"]);
+    ready_check.ready = Some(zist_core::Check {
+        probe: zist_core::Probe::Exec(vec!["test".into(), "-e".into(), go.display().to_string()]),
+        interval: std::time::Duration::from_millis(50),
+        timeout: std::time::Duration::from_secs(30),
+        failures: 3,
+        watchdog: None,
+    });
+    rig.sup.register(ready_check).await.unwrap();
+    zist_core::testing::wait_state(
+        &rig.sup,
+        "up",
+        zist_core::ProcessState::Running,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let (status, body) = rig.call("GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["not_ready"], 1, "{body}");
+    assert!(
+        body.as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k == "ready" || k == "not_ready")
+    );
+    std::fs::write(&go, "").unwrap();
+    zist_core::testing::eventually(std::time::Duration::from_secs(10), "readyz 200", || {
+        rig.sup.readiness() == (2, 0)
+    })
+    .await;
+    let (status, body) = rig.call("GET", "/readyz", None).await;
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"ready": 2, "not_ready": 0}))
+    );
+}
