@@ -198,6 +198,7 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "After",
     "Instances",
     "Listen",
+    "EnvFile",
 ];
 
 impl Config {
@@ -324,6 +325,17 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         ("PidFile", spec.pid_file.as_deref().map(path)),
         ("Ready", spec.ready.as_ref().map(|c| check_to_json(c, true))),
         ("Instances", instances),
+        (
+            "EnvFile",
+            (!spec.env_files.is_empty()).then(|| {
+                json!(
+                    spec.env_files
+                        .iter()
+                        .map(|p| p.to_string_lossy())
+                        .collect::<Vec<_>>()
+                )
+            }),
+        ),
         (
             "Listen",
             (!spec.listen.is_empty()).then(|| {
@@ -1656,6 +1668,18 @@ fn apply_program_keys(
                 spec.after = want_list(key, v, at, issues, "[\"db\"]", |s| {
                     ProgramName::new(s).map_err(|e| e.to_string())
                 });
+            }
+            "EnvFile" => {
+                spec.env_files = match v {
+                    Value::Str(_) => want_path(key, v, at, base, issues).into_iter().collect(),
+                    _ => want_list(key, v, at, issues, "[\"app.env\"]", |s| {
+                        if s.is_empty() {
+                            Err("an empty path".to_owned())
+                        } else {
+                            Ok(resolve(base, s))
+                        }
+                    }),
+                };
             }
             "Listen" => {
                 spec.listen = want_list(

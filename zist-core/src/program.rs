@@ -965,6 +965,10 @@ impl Os {
 
     /// Spawns the child and starts the pumps of its output.
     fn spawn_child(&mut self) -> Result<Child, SpawnError> {
+        if !self.spec.env_files.is_empty() {
+            // EnvFile is read at each start.
+            self.prepared = None;
+        }
         let prepared = match &self.prepared {
             Some(p) => p.clone(),
             None => {

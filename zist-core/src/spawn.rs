@@ -325,6 +325,16 @@ pub enum SpawnError {
         /// zist's own uid.
         uid: u32,
     },
+    /// An `EnvFile` is missing or has a line that does not read.
+    #[error("EnvFile {}{}: {reason}", .path.display(), .line.map(|n| format!(":{n}")).unwrap_or_default())]
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// The line, 1-based, when one is at fault.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
     /// Too few descriptors are left under the open-file limit.
     #[error(
         "too few file descriptors are left under the open-file limit ({limit}); raise it (ulimit -n, LimitNOFILE=) or run fewer programs"
@@ -827,19 +837,27 @@ impl Prepared {
             args.push(cstring("an argument", arg.as_bytes())?);
         }
         let env = match &user {
-            None if spec.env.is_empty() && extra.is_empty() => match BASE_ENV.get() {
-                Some(env) => env.clone(),
-                None => {
-                    let env = env_block(own_environment())?;
-                    BASE_ENV.get_or_init(|| env).clone()
+            None if spec.env.is_empty() && extra.is_empty() && spec.env_files.is_empty() => {
+                match BASE_ENV.get() {
+                    Some(env) => env.clone(),
+                    None => {
+                        let env = env_block(own_environment())?;
+                        BASE_ENV.get_or_init(|| env).clone()
+                    }
                 }
-            },
+            }
             _ => {
                 let mut env = own_environment();
                 if let Some(user) = &user {
                     env.insert(b"HOME".to_vec(), user.dir.as_os_str().as_bytes().to_vec());
                     env.insert(b"USER".to_vec(), user.name.as_bytes().to_vec());
                     env.insert(b"LOGNAME".to_vec(), user.name.as_bytes().to_vec());
+                }
+                // EnvFile under Env: Env wins.
+                for path in &spec.env_files {
+                    for (k, v) in read_env_file(path)? {
+                        env.insert(k.into_bytes(), v.into_bytes());
+                    }
                 }
                 for (k, v) in &spec.env {
                     env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
@@ -860,6 +878,88 @@ impl Prepared {
             identity,
         })
     }
+}
+
+/// The `KEY=VALUE` pairs of an `EnvFile`: `#` comments and blank lines
+/// skipped, an optional `export `, values bare (a ` #` starts a comment),
+/// in single quotes (taken as they are) or in double quotes (`\"`, `\\`,
+/// `\n`, `\t` and `\$` read as in a shell). Nothing is expanded.
+pub(crate) fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SpawnError> {
+    let fail = |line: Option<usize>, reason: String| SpawnError::EnvFile {
+        path: path.to_owned(),
+        line,
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(None, e.to_string()))?;
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = Some(n + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
+        let Some((key, rest)) = line.split_once('=') else {
+            return Err(fail(at, "no `=`: write KEY=VALUE".into()));
+        };
+        let key = key.trim();
+        let valid = key
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if key.is_empty() || !valid {
+            return Err(fail(at, format!("{key:?} is not a variable name")));
+        }
+        let rest = rest.trim_start();
+        let (value, after) = match rest.chars().next() {
+            Some('\'') => {
+                let inner = &rest[1..];
+                let end = inner
+                    .find('\'')
+                    .ok_or_else(|| fail(at, "an unclosed single quote".into()))?;
+                (inner[..end].to_owned(), &inner[end + 1..])
+            }
+            Some('"') => {
+                let mut value = String::new();
+                let mut chars = rest[1..].char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '"' => {
+                            end = Some(i + 2);
+                            break;
+                        }
+                        '\\' => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, 't')) => value.push('\t'),
+                            Some((_, c @ ('"' | '\\' | '$' | '`'))) => value.push(c),
+                            Some((_, c)) => {
+                                value.push('\\');
+                                value.push(c);
+                            }
+                            None => break,
+                        },
+                        c => value.push(c),
+                    }
+                }
+                let end = end.ok_or_else(|| fail(at, "an unclosed double quote".into()))?;
+                (value, &rest[end..])
+            }
+            _ => {
+                let bare = match rest.find(" #") {
+                    Some(i) => &rest[..i],
+                    None => rest,
+                };
+                (bare.trim_end().to_owned(), "")
+            }
+        };
+        let after = after.trim();
+        if !after.is_empty() && !after.starts_with('#') {
+            return Err(fail(at, format!("{after:?} after the quoted value")));
+        }
+        pairs.push((key.to_owned(), value));
+    }
+    Ok(pairs)
 }
 
 /// The folder a program runs in: its Workingdir, else the folder of its

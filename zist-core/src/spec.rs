@@ -283,6 +283,8 @@ pub struct ProgramSpec {
     /// Sockets zist opens once and passes to every process of the program
     /// as fds 3, 4, ... (systemd's `LISTEN_FDS`), kept open across restarts.
     pub listen: Vec<ListenAddress>,
+    /// Files of `KEY=VALUE` lines read at each start, under `env` (which wins).
+    pub env_files: Vec<PathBuf>,
 }
 
 /// A socket `Listen` names: TCP on an address, or a Unix stream socket.
@@ -442,6 +444,7 @@ impl ProgramSpec {
             after: Vec::new(),
             instances: None,
             listen: Vec::new(),
+            env_files: Vec::new(),
         }
     }
 

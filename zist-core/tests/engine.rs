@@ -782,3 +782,63 @@ async fn a_starved_watchdog_restarts_the_program_and_says_why() {
     .await;
     sup.shutdown(ShutdownMode::Stop).await;
 }
+
+#[tokio::test]
+async fn env_files_are_read_at_each_start_under_env_and_a_bad_one_is_a_failed_start_naming_it() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let file = dir.write(
+        "app.env",
+        "# settings\n\nexport A=1\nB = 'two # not a comment'\nC=\"say \\\"hi\\\"\\tthere\"  # a comment\nD=plain value # a comment\nE=from-file\n",
+    );
+    let mut spec = dir.sh("app", "echo \"A=$A|B=$B|C=$C|D=$D|E=$E\"; exec sleep 300");
+    spec.env_files = vec![file.clone()];
+    spec.env.insert("E".into(), "from-env".into());
+    sup.run(spec).await;
+    eventually(SECS_5, "the program's line", || {
+        !sup.logs("app", LogStream::Stdout, 1).unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        sup.logs("app", LogStream::Stdout, 1).unwrap(),
+        ["A=1|B=two # not a comment|C=say \"hi\"\tthere|D=plain value|E=from-env"]
+    );
+    // Read again at the next start.
+    std::fs::write(&file, "A=changed\n").unwrap();
+    sup.restart("app").await.unwrap();
+    eventually(SECS_5, "the new value", || {
+        sup.logs("app", LogStream::Stdout, 1)
+            .unwrap()
+            .first()
+            .is_some_and(|l| l.starts_with("A=changed|"))
+    })
+    .await;
+
+    // A missing file, a bad line: a failed start that names them.
+    for (name, text, what) in [
+        ("missing", None, "missing.env: No such file".to_owned()),
+        (
+            "broken",
+            Some("A=1\nnot a pair\n"),
+            "broken.env:2: no `=`".to_owned(),
+        ),
+        (
+            "quote",
+            Some("A='open\n"),
+            "quote.env:1: an unclosed single quote".to_owned(),
+        ),
+    ] {
+        let path = dir.join(&format!("{name}.env"));
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        let mut spec = dir.sh(name, "exec sleep 300");
+        spec.env_files = vec![path];
+        let error = sup.register(spec).await.unwrap_err().to_string();
+        assert!(error.contains(&what), "{error}");
+        let info = sup.info(name).unwrap();
+        assert_eq!(info.state, ProcessState::Fatal);
+        assert!(info.message.unwrap_or_default().contains(&what));
+    }
+    sup.shutdown(ShutdownMode::Stop).await;
+}
