@@ -199,6 +199,7 @@ pub const PROGRAM_KEYS: &[&str] = &[
     "Instances",
     "Listen",
     "EnvFile",
+    "LogTimestamps",
 ];
 
 impl Config {
@@ -315,6 +316,7 @@ pub fn program_to_json(spec: &ProgramSpec) -> serde_json::Value {
         "LogMaxBytes": spec.log_max_bytes,
         "LogBackups": spec.log_backups,
         "Web": spec.web,
+        "LogTimestamps": spec.log_timestamps,
     });
     let instances = spec.instances.map(|n| json!(n));
     let optional = [
@@ -1668,6 +1670,9 @@ fn apply_program_keys(
                 spec.after = want_list(key, v, at, issues, "[\"db\"]", |s| {
                     ProgramName::new(s).map_err(|e| e.to_string())
                 });
+            }
+            "LogTimestamps" => {
+                spec.log_timestamps = want_bool(key, v, at, issues).unwrap_or(false);
             }
             "EnvFile" => {
                 spec.env_files = match v {

@@ -529,6 +529,9 @@ pub(crate) struct StreamLog {
     /// from an earlier one (upgrade, crash): the tail starts with the file's
     /// last lines before it, read when first asked for.
     resumed_at: Option<u64>,
+    /// `LogTimestamps`: lines in the file start with their arrival time;
+    /// `true` inside while the next byte starts a line.
+    stamps: Option<bool>,
 }
 
 /// A stream's log, shared by the pump that fills it and the API that reads it.
@@ -543,6 +546,7 @@ impl SharedLog {
             framer: None,
             follow: None,
             resumed_at: None,
+            stamps: None,
         })))
     }
 
@@ -550,6 +554,13 @@ impl SharedLog {
         // A panic while holding the lock leaves the log usable: every update
         // keeps the structures consistent between statements.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Each line written to the file starts with its arrival time
+    /// (`LogTimestamps`, RFC 3339 UTC with milliseconds, and a space).
+    pub(crate) fn with_timestamps(self) -> Self {
+        self.lock().stamps = Some(true);
+        self
     }
 
     /// Takes in a chunk read from the pipe.
@@ -560,9 +571,16 @@ impl SharedLog {
             tail,
             framer,
             follow,
+            stamps,
             ..
         } = &mut *log;
-        file.write(&chunk);
+        match stamps {
+            None => file.write(&chunk),
+            Some(line_start) => {
+                let stamp = crate::wire::rfc3339_millis(std::time::SystemTime::now());
+                file.write(&stamped(&chunk, stamp.as_bytes(), line_start));
+            }
+        }
         match follow.as_ref().filter(|tx| tx.receiver_count() > 0) {
             Some(tx) => {
                 // A framer that starts now picks up the line in progress.
@@ -647,6 +665,22 @@ impl SharedLog {
     pub(crate) fn no_longer_expected(&self) {
         self.lock().file.uncount();
     }
+}
+
+/// `chunk` with `stamp` and a space before each line it starts;
+/// `line_start` says whether the chunk starts a line, and is left saying
+/// whether the next one will.
+fn stamped(chunk: &[u8], stamp: &[u8], line_start: &mut bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.len() + (stamp.len() + 1) * 4);
+    for piece in chunk.split_inclusive(|&b| b == b'\n') {
+        if *line_start {
+            out.extend_from_slice(stamp);
+            out.push(b' ');
+        }
+        out.extend_from_slice(piece);
+        *line_start = piece.ends_with(b"\n");
+    }
+    out
 }
 
 /// Up to [`TAIL_BYTES`] of the log file at `path` that end at byte `at`

@@ -277,7 +277,12 @@ impl Program {
             // A file in LogDir is zist's to place: no symlink there is followed.
             let in_log_dir = path.starts_with(log_dir);
             let file = RotatingFile::new(path, spec.log_max_bytes, spec.log_backups);
-            SharedLog::new(if in_log_dir { file.no_symlinks() } else { file })
+            let log = SharedLog::new(if in_log_dir { file.no_symlinks() } else { file });
+            if spec.log_timestamps {
+                log.with_timestamps()
+            } else {
+                log
+            }
         };
         let logs = [file(&spec.logfile, "out"), file(&spec.err_logfile, "err")];
         let lease = Arc::new(spawn::Lease::default());

@@ -285,6 +285,8 @@ pub struct ProgramSpec {
     pub listen: Vec<ListenAddress>,
     /// Files of `KEY=VALUE` lines read at each start, under `env` (which wins).
     pub env_files: Vec<PathBuf>,
+    /// Each line in the log files starts with its arrival time.
+    pub log_timestamps: bool,
 }
 
 /// A socket `Listen` names: TCP on an address, or a Unix stream socket.
@@ -445,6 +447,7 @@ impl ProgramSpec {
             instances: None,
             listen: Vec::new(),
             env_files: Vec::new(),
+            log_timestamps: false,
         }
     }
 

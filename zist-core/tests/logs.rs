@@ -429,3 +429,44 @@ async fn a_symlink_planted_in_log_dir_is_never_followed_and_log_dir_is_not_for_o
     assert_eq!(mode & 0o007, 0, "{mode:o}");
     sup.shutdown(zist_core::ShutdownMode::Stop).await;
 }
+
+#[tokio::test]
+async fn with_log_timestamps_each_line_in_the_file_starts_with_its_arrival_time() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "stamped",
+        "printf 'one\\ntw'; sleep 0.2; printf 'o\\nthree\\n'; exec sleep 300",
+    );
+    spec.log_timestamps = true;
+    sup.run(spec).await;
+    let path = dir.join("logs/stamped.out.log");
+    eventually(SECS_5, "three lines in the file", || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 3)
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<(&str, &str)> = text
+        .lines()
+        .map(|l| l.split_once(' ').expect("a stamp, a space, the line"))
+        .collect();
+    assert_eq!(
+        lines.iter().map(|(_, line)| *line).collect::<Vec<_>>(),
+        ["one", "two", "three"],
+        "{text}"
+    );
+    for (stamp, _) in &lines {
+        // 2026-12-03T19:30:00.123Z
+        assert_eq!(stamp.len(), 24, "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
+    }
+    // The tail in memory holds the lines as written.
+    assert_eq!(
+        sup.logs("stamped", LogStream::Stdout, 3).unwrap(),
+        ["one", "two", "three"]
+    );
+    sup.shutdown(zist_core::ShutdownMode::Stop).await;
+}
