@@ -26,6 +26,17 @@ struct Program {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramStream {
+    name: String,
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProgramState {
     name: String,
     state: String,
@@ -69,7 +80,11 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     let up = Family::<ProgramState, Gauge>::default();
     let pid = Family::<Program, Gauge>::default();
-    let restarts = Family::<Program, Gauge>::default();
+    let restarts = Family::<Program, Counter>::default();
+    let ready = Family::<Program, Gauge>::default();
+    let exit_code = Family::<Program, Gauge>::default();
+    let log_bytes = Family::<ProgramStream, Counter>::default();
+    let log_lost = Family::<ProgramStream, Counter>::default();
     let uptime = Family::<Program, FloatGauge>::default();
     let cpu = Family::<Program, FloatGauge>::default();
     let memory = Family::<Program, Gauge>::default();
@@ -86,7 +101,25 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
             .set(i64::from(info.pid.unwrap_or(0)));
         restarts
             .get_or_create(&program)
-            .set(i64::from(info.restarts));
+            .inc_by(u64::from(info.restarts));
+        ready
+            .get_or_create(&program)
+            .set(i64::from(info.state == zist_core::ProcessState::Running));
+        if let Some(code) = info.exit_code {
+            exit_code.get_or_create(&program).set(i64::from(code));
+        }
+        for stream in [zist_core::LogStream::Stdout, zist_core::LogStream::Stderr] {
+            if let Ok(health) = sup.log_health(&info.name, stream) {
+                let labels = ProgramStream {
+                    name: info.name.clone(),
+                    stream: stream.to_string(),
+                };
+                log_bytes
+                    .get_or_create(&labels)
+                    .inc_by(health.bytes_written);
+                log_lost.get_or_create(&labels).inc_by(health.bytes_lost);
+            }
+        }
         uptime.get_or_create(&program).set(info.uptime_secs);
         // None for Web = false: its CPU and memory are not shown.
         if let Some(stats) = stats {
@@ -110,6 +143,28 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
         "zist_process_restarts",
         "Restarts zist made after the program exited on its own",
         restarts,
+    );
+    registry.register(
+        "zist_process_ready",
+        "1 while the program is running (ready, with a Ready check), else 0",
+        ready,
+    );
+    registry.register(
+        "zist_process_exit_code",
+        "Exit status of the program's last exit (programs that exited with one)",
+        exit_code,
+    );
+    registry.register_with_unit(
+        "zist_process_log",
+        "Bytes of the program's output written to its log file (label stream)",
+        Unit::Bytes,
+        log_bytes,
+    );
+    registry.register_with_unit(
+        "zist_process_log_lost",
+        "Bytes of the program's output that could not be written to its log file",
+        Unit::Bytes,
+        log_lost,
     );
     registry.register_with_unit(
         "zist_process_uptime",
@@ -140,6 +195,30 @@ fn own_figures(registry: &mut Registry, state: &State) {
     let programs = Gauge::<i64>::default();
     programs.set(state.supervisor.len() as i64);
     registry.register("zist_programs", "Programs zist knows", programs);
+    let build = Family::<Build, Gauge>::default();
+    build
+        .get_or_create(&Build {
+            version: zist_core::VERSION.to_owned(),
+        })
+        .set(1);
+    registry.register(
+        "zist_build_info",
+        "zistd's version (label version), always 1",
+        build,
+    );
+    let started = FloatGauge::default();
+    let up = state.supervisor.uptime();
+    started.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |now| now.saturating_sub(up).as_secs_f64()),
+    );
+    registry.register_with_unit(
+        "process_start_time",
+        "When zistd started, in seconds since the Unix epoch",
+        Unit::Seconds,
+        started,
+    );
     let uptime = FloatGauge::default();
     uptime.set(state.supervisor.uptime().as_secs_f64());
     registry.register_with_unit(

@@ -283,7 +283,24 @@ async fn metrics_parse_as_prometheus_text_with_a_gauge_per_program() {
         value("zist_process_pid", "web"),
         Some(f64::from(info.pid.unwrap()))
     );
-    assert_eq!(value("zist_process_restarts", "web"), Some(0.0));
+    assert_eq!(value("zist_process_restarts_total", "web"), Some(0.0));
+    assert_eq!(value("zist_process_ready", "web"), Some(1.0));
+    let logged = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "zist_process_log_bytes_total"
+                && s.labels.get("name") == Some("web")
+                && s.labels.get("stream") == Some("stdout")
+        })
+        .expect("log bytes of web's stdout");
+    assert!(
+        matches!(
+            logged.value,
+            prometheus_parse::Value::Counter(_) | prometheus_parse::Value::Untyped(_)
+        ),
+        "{logged:?}"
+    );
     assert!(value("zist_process_uptime_seconds", "web").unwrap() >= 0.0);
     assert!(value("zist_process_memory_bytes", "web").unwrap() > 0.0);
     assert!(value("zist_process_cpu_percent", "web").unwrap() >= 0.0);
@@ -311,6 +328,8 @@ async fn metrics_parse_as_prometheus_text_with_a_gauge_per_program() {
         "process_open_fds",
         "zist_programs",
         "zist_uptime_seconds",
+        "process_start_time_seconds",
+        "zist_build_info",
     ] {
         own(metric);
     }
