@@ -49,8 +49,8 @@ pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
 pub use token::Token;
 pub use wire::{
-    Acted, AdoptRequest, DaemonStatus, Feed, ProcessEvent, ProcessInfo, ProcessStats, ReloadReport,
-    ShutdownMode,
+    Acted, AdoptRequest, DaemonStatus, Feed, LogCounts, ProcessEvent, ProcessInfo, ProcessStats,
+    ReloadReport, ShutdownMode, StreamCounts,
 };
 
 /// The version of zist-core.

@@ -474,7 +474,20 @@ impl Program {
             web: spec.web,
             error: snap.error.as_deref().map(str::to_owned),
             message: snap.message.as_deref().map(str::to_owned),
+            log: crate::wire::LogCounts {
+                stdout: counts(&self.stdout),
+                stderr: counts(&self.stderr),
+            },
         }
+    }
+}
+
+/// What became of one stream's output.
+fn counts(log: &SharedLog) -> crate::wire::StreamCounts {
+    let health = log.health();
+    crate::wire::StreamCounts {
+        written: health.bytes_written,
+        lost: health.bytes_lost,
     }
 }
 

@@ -11,6 +11,7 @@ use crate::state::ProcessState;
 /// program with instances, every instance's (docs/reference.md §9).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // an answer, made once per call
 pub enum Acted {
     /// One program (or one instance, `NAME:i`).
     One(ProcessInfo),
@@ -69,6 +70,28 @@ pub struct ProcessInfo {
     /// captured); `None` when there is nothing to say.
     #[serde(default)]
     pub message: Option<String>,
+    /// Bytes of each stream written to its log file, and lost (docs/reference.md §11).
+    #[serde(default)]
+    pub log: LogCounts,
+}
+
+/// What became of a program's output, per stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCounts {
+    /// Standard output.
+    pub stdout: StreamCounts,
+    /// Standard error.
+    pub stderr: StreamCounts,
+}
+
+/// Bytes of one stream written to its log file, and lost (a full disk, a
+/// file that cannot be opened; they are still in the tail in memory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCounts {
+    /// Written to the log file.
+    pub written: u64,
+    /// Not written.
+    pub lost: u64,
 }
 
 /// What `process.adopt` asks (docs/reference.md §8.4).

@@ -411,6 +411,10 @@ async fn a_symlink_planted_in_log_dir_is_never_followed_and_log_dir_is_not_for_o
         "",
         "the link was followed"
     );
+    // Info tells what was lost.
+    let log = sup.info("planted").unwrap().log;
+    assert_eq!(log.stdout.written, 0, "{log:?}");
+    assert_eq!(log.stdout.lost, "secret output\n".len() as u64, "{log:?}");
     // The output is still kept in memory.
     assert_eq!(
         sup.logs("planted", zist_core::LogStream::Stdout, 1)
@@ -463,6 +467,9 @@ async fn with_log_timestamps_each_line_in_the_file_starts_with_its_arrival_time(
             "{stamp}"
         );
     }
+    // Info counts what reached the file (the stamps included).
+    let written = sup.info("stamped").unwrap().log.stdout.written;
+    assert_eq!(written, text.len() as u64);
     // The tail in memory holds the lines as written.
     assert_eq!(
         sup.logs("stamped", LogStream::Stdout, 3).unwrap(),
