@@ -1220,17 +1220,33 @@ fn load_confdir(daemon: &DaemonConfig, issues: &mut Issues) -> Vec<(ProgramSpec,
     out
 }
 
+/// The items of an array; else an error that shows `example`.
+fn want_array<'v>(
+    key: &str,
+    v: &'v Value,
+    at: &Located,
+    issues: &mut Issues,
+    example: &str,
+) -> Option<&'v [(Value, Located)]> {
+    match v {
+        Value::Array(items) => Some(items),
+        other => {
+            issues.error(
+                at,
+                format!(
+                    "`{key}` must be an array like {example}, not {}",
+                    kind_of(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// `Tokens = [{ Name = "ci", Token = "...", Scope = "operate" }, ...]`.
 fn want_tokens(key: &str, v: &Value, at: &Located, issues: &mut Issues) -> Vec<TokenEntry> {
     let example = "[{ Name = \"ci\", Token = \"...\", Scope = \"operate\" }]";
-    let Value::Array(items) = v else {
-        issues.error(
-            at,
-            format!(
-                "`{key}` must be an array like {example}, not {}",
-                kind_of(v)
-            ),
-        );
+    let Some(items) = want_array(key, v, at, issues, example) else {
         return Vec::new();
     };
     let mut tokens: Vec<TokenEntry> = Vec::new();
@@ -1300,14 +1316,7 @@ fn want_list<T: PartialEq>(
     example: &str,
     read: impl Fn(&str) -> Result<T, String>,
 ) -> Vec<T> {
-    let Value::Array(items) = v else {
-        issues.error(
-            at,
-            format!(
-                "`{key}` must be an array like {example}, not {}",
-                kind_of(v)
-            ),
-        );
+    let Some(items) = want_array(key, v, at, issues, example) else {
         return Vec::new();
     };
     let mut list: Vec<T> = Vec::new();

@@ -646,6 +646,16 @@ impl SharedLog {
         self.lock().file.health().clone()
     }
 
+    /// Bytes written to the file and lost (what info shows; no error text copied).
+    pub(crate) fn counts(&self) -> crate::wire::StreamCounts {
+        let log = self.lock();
+        let health = log.file.health();
+        crate::wire::StreamCounts {
+            written: health.bytes_written,
+            lost: health.bytes_lost,
+        }
+    }
+
     pub(crate) fn append_handle(&self) -> io::Result<File> {
         self.lock().file.append_handle()
     }

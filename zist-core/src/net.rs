@@ -288,38 +288,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
                         }
                     }
                 };
-                let mut io = tokio_io_timeout::TimeoutStream::new(io);
-                io.set_read_timeout(limits.read_idle);
-                io.set_write_timeout(limits.write_stall);
-                // HTTP/1.1 only (WebSocket is an upgrade of it): the header
-                // timeout then covers a connection from its first byte, and
-                // every idle keep-alive. hyper's buffer is kept small: a
-                // client that stops reading holds it until the write-stall
-                // limit drops the connection.
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .max_buf_size(64 * 1024)
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(limits.request_timeout)
-                    .serve_connection(
-                        hyper_util::rt::TokioIo::new(Box::pin(io)),
-                        hyper_util::service::TowerToHyperService::new(service),
-                    )
-                    .with_upgrades();
-                tokio::pin!(connection, stopped);
-                let result = match futures_util::future::select(connection, stopped).await {
-                    futures_util::future::Either::Left((result, _)) => result,
-                    futures_util::future::Either::Right((_, mut connection)) => {
-                        connection.as_mut().graceful_shutdown();
-                        // A stream (SSE, WebSocket) never ends on its own: bounded.
-                        match tokio::time::timeout(limits.request_timeout, connection).await {
-                            Ok(result) => result,
-                            Err(_) => return,
-                        }
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!("connection ended: {e}");
-                }
+                serve_http1(io, service, &limits, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {
@@ -329,6 +298,53 @@ pub fn accept_loop<M, S, B, F, Fut>(
             });
         }
     });
+}
+
+/// Serves one connection over HTTP/1.1 (WebSocket is an upgrade of it)
+/// until it ends, or `stopped` resolves and what it is answering is done.
+/// The header timeout covers the connection from its first byte and every
+/// idle keep-alive; hyper's buffer is kept small: a client that stops
+/// reading holds it until the write-stall limit drops the connection.
+async fn serve_http1<I, S, B>(io: I, service: S, limits: &Limits, stopped: impl Future<Output = ()>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_read_timeout(limits.read_idle);
+    io.set_write_timeout(limits.write_stall);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(64 * 1024)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(Box::pin(io)),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .with_upgrades();
+    tokio::pin!(connection, stopped);
+    let result = match futures_util::future::select(connection, stopped).await {
+        futures_util::future::Either::Left((result, _)) => result,
+        futures_util::future::Either::Right((_, mut connection)) => {
+            connection.as_mut().graceful_shutdown();
+            // A stream (SSE, WebSocket) never ends on its own: bounded.
+            match tokio::time::timeout(limits.request_timeout, connection).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
 }
 
 /// How long a connection taken just before a stop has to send its request.
@@ -455,25 +471,7 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
             let limits = limits.clone();
             let served = async move {
                 let _place = place;
-                let mut io = tokio_io_timeout::TimeoutStream::new(socket);
-                io.set_read_timeout(limits.read_idle);
-                io.set_write_timeout(limits.write_stall);
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .max_buf_size(64 * 1024)
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(limits.request_timeout)
-                    .serve_connection(
-                        hyper_util::rt::TokioIo::new(Box::pin(io)),
-                        hyper_util::service::TowerToHyperService::new(service),
-                    )
-                    .with_upgrades();
-                tokio::pin!(connection, stopped);
-                if let futures_util::future::Either::Right((_, mut connection)) =
-                    futures_util::future::select(connection, stopped).await
-                {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.request_timeout, connection).await;
-                }
+                serve_http1(socket, service, &limits, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {

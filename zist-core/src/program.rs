@@ -475,19 +475,10 @@ impl Program {
             error: snap.error.as_deref().map(str::to_owned),
             message: snap.message.as_deref().map(str::to_owned),
             log: crate::wire::LogCounts {
-                stdout: counts(&self.stdout),
-                stderr: counts(&self.stderr),
+                stdout: self.stdout.counts(),
+                stderr: self.stderr.counts(),
             },
         }
-    }
-}
-
-/// What became of one stream's output.
-fn counts(log: &SharedLog) -> crate::wire::StreamCounts {
-    let health = log.health();
-    crate::wire::StreamCounts {
-        written: health.bytes_written,
-        lost: health.bytes_lost,
     }
 }
 

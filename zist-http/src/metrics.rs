@@ -108,17 +108,14 @@ async fn render(state: &State) -> Result<String, std::fmt::Error> {
         if let Some(code) = info.exit_code {
             exit_code.get_or_create(&program).set(i64::from(code));
         }
-        for stream in [zist_core::LogStream::Stdout, zist_core::LogStream::Stderr] {
-            if let Ok(health) = sup.log_health(&info.name, stream) {
-                let labels = ProgramStream {
-                    name: info.name.clone(),
-                    stream: stream.to_string(),
-                };
-                log_bytes
-                    .get_or_create(&labels)
-                    .inc_by(health.bytes_written);
-                log_lost.get_or_create(&labels).inc_by(health.bytes_lost);
-            }
+        // From info: what each stream wrote to its file, and lost.
+        for (stream, counts) in [("stdout", info.log.stdout), ("stderr", info.log.stderr)] {
+            let labels = ProgramStream {
+                name: info.name.clone(),
+                stream: stream.to_owned(),
+            };
+            log_bytes.get_or_create(&labels).inc_by(counts.written);
+            log_lost.get_or_create(&labels).inc_by(counts.lost);
         }
         uptime.get_or_create(&program).set(info.uptime_secs);
         // None for Web = false: its CPU and memory are not shown.
