@@ -28,15 +28,15 @@ pub struct Limits {
     pub write_stall: Option<Duration>,
     /// Serve TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Counts the connections accepted and not yet asking, and the requests
-    /// being answered, so that a server that stops can wait until every
-    /// client it took is answered (an upgrade in place does).
+    /// Counts the open connections, so that a server that stops can wait
+    /// until every client it took is answered and its connection closed
+    /// (an upgrade in place does).
     pub in_flight: InFlight,
 }
 
-/// Accept loops still running, connections accepted but not yet asking,
-/// and requests being answered (a stream counts until its headers are
-/// sent). Shared by servers that stop together.
+/// Accept loops still running and connections open (one answering with a
+/// stream counts until its headers are sent). Shared by servers that stop
+/// together.
 #[derive(Clone, Debug, Default)]
 pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -74,19 +74,40 @@ impl InFlight {
     }
 }
 
-/// A service that counts its requests in [`InFlight`] and, at the first
-/// one, gives back the count its connection held while it said nothing.
-#[derive(Clone)]
-struct CountRequests<S> {
-    inner: S,
-    waiting: Arc<std::sync::Mutex<Option<Counted>>>,
-    in_flight: InFlight,
+/// What a connection shares with its service: its count in [`InFlight`]
+/// while it is open, and whether it has asked anything yet.
+struct Tracked {
+    count: std::sync::Mutex<Option<Counted>>,
+    asked: std::sync::atomic::AtomicBool,
 }
 
-impl<S, R> tower::Service<R> for CountRequests<S>
+impl Tracked {
+    /// The connection no longer counts (it closed, or it streams).
+    fn release(&self) {
+        drop(
+            self.count
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+    }
+}
+
+/// A service that marks its connection as having asked, and lets go of
+/// the connection's count when it answers with a stream (server-sent
+/// events), which never ends on its own. Any other answer keeps counting
+/// until the connection closes, after its last byte went out.
+#[derive(Clone)]
+struct Track<S> {
+    inner: S,
+    tracked: Arc<Tracked>,
+}
+
+impl<S, R, B> tower::Service<R> for Track<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<R, Response = http::Response<B>>,
     S::Future: Send + 'static,
+    B: http_body::Body,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -101,36 +122,33 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let counted = self.in_flight.enter();
-        drop(
-            self.waiting
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
-        );
+        self.tracked
+            .asked
+            .store(true, std::sync::atomic::Ordering::Release);
         let answer = self.inner.call(request);
+        let tracked = self.tracked.clone();
         Box::pin(async move {
-            let _counted = counted;
-            answer.await
+            let response = answer.await?;
+            if http_body::Body::size_hint(response.body()).exact().is_none() {
+                tracked.release();
+            }
+            Ok(response)
         })
     }
 }
 
 /// A connection that has not asked anything yet, and how to end it.
 struct Unasked {
-    /// Holds a count until the connection's first request (see [`CountRequests`]).
-    waiting: std::sync::Weak<std::sync::Mutex<Option<Counted>>>,
+    tracked: std::sync::Weak<Tracked>,
     evict: Arc<tokio::sync::Notify>,
 }
 
 impl Unasked {
     /// Whether the connection is still open and has never asked anything.
     fn idle(&self) -> bool {
-        self.waiting.upgrade().is_some_and(|w| {
-            w.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_some()
-        })
+        self.tracked
+            .upgrade()
+            .is_some_and(|t| !t.asked.load(std::sync::atomic::Ordering::Acquire))
     }
 }
 
@@ -147,8 +165,8 @@ fn evict_oldest(unasked: &mut std::collections::VecDeque<Unasked>) -> bool {
     false
 }
 
-/// A place for a new connection, and what tracks it until its first
-/// request; at the cap, the oldest silent connection is ended to make room
+/// A place for a new connection, and what tracks it while it is open; at
+/// the cap, the oldest silent connection is ended to make room
 /// (its place comes back as its task ends). `None`: no room.
 async fn admit(
     places: &Arc<tokio::sync::Semaphore>,
@@ -156,7 +174,7 @@ async fn admit(
     limits: &Limits,
 ) -> Option<(
     tokio::sync::OwnedSemaphorePermit,
-    Arc<std::sync::Mutex<Option<Counted>>>,
+    Arc<Tracked>,
     Arc<tokio::sync::Notify>,
 )> {
     let place = match places.clone().try_acquire_owned() {
@@ -169,16 +187,19 @@ async fn admit(
         }
         Err(_) => return None,
     };
-    let waiting = Arc::new(std::sync::Mutex::new(Some(limits.in_flight.enter())));
+    let tracked = Arc::new(Tracked {
+        count: std::sync::Mutex::new(Some(limits.in_flight.enter())),
+        asked: std::sync::atomic::AtomicBool::new(false),
+    });
     let evict = Arc::new(tokio::sync::Notify::new());
     if unasked.len() >= 2 * limits.max_connections {
         unasked.retain(Unasked::idle);
     }
     unasked.push_back(Unasked {
-        waiting: Arc::downgrade(&waiting),
+        tracked: Arc::downgrade(&tracked),
         evict: evict.clone(),
     });
-    Some((place, waiting, evict))
+    Some((place, tracked, evict))
 }
 
 /// Accepts connections on `listener` until `stopped()` resolves, serving
@@ -235,15 +256,13 @@ pub fn accept_loop<M, S, B, F, Fut>(
                 _ = &mut stop => break,
             };
             // Over the limit (and nobody silent to make room): the socket closes here.
-            let Some((place, waiting, evict)) = admit(&places, &mut unasked, &limits).await else {
+            let Some((place, tracked, evict)) = admit(&places, &mut unasked, &limits).await else {
                 continue;
             };
-            let service = CountRequests {
+            let service = Track {
                 inner: make_service(),
-                waiting: waiting.clone(),
-                in_flight: limits.in_flight.clone(),
+                tracked: tracked.clone(),
             };
-            drop(waiting);
             let stopped_early = stopped();
             let stopped_later = stopped();
             let limits = limits.clone();
@@ -295,6 +314,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
                     () = served => {}
                     () = evict.notified() => {}
                 }
+                tracked.release();
             });
         }
     });
@@ -305,8 +325,12 @@ pub fn accept_loop<M, S, B, F, Fut>(
 /// The header timeout covers the connection from its first byte and every
 /// idle keep-alive; hyper's buffer is kept small: a client that stops
 /// reading holds it until the write-stall limit drops the connection.
-async fn serve_http1<I, S, B>(io: I, service: S, limits: &Limits, stopped: impl Future<Output = ()>)
-where
+async fn serve_http1<I, S, B>(
+    io: I,
+    service: S,
+    limits: &Limits,
+    stopped: impl Future<Output = ()>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -458,15 +482,13 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
             let Ok(credentials) = socket.peer_cred() else {
                 continue;
             };
-            let Some((place, waiting, evict)) = admit(&places, &mut unasked, &limits).await else {
+            let Some((place, tracked, evict)) = admit(&places, &mut unasked, &limits).await else {
                 continue;
             };
-            let service = CountRequests {
+            let service = Track {
                 inner: make_service(credentials.uid()),
-                waiting: waiting.clone(),
-                in_flight: limits.in_flight.clone(),
+                tracked: tracked.clone(),
             };
-            drop(waiting);
             let stopped = stopped();
             let limits = limits.clone();
             let served = async move {
@@ -478,6 +500,7 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
                     () = served => {}
                     () = evict.notified() => {}
                 }
+                tracked.release();
             });
         }
     });
@@ -559,5 +582,112 @@ pub struct SocketFile(std::path::PathBuf);
 impl Drop for SocketFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A body of known length whose one chunk comes after a pause, as a
+    /// large answer does from a slow writer.
+    struct Slow(std::pin::Pin<Box<tokio::time::Sleep>>, bool);
+
+    impl http_body::Body for Slow {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            if self.1 {
+                return std::task::Poll::Ready(None);
+            }
+            std::task::ready!(self.0.as_mut().poll(cx));
+            self.1 = true;
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+                b"ok",
+            )))))
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(2)
+        }
+    }
+
+    /// Answers every request with a [`Slow`] body; says when it was asked.
+    #[derive(Clone)]
+    struct Answer(Arc<std::sync::atomic::AtomicBool>);
+
+    impl tower::Service<http::Request<hyper::body::Incoming>> for Answer {
+        type Response = http::Response<Slow>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<hyper::body::Incoming>) -> Self::Future {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+            let pause = Box::pin(tokio::time::sleep(Duration::from_millis(300)));
+            std::future::ready(Ok(http::Response::new(Slow(pause, false))))
+        }
+    }
+
+    /// A server that stops (an upgrade in place) counts a client as in
+    /// flight until its whole answer went out, not until its service
+    /// returned the headers: the next executable must not begin while an
+    /// answer is half written.
+    #[tokio::test]
+    async fn a_stopped_server_is_settled_only_when_every_answer_went_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections: 8,
+            request_timeout: Duration::from_secs(5),
+            read_idle: None,
+            write_stall: None,
+            tls: None,
+            in_flight: InFlight::default(),
+        };
+        let in_flight = limits.in_flight.clone();
+        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let service = Answer(asked.clone());
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        accept_loop(listener, limits, move || service.clone(), move || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|stopped| *stopped).await;
+            }
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !asked.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(tokio::time::Instant::now() < deadline, "never asked");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.send(true).unwrap();
+        assert!(
+            !in_flight.settled(Duration::from_millis(100)).await,
+            "settled with the answer's body still to come"
+        );
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer))
+            .await
+            .expect("the connection closes after the answer")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with("ok"), "{answer:?}");
+        assert!(in_flight.settled(Duration::from_secs(5)).await);
     }
 }
