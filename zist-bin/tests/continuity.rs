@@ -385,12 +385,13 @@ impl Caller {
                 crate::daemon::TOKEN
             );
             let (mut longest, mut failures, mut calls) = (Duration::ZERO, Vec::new(), 0);
+            let started = std::time::Instant::now();
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 let asked = std::time::Instant::now();
                 match zist_core::testing::request(addr, "POST", "/", &headers, body.as_bytes()) {
                     Ok(r) if r.status == 200 && r.body.contains("\"result\"") => {}
                     Ok(r) => failures.push(format!("{} {}", r.status, r.body)),
-                    Err(e) => failures.push(e.to_string()),
+                    Err(e) => failures.push(format!("{e} at {:?} after {:?}", started.elapsed(), asked.elapsed())),
                 }
                 longest = longest.max(asked.elapsed());
                 calls += 1;
@@ -432,6 +433,8 @@ fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
     });
     let before = zistd.list();
     let caller = Caller::start(&zistd.rpc.clone());
+    let t0 = std::time::Instant::now();
+    let mut marks = Vec::new();
     std::thread::sleep(Duration::from_millis(200));
 
     // A broken new executable is refused, and nothing changes.
@@ -443,7 +446,9 @@ fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
     assert!(out.stderr.contains("refused"), "{out:?}");
 
     install_zistd(&exe, None);
+    marks.push(("upgrade", t0.elapsed()));
     let out = zistd.cl(&["upgrade"]);
+    marks.push(("upgraded", t0.elapsed()));
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("->"), "{out:?}");
     let ready = zistd.wait_line("READY ", Duration::from_secs(10));
@@ -452,11 +457,14 @@ fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
         "{ready}"
     );
     // SIGUSR2 does the same.
+    marks.push(("ready", t0.elapsed()));
     kill(zistd.pid(), Signal::SIGUSR2).unwrap();
     zistd.wait_line("READY ", Duration::from_secs(10));
+    marks.push(("ready2", t0.elapsed()));
     std::thread::sleep(Duration::from_millis(200));
     let (longest, failures, calls) = caller.finish();
-    assert!(failures.is_empty(), "{failures:?}");
+    let log = zistd.cl(&["log"]);
+    assert!(failures.is_empty(), "{failures:?} marks {marks:?} log {}", log.stdout);
     assert!(calls > 10);
     println!("longest wait for an answer across two upgrades: {longest:?} ({calls} calls)");
 

@@ -249,12 +249,12 @@ pub fn request(
     // A server may answer (413, 401) before it reads the whole body.
     let _ = stream.write_all(body);
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
+    let read = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status line in {text:?}")))?;
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| {
+        let how = read.err().map_or("end of stream".to_owned(), |e| e.to_string());
+        std::io::Error::other(format!("no HTTP status line in {text:?} ({how})"))
+    })?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     Ok(Response {
         status,
