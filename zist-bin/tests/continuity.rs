@@ -391,7 +391,11 @@ impl Caller {
                 match zist_core::testing::request(addr, "POST", "/", &headers, body.as_bytes()) {
                     Ok(r) if r.status == 200 && r.body.contains("\"result\"") => {}
                     Ok(r) => failures.push(format!("{} {}", r.status, r.body)),
-                    Err(e) => failures.push(format!("{e} at {:?} after {:?}", started.elapsed(), asked.elapsed())),
+                    Err(e) => failures.push(format!(
+                        "{e} at {:?} after {:?}",
+                        started.elapsed(),
+                        asked.elapsed()
+                    )),
                 }
                 longest = longest.max(asked.elapsed());
                 calls += 1;
@@ -464,7 +468,11 @@ fn upgrade_in_place_keeps_every_pid_counter_socket_and_line() {
     std::thread::sleep(Duration::from_millis(200));
     let (longest, failures, calls) = caller.finish();
     let log = zistd.cl(&["log"]);
-    assert!(failures.is_empty(), "{failures:?} marks {marks:?} log {}", log.stdout);
+    assert!(
+        failures.is_empty(),
+        "{failures:?} marks {marks:?} log {}",
+        log.stdout
+    );
     assert!(calls > 10);
     println!("longest wait for an answer across two upgrades: {longest:?} ({calls} calls)");
 

@@ -129,7 +129,10 @@ where
         let tracked = self.tracked.clone();
         Box::pin(async move {
             let response = answer.await?;
-            if http_body::Body::size_hint(response.body()).exact().is_none() {
+            if http_body::Body::size_hint(response.body())
+                .exact()
+                .is_none()
+            {
                 tracked.release();
             }
             Ok(response)
@@ -325,12 +328,8 @@ pub fn accept_loop<M, S, B, F, Fut>(
 /// The header timeout covers the connection from its first byte and every
 /// idle keep-alive; hyper's buffer is kept small: a client that stops
 /// reading holds it until the write-stall limit drops the connection.
-async fn serve_http1<I, S, B>(
-    io: I,
-    service: S,
-    limits: &Limits,
-    stopped: impl Future<Output = ()>,
-) where
+async fn serve_http1<I, S, B>(io: I, service: S, limits: &Limits, stopped: impl Future<Output = ()>)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -660,12 +659,17 @@ mod tests {
         let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let service = Answer(asked.clone());
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        accept_loop(listener, limits, move || service.clone(), move || {
-            let mut stopping = stopping.clone();
-            async move {
-                let _ = stopping.wait_for(|stopped| *stopped).await;
-            }
-        });
+        accept_loop(
+            listener,
+            limits,
+            move || service.clone(),
+            move || {
+                let mut stopping = stopping.clone();
+                async move {
+                    let _ = stopping.wait_for(|stopped| *stopped).await;
+                }
+            },
+        );
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

@@ -251,10 +251,15 @@ pub fn request(
     let mut raw = Vec::new();
     let read = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| {
-        let how = read.err().map_or("end of stream".to_owned(), |e| e.to_string());
-        std::io::Error::other(format!("no HTTP status line in {text:?} ({how})"))
-    })?;
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            let how = read
+                .err()
+                .map_or("end of stream".to_owned(), |e| e.to_string());
+            std::io::Error::other(format!("no HTTP status line in {text:?} ({how})"))
+        })?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     Ok(Response {
         status,
