@@ -206,10 +206,20 @@ pub(crate) struct History {
     pub failures: u32,
     /// How the last process ended.
     pub last_exit: Option<ExitKind>,
+    /// When it ended (wall clock), for `exited_at`.
+    pub last_exit_wall: Option<SystemTime>,
     /// When the last process was spawned.
     pub last_spawn: Option<Instant>,
     /// The wall-clock time of that spawn, for `started_at`.
     pub last_spawn_wall: Option<SystemTime>,
+}
+
+impl History {
+    /// The last process ended, `now`.
+    fn exited(&mut self, exit: ExitKind, now: Now) {
+        self.last_exit = Some(exit);
+        self.last_exit_wall = Some(now.wall);
+    }
 }
 
 /// Something that happened to a program.
@@ -420,7 +430,7 @@ pub(crate) fn step<C: HasPid>(
             L::Starting { child, since } | L::Running { child, since },
             Event::Exited { exit, stop_sent },
         ) => {
-            history.last_exit = Some(exit);
+            history.exited(exit, now);
             if stop_sent {
                 // A bulk stop reached it before its Stop control: a stop, never a crash.
                 let grace_until = deadline(now.mono, rules.stop_timeout);
@@ -436,7 +446,7 @@ pub(crate) fn step<C: HasPid>(
         (L::Stopped, Event::Vanished) => {
             // It ran (a supervisor that recorded it saw it start), for how
             // long nobody knows: an exit of unknown status, not a failed start.
-            history.last_exit = Some(ExitKind::Unknown);
+            history.exited(ExitKind::Unknown, now);
             after_crash(history, ExitKind::Unknown, Duration::MAX, rules, now, None)
         }
         (s, Event::Vanished) => (s, Vec::new()),
@@ -449,7 +459,7 @@ pub(crate) fn step<C: HasPid>(
             },
             Event::Exited { exit, .. },
         ) => {
-            history.last_exit = Some(exit);
+            history.exited(exit, now);
             let grace_until = kill_at.unwrap_or(now.mono);
             let reap = Effect::Reap { child, grace_until };
             match then {

@@ -59,6 +59,8 @@ pub(crate) struct Snapshot {
     pub since: Option<Instant>,
     pub restarts: u32,
     pub exit: Option<ExitKind>,
+    /// When the last process ended, in RFC 3339 (formatted once per exit).
+    pub exited_at: Option<Arc<str>>,
     pub error: Option<Arc<str>>,
     pub message: Option<Arc<str>>,
 }
@@ -71,6 +73,7 @@ impl Snapshot {
         since: None,
         restarts: 0,
         exit: None,
+        exited_at: None,
         error: None,
         message: None,
     };
@@ -367,6 +370,7 @@ impl Program {
             history: begin.history,
             caller: None,
             started_at: None,
+            exited_at: None,
             store,
             recorded: Recorded::default(),
             frozen: false,
@@ -459,6 +463,7 @@ impl Program {
             args: spec.args.clone(),
             restarts: snap.restarts,
             started_at: snap.started_at.as_deref().map(str::to_owned),
+            exited_at: snap.exited_at.as_deref().map(str::to_owned),
             uptime_secs: snap.since.map_or(0.0, |t| secs(t.elapsed())),
             exit_code: match snap.exit {
                 Some(ExitKind::Code(c)) => Some(c),
@@ -895,6 +900,7 @@ impl Os {
         let history = &mut begin.history;
         history.failures = frozen.failures;
         history.last_exit = frozen.last_exit;
+        history.last_exit_wall = frozen.last_exit_ms.map(|ms| instant_of(ms).0);
         if let Some(ms) = frozen.last_spawn_ms {
             let (wall, mono) = instant_of(ms);
             history.last_spawn_wall = Some(wall);
@@ -1445,6 +1451,8 @@ struct Actor<H: Host> {
     caller: Option<Reply>,
     /// The last spawn's wall-clock time, formatted once.
     started_at: Option<(SystemTime, Arc<str>)>,
+    /// The last exit's wall-clock time, formatted once.
+    exited_at: Option<(SystemTime, Arc<str>)>,
     /// Where the process and `restarts` are remembered across restarts of
     /// the supervisor, if anywhere.
     store: Option<Arc<Store>>,
@@ -1839,6 +1847,7 @@ impl<H: Host> Actor<H> {
             restarts: self.history.restarts,
             failures: self.history.failures,
             last_exit: self.history.last_exit,
+            last_exit_ms: self.history.last_exit_wall.map(epoch_ms),
             last_spawn_ms: self.history.last_spawn_wall.map(epoch_ms),
             fds: [None, None],
             owned: [None, None],
@@ -1955,6 +1964,11 @@ impl<H: Host> Actor<H> {
         {
             self.started_at = Some((wall, rfc3339(wall).into()));
         }
+        if let Some(wall) = self.history.last_exit_wall
+            && self.exited_at.as_ref().is_none_or(|(at, _)| *at != wall)
+        {
+            self.exited_at = Some((wall, rfc3339_millis(wall).into()));
+        }
         let pid = self.life.pid();
         if self.note.as_ref().is_some_and(|(of, _)| {
             // A note stays through the stop and the backoff that follow it,
@@ -1982,6 +1996,7 @@ impl<H: Host> Actor<H> {
             since: self.life.since(),
             restarts: self.history.restarts,
             exit: self.history.last_exit,
+            exited_at: self.exited_at.as_ref().map(|(_, s)| s.clone()),
             error,
             message: message.clone(),
         };

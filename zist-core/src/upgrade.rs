@@ -43,6 +43,9 @@ pub(crate) struct Frozen {
     pub restarts: u32,
     pub failures: u32,
     pub last_exit: Option<crate::state::ExitKind>,
+    /// When the last process ended, ms since the epoch.
+    #[serde(default)]
+    pub last_exit_ms: Option<u64>,
     pub last_spawn_ms: Option<u64>,
     /// The pipes' descriptor numbers, kept open across exec.
     pub fds: [Option<RawFd>; 2],

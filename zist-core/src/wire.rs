@@ -60,6 +60,10 @@ pub struct ProcessInfo {
     pub exit_code: Option<i32>,
     /// Signal that ended the last process (`"KILL"`), if a signal did.
     pub exit_signal: Option<String>,
+    /// When the last process ended, RFC 3339 UTC with milliseconds; kept,
+    /// as the exit status is, until the next exit.
+    #[serde(default)]
+    pub exited_at: Option<String>,
     /// Whether the HTTP API may show its stats and logs.
     pub web: bool,
     /// Why the last start failed, when it did.

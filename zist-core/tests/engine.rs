@@ -1,6 +1,6 @@
 //! The process engine: states, process groups, stop, restart rules, the child's environment.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_stream::StreamExt;
 use zist_core::{Error, Feed, LogStream, ProcessState, RestartPolicy, ShutdownMode, Signal};
@@ -195,12 +195,17 @@ async fn failed_starts_back_off_exponentially_then_turn_fatal() {
     );
     assert_eq!(info.message, info.error, "message takes over error");
     assert_eq!(info.exit_code, Some(1), "the last exit is kept");
+    let exited_at = info.exited_at.clone().expect("the last exit has a time");
+    let when = humantime::parse_rfc3339(&exited_at).expect("RFC 3339");
+    let ago = SystemTime::now().duration_since(when).unwrap_or_default();
+    assert!(ago < Duration::from_secs(5), "{exited_at} is {ago:?} ago");
+    assert!(exited_at.ends_with('Z') && exited_at.contains('.'), "{exited_at}");
     assert!(sup.logs("crasher", LogStream::Stderr, 10).unwrap().len() >= 4);
-    // A fatal program starts again on request.
-    assert_eq!(
-        sup.start("crasher").await.unwrap().state,
-        ProcessState::Starting
-    );
+    // A fatal program starts again on request; the last exit's time stays
+    // until the next exit.
+    let started = sup.start("crasher").await.unwrap();
+    assert_eq!(started.state, ProcessState::Starting);
+    assert_eq!(started.exited_at.as_deref(), Some(exited_at.as_str()));
     sup.stop("crasher").await.unwrap();
 }
 

@@ -1,48 +1,100 @@
 //! `GET /metrics`: every program's state, pid, restarts, CPU and memory, and
-//! zistd's own figures, in the Prometheus text format (OpenMetrics 1.0).
+//! zistd's own figures, in Prometheus' text format (version 0.0.4, which
+//! `promtool check metrics` accepts without a remark).
 //!
 //! Nothing is kept between scrapes: each one reads the supervisor and
 //! `/proc/self` afresh, so an idle zistd spends nothing on metrics.
 
-use std::sync::atomic::AtomicU64;
+use std::fmt::{Display, Write};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
-use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::{Authorized, State, authorized, error};
+use crate::{Authorized, State, authorized};
 
-/// The content type of OpenMetrics text, which Prometheus scrapes natively.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus' text format, which every scraper and `promtool` read.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Program {
-    name: String,
+/// What a family is to Prometheus.
+#[derive(Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProgramStream {
-    name: String,
-    stream: String,
+/// One metric family of the text format: its `# HELP` and `# TYPE`
+/// lines, then its samples, written as they come.
+struct Family {
+    name: &'static str,
+    text: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Build {
-    version: String,
+impl Family {
+    fn new(name: &'static str, kind: Kind, help: &str) -> Self {
+        let kind = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        Self {
+            name,
+            text: format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"),
+        }
+    }
+
+    /// One sample: `name{label="value",...} value`.
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl Value) {
+        self.text.push_str(self.name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                self.text.push_str(key);
+                self.text.push_str("=\"");
+                for c in val.chars() {
+                    match c {
+                        '\\' => self.text.push_str("\\\\"),
+                        '"' => self.text.push_str("\\\""),
+                        '\n' => self.text.push_str("\\n"),
+                        c => self.text.push(c),
+                    }
+                }
+                self.text.push('"');
+            }
+            self.text.push('}');
+        }
+        self.text.push(' ');
+        value.write(&mut self.text);
+        self.text.push('\n');
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProgramState {
-    name: String,
-    state: String,
+/// A sample's value as the text format spells it.
+trait Value {
+    fn write(&self, out: &mut String);
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+impl Value for f64 {
+    fn write(&self, out: &mut String) {
+        if self.is_nan() {
+            out.push_str("NaN");
+        } else if self.is_infinite() {
+            out.push_str(if *self > 0.0 { "+Inf" } else { "-Inf" });
+        } else {
+            let _ = write!(out, "{self}");
+        }
+    }
+}
+
+/// Integers, written as they are.
+struct Int<T>(T);
+
+impl<T: Display> Value for Int<T> {
+    fn write(&self, out: &mut String) {
+        let _ = write!(out, "{}", self.0);
+    }
+}
 
 /// `GET /metrics`.
 pub(crate) fn routes(
@@ -60,179 +112,164 @@ pub(crate) fn routes(
 }
 
 async fn metrics(state: &State) -> Response {
-    let text = match render(state).await {
-        Ok(text) => text,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "metrics",
-                format!("cannot encode the metrics: {e}"),
-            );
-        }
-    };
-    warp::reply::with_header(text, "content-type", CONTENT_TYPE).into_response()
+    warp::reply::with_header(render(state).await, "content-type", CONTENT_TYPE).into_response()
 }
 
-async fn render(state: &State) -> Result<String, std::fmt::Error> {
-    let sup = &state.supervisor;
-    let all = sup.exposed().stats_all().await;
+/// Seconds since the Unix epoch of an RFC 3339 time.
+fn epoch_secs(rfc3339: &str) -> Option<f64> {
+    let at = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
+}
 
-    let mut registry = Registry::default();
-    let up = Family::<ProgramState, Gauge>::default();
-    let pid = Family::<Program, Gauge>::default();
-    let restarts = Family::<Program, Counter>::default();
-    let ready = Family::<Program, Gauge>::default();
-    let exit_code = Family::<Program, Gauge>::default();
-    let log_bytes = Family::<ProgramStream, Counter>::default();
-    let log_lost = Family::<ProgramStream, Counter>::default();
-    let uptime = Family::<Program, FloatGauge>::default();
-    let cpu = Family::<Program, FloatGauge>::default();
-    let memory = Family::<Program, Gauge>::default();
+async fn render(state: &State) -> String {
+    let all = state.supervisor.exposed().stats_all().await;
+    let mut up = Family::new(
+        "zist_process_state",
+        Kind::Gauge,
+        "1 for the state each program is in (label state)",
+    );
+    let mut pid = Family::new(
+        "zist_process_pid",
+        Kind::Gauge,
+        "Pid of the program's process, 0 when none runs",
+    );
+    let mut restarts = Family::new(
+        "zist_process_restarts_total",
+        Kind::Counter,
+        "Restarts zist made after the program exited on its own",
+    );
+    let mut ready = Family::new(
+        "zist_process_ready",
+        Kind::Gauge,
+        "1 while the program is running (ready, with a Ready check), else 0",
+    );
+    let mut exit_code = Family::new(
+        "zist_process_exit_code",
+        Kind::Gauge,
+        "Exit status of the program's last exit (programs that exited with one)",
+    );
+    let mut exited_at = Family::new(
+        "zist_process_last_exit_timestamp_seconds",
+        Kind::Gauge,
+        "When the program's last process ended, in seconds since the Unix epoch",
+    );
+    let mut log_bytes = Family::new(
+        "zist_process_log_bytes_total",
+        Kind::Counter,
+        "Bytes of the program's output written to its log file (label stream)",
+    );
+    let mut log_lost = Family::new(
+        "zist_process_log_lost_bytes_total",
+        Kind::Counter,
+        "Bytes of the program's output that could not be written to its log file",
+    );
+    let mut uptime = Family::new(
+        "zist_process_uptime_seconds",
+        Kind::Gauge,
+        "How long the current process has been up",
+    );
+    let mut cpu = Family::new(
+        "zist_process_cpu_percent",
+        Kind::Gauge,
+        "CPU use of the program's process tree, percent of one core (Web = true programs)",
+    );
+    let mut memory = Family::new(
+        "zist_process_memory_bytes",
+        Kind::Gauge,
+        "Resident memory of the program's process tree (Web = true programs)",
+    );
     for (info, stats) in &all {
-        let program = Program {
-            name: info.name.clone(),
-        };
-        up.get_or_create(&ProgramState {
-            name: info.name.clone(),
-            state: info.state.to_string(),
-        })
-        .set(1);
-        pid.get_or_create(&program)
-            .set(i64::from(info.pid.unwrap_or(0)));
-        restarts
-            .get_or_create(&program)
-            .inc_by(u64::from(info.restarts));
-        ready
-            .get_or_create(&program)
-            .set(i64::from(info.state == zist_core::ProcessState::Running));
+        let name = [("name", info.name.as_str())];
+        up.sample(
+            &[("name", &info.name), ("state", info.state.as_str())],
+            Int(1),
+        );
+        pid.sample(&name, Int(info.pid.unwrap_or(0)));
+        restarts.sample(&name, Int(info.restarts));
+        ready.sample(
+            &name,
+            Int(u8::from(info.state == zist_core::ProcessState::Running)),
+        );
         if let Some(code) = info.exit_code {
-            exit_code.get_or_create(&program).set(i64::from(code));
+            exit_code.sample(&name, Int(code));
+        }
+        if let Some(at) = info.exited_at.as_deref().and_then(epoch_secs) {
+            exited_at.sample(&name, at);
         }
         // From info: what each stream wrote to its file, and lost.
         for (stream, counts) in [("stdout", info.log.stdout), ("stderr", info.log.stderr)] {
-            let labels = ProgramStream {
-                name: info.name.clone(),
-                stream: stream.to_owned(),
-            };
-            log_bytes.get_or_create(&labels).inc_by(counts.written);
-            log_lost.get_or_create(&labels).inc_by(counts.lost);
+            let labels = [("name", info.name.as_str()), ("stream", stream)];
+            log_bytes.sample(&labels, Int(counts.written));
+            log_lost.sample(&labels, Int(counts.lost));
         }
-        uptime.get_or_create(&program).set(info.uptime_secs);
+        uptime.sample(&name, info.uptime_secs);
         // None for Web = false: its CPU and memory are not shown.
         if let Some(stats) = stats {
-            cpu.get_or_create(&program).set(stats.cpu_percent);
-            memory
-                .get_or_create(&program)
-                .set(i64::try_from(stats.memory_bytes).unwrap_or(i64::MAX));
+            cpu.sample(&name, stats.cpu_percent);
+            memory.sample(&name, Int(stats.memory_bytes));
         }
     }
-    registry.register(
-        "zist_process_state",
-        "1 for the state each program is in (label state)",
-        up,
-    );
-    registry.register(
-        "zist_process_pid",
-        "Pid of the program's process, 0 when none runs",
-        pid,
-    );
-    registry.register(
-        "zist_process_restarts",
-        "Restarts zist made after the program exited on its own",
-        restarts,
-    );
-    registry.register(
-        "zist_process_ready",
-        "1 while the program is running (ready, with a Ready check), else 0",
-        ready,
-    );
-    registry.register(
-        "zist_process_exit_code",
-        "Exit status of the program's last exit (programs that exited with one)",
-        exit_code,
-    );
-    registry.register_with_unit(
-        "zist_process_log",
-        "Bytes of the program's output written to its log file (label stream)",
-        Unit::Bytes,
-        log_bytes,
-    );
-    registry.register_with_unit(
-        "zist_process_log_lost",
-        "Bytes of the program's output that could not be written to its log file",
-        Unit::Bytes,
-        log_lost,
-    );
-    registry.register_with_unit(
-        "zist_process_uptime",
-        "How long the current process has been up",
-        Unit::Seconds,
-        uptime,
-    );
-    registry.register(
-        "zist_process_cpu_percent",
-        "CPU use of the program's process tree, percent of one core (Web = true programs)",
-        cpu,
-    );
-    registry.register_with_unit(
-        "zist_process_memory",
-        "Resident memory of the program's process tree (Web = true programs)",
-        Unit::Bytes,
-        memory,
-    );
-    own_figures(&mut registry, state);
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)?;
-    Ok(text)
+    for family in [
+        up, pid, restarts, ready, exit_code, exited_at, log_bytes, log_lost, uptime, cpu, memory,
+    ] {
+        text.push_str(&family.text);
+    }
+    for family in own_figures(state) {
+        text.push_str(&family.text);
+    }
+    text
 }
 
 /// zistd's own figures: the standard `process_*` metrics, read from
 /// `/proc/self` and getrusage, and zist's own.
-fn own_figures(registry: &mut Registry, state: &State) {
-    let programs = Gauge::<i64>::default();
-    programs.set(state.supervisor.len() as i64);
-    registry.register("zist_programs", "Programs zist knows", programs);
-    let build = Family::<Build, Gauge>::default();
-    build
-        .get_or_create(&Build {
-            version: zist_core::VERSION.to_owned(),
-        })
-        .set(1);
-    registry.register(
+fn own_figures(state: &State) -> Vec<Family> {
+    let mut families = Vec::new();
+    let mut one = |name, kind, help, value: &dyn Fn(&mut Family)| {
+        let mut family = Family::new(name, kind, help);
+        value(&mut family);
+        families.push(family);
+    };
+    one("zist_programs", Kind::Gauge, "Programs zist knows", &|f| {
+        f.sample(&[], Int(state.supervisor.len()));
+    });
+    one(
         "zist_build_info",
+        Kind::Gauge,
         "zistd's version (label version), always 1",
-        build,
+        &|f| f.sample(&[("version", zist_core::VERSION)], Int(1)),
     );
-    let started = FloatGauge::default();
     let up = state.supervisor.uptime();
-    started.set(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |now| now.saturating_sub(up).as_secs_f64()),
-    );
-    registry.register_with_unit(
-        "process_start_time",
+    one(
+        "process_start_time_seconds",
+        Kind::Gauge,
         "When zistd started, in seconds since the Unix epoch",
-        Unit::Seconds,
-        started,
+        &|f| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            f.sample(
+                &[],
+                now.map_or(0.0, |now| now.saturating_sub(up).as_secs_f64()),
+            );
+        },
     );
-    let uptime = FloatGauge::default();
-    uptime.set(state.supervisor.uptime().as_secs_f64());
-    registry.register_with_unit(
-        "zist_uptime",
+    one(
+        "zist_uptime_seconds",
+        Kind::Gauge,
         "How long the supervisor has been up",
-        Unit::Seconds,
-        uptime,
+        &|f| f.sample(&[], up.as_secs_f64()),
     );
     if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
         let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        let cpu = Counter::<f64, AtomicU64>::default();
-        cpu.inc_by(seconds(usage.user_time()) + seconds(usage.system_time()));
-        registry.register_with_unit(
-            "process_cpu",
+        one(
+            "process_cpu_seconds_total",
+            Kind::Counter,
             "CPU time zistd used, user and system",
-            Unit::Seconds,
-            cpu,
+            &|f| {
+                f.sample(
+                    &[],
+                    seconds(usage.user_time()) + seconds(usage.system_time()),
+                )
+            },
         );
     }
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
@@ -241,27 +278,30 @@ fn own_figures(registry: &mut Registry, state: &State) {
                 .lines()
                 .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|v| v.parse::<u64>().ok())
         };
         if let Some(kib) = field("VmRSS:") {
-            let rss = Gauge::<i64>::default();
-            rss.set(kib * 1024);
-            registry.register_with_unit(
-                "process_resident_memory",
+            one(
+                "process_resident_memory_bytes",
+                Kind::Gauge,
                 "Resident memory of zistd",
-                Unit::Bytes,
-                rss,
+                &|f| f.sample(&[], Int(kib * 1024)),
             );
         }
         if let Some(n) = field("Threads:") {
-            let threads = Gauge::<i64>::default();
-            threads.set(n);
-            registry.register("process_threads", "Threads of zistd", threads);
+            one("process_threads", Kind::Gauge, "Threads of zistd", &|f| {
+                f.sample(&[], Int(n));
+            });
         }
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        let open = Gauge::<i64>::default();
-        open.set(fds.count() as i64);
-        registry.register("process_open_fds", "Open file descriptors of zistd", open);
+        let open = fds.count();
+        one(
+            "process_open_fds",
+            Kind::Gauge,
+            "Open file descriptors of zistd",
+            &|f| f.sample(&[], Int(open)),
+        );
     }
+    families
 }

@@ -262,8 +262,20 @@ async fn metrics_parse_as_prometheus_text_with_a_gauge_per_program() {
     assert_eq!(status, 200, "{body}");
     assert!(
         head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text")
+            .contains("content-type: text/plain; version=0.0.4")
     );
+    // Every family has its help and type, under the name its samples carry.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            body.contains(&format!("# HELP {name} ")),
+            "no help for {name}"
+        );
+        assert!(
+            body.contains(&format!("# TYPE {name} ")),
+            "no type for {name}"
+        );
+    }
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .expect("not Prometheus text");
     let value = |metric: &str, name: &str| {
