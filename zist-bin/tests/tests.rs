@@ -4,5 +4,6 @@ mod access;
 mod adopt;
 mod continuity;
 mod daemon;
+mod operations;
 mod systems;
 mod why;

@@ -199,7 +199,10 @@ async fn failed_starts_back_off_exponentially_then_turn_fatal() {
     let when = humantime::parse_rfc3339(&exited_at).expect("RFC 3339");
     let ago = SystemTime::now().duration_since(when).unwrap_or_default();
     assert!(ago < Duration::from_secs(5), "{exited_at} is {ago:?} ago");
-    assert!(exited_at.ends_with('Z') && exited_at.contains('.'), "{exited_at}");
+    assert!(
+        exited_at.ends_with('Z') && exited_at.contains('.'),
+        "{exited_at}"
+    );
     assert!(sup.logs("crasher", LogStream::Stderr, 10).unwrap().len() >= 4);
     // A fatal program starts again on request; the last exit's time stays
     // until the next exit.

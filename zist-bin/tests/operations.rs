@@ -1,0 +1,360 @@
+//! Operating zistd (docs/reference.md §11) with the real tools: promtool
+//! and Prometheus on its /metrics, the Grafana dashboard in `examples/`.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+use zist_core::testing::{eventually_blocking, request};
+
+use crate::daemon::{Setup, TOKEN, Zistd, program};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+/// A zistd with a program that runs and writes, one that ended with status
+/// 3, and one that sleeps; returns it once all three are where they stay.
+fn fleet(setup: &Setup) -> Zistd {
+    let chatty = setup.script("chatty.sh", "while true; do echo line; sleep 0.05; done");
+    let ends = setup.script("ends.sh", "exit 3");
+    setup.write_config(
+        &(program("chatty", &chatty, "")
+            + &program("ends", &ends, "Restart = \"never\"")
+            + &program("sleeper", Path::new("/bin/sleep"), "Args = \"330\"")),
+    );
+    let mut zistd = setup.start();
+    eventually_blocking(Duration::from_secs(10), "the fleet to settle", || {
+        let list = zistd.list();
+        let state = |name: &str| {
+            list.iter()
+                .find(|i| i["name"] == name)
+                .map(|i| i["state"].clone())
+        };
+        state("chatty").is_some_and(|s| s == "running")
+            && state("sleeper").is_some_and(|s| s == "running")
+            && state("ends").is_some_and(|s| s == "exited")
+    });
+    zistd
+}
+
+/// A scrape of zistd's /metrics with the token.
+fn scrape(zistd: &Zistd) -> String {
+    let addr: SocketAddr = zistd.http().expect("HTTP API").parse().unwrap();
+    let r = request(
+        addr,
+        "GET",
+        "/metrics",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        r.head
+    );
+    r.body
+}
+
+/// The names of the samples in a scrape.
+fn sample_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Runs a tool from Debian's `prometheus` package, or says how to get it.
+fn tool(name: &str) -> Command {
+    let found = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{name} is not installed: this test needs Debian's prometheus package (apt-get install prometheus; .ci/run installs it)"
+    );
+    Command::new(name)
+}
+
+#[test]
+fn promtool_finds_nothing_to_report_in_a_scrape() {
+    let setup = Setup::new("");
+    let zistd = fleet(&setup);
+    let text = scrape(&zistd);
+    for name in [
+        "zist_process_state",
+        "zist_process_restarts_total",
+        "zist_process_ready",
+        "zist_process_exit_code",
+        "zist_process_last_exit_timestamp_seconds",
+        "zist_process_log_bytes_total",
+        "zist_process_log_lost_bytes_total",
+        "zist_build_info",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            sample_names(&text).iter().any(|n| n == name),
+            "no {name} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains("zist_process_exit_code{name=\"ends\"} 3"),
+        "{text}"
+    );
+    let path = setup.path("scrape.txt");
+    std::fs::write(&path, &text).unwrap();
+    let out = tool("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}): {said}\non\n{text}",
+        out.status
+    );
+}
+
+/// A Prometheus server of the test's own, ended (by its pid's group) when
+/// dropped.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    fn start(config: &Path, dir: &Path) -> Self {
+        // A free port: the kernel's pick, let go just before Prometheus binds it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let log = dir.join("prometheus.log");
+        let child = tool("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            log: dir.join("prometheus.err"),
+        }
+    }
+
+    /// The result of an instant query, or why there is none.
+    fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let path = format!("/api/v1/query?query={}", percent_encoded(expr));
+        let r = request(self.addr, "GET", &path, "", b"").map_err(|e| e.to_string())?;
+        let body = if r
+            .head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            unchunked(&r.body)
+        } else {
+            r.body
+        };
+        let json: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        if json["status"] != "success" {
+            return Err(body);
+        }
+        Ok(json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Waits until `expr` has a result; returns it.
+    fn eventually(&self, expr: &str, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.query(expr) {
+                Ok(result) if !result.is_empty() => return result,
+                Ok(_) => last = "an empty result".to_owned(),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        panic!("no result for {expr} within {limit:?}: {last}\nPrometheus said:\n{log}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` with every byte but letters, digits and `-._~` percent-encoded.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A chunked HTTP/1.1 body, decoded.
+fn unchunked(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Every query of the example dashboard, with its variables filled in as
+/// Grafana would for "all programs".
+fn dashboard_queries() -> Vec<String> {
+    let path = Path::new(EXAMPLES).join("grafana/zist-dashboard.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in ["State", "Restarts", "CPU", "Memory", "Log bytes"] {
+        assert!(
+            titles.iter().any(|t| t.starts_with(wanted)),
+            "the dashboard has no {wanted} panel: {titles:?}"
+        );
+    }
+    panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .expect("every target has an expr")
+                .replace("$__rate_interval", "10s")
+                .replace("$name", ".*")
+                .replace("$instance", ".*")
+                .replace("$job", "zist")
+        })
+        .collect()
+}
+
+/// The metric names (zist's and zistd's own) an expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("zist_") || w.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_zistd_with_the_example_config_and_the_dashboard_queries_answer() {
+    let setup = Setup::new("");
+    let zistd = fleet(&setup);
+    let scraped = sample_names(&scrape(&zistd));
+
+    // The dashboard reads only metrics zistd serves.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 6, "{queries:?}");
+    for expr in &queries {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{expr} reads no zist metric");
+        for name in names {
+            assert!(scraped.contains(&name), "{expr}: zistd serves no {name}");
+        }
+    }
+
+    // The example scrape config, pointed at this zistd, its token in a file.
+    let token_file = setup.path("zist.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let example = std::fs::read_to_string(Path::new(EXAMPLES).join("prometheus.yml")).unwrap();
+    let mut config = example.clone();
+    for (from, to) in [
+        ("scrape_interval: 15s", "scrape_interval: 1s".to_owned()),
+        (
+            "/etc/prometheus/zist.token",
+            token_file.display().to_string(),
+        ),
+        ("127.0.0.1:7000", zistd.http().unwrap().to_owned()),
+    ] {
+        assert!(
+            config.contains(from),
+            "examples/prometheus.yml has no {from}"
+        );
+        config = config.replace(from, &to);
+    }
+    let config_path = setup.path("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let prometheus = Prometheus::start(&config_path, &setup.path(""));
+
+    // The target is up, and the series come back.
+    let up = prometheus.eventually("up{job=\"zist\"} == 1", Duration::from_secs(30));
+    assert_eq!(up.len(), 1, "{up:?}");
+    let state = prometheus.eventually(
+        "zist_process_state{state=\"running\"} == 1",
+        Duration::from_secs(10),
+    );
+    let mut running: Vec<&str> = state
+        .iter()
+        .filter_map(|s| s["metric"]["name"].as_str())
+        .collect();
+    running.sort_unstable();
+    assert_eq!(running, ["chatty", "sleeper"], "{state:?}");
+    let exit = prometheus.eventually("zist_process_exit_code", Duration::from_secs(10));
+    assert!(
+        exit.iter()
+            .any(|s| s["metric"]["name"] == "ends" && s["value"][1] == "3"),
+        "{exit:?}"
+    );
+    let written = prometheus.eventually(
+        "rate(zist_process_log_bytes_total{name=\"chatty\", stream=\"stdout\"}[10s]) > 0",
+        Duration::from_secs(20),
+    );
+    assert_eq!(written.len(), 1, "{written:?}");
+
+    // Every query of the dashboard answers with data.
+    for expr in &queries {
+        prometheus.eventually(expr, Duration::from_secs(20));
+    }
+}
