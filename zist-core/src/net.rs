@@ -79,9 +79,15 @@ impl InFlight {
 struct Tracked {
     count: std::sync::Mutex<Option<Counted>>,
     asked: std::sync::atomic::AtomicBool,
+    /// Told when the connection asks for the first time.
+    asked_now: tokio::sync::Notify,
 }
 
 impl Tracked {
+    fn has_asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The connection no longer counts (it closed, or it streams).
     fn release(&self) {
         drop(
@@ -122,9 +128,15 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        self.tracked
+        if !self
+            .tracked
             .asked
-            .store(true, std::sync::atomic::Ordering::Release);
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            // A permit, if nobody waits yet: a stop that comes later sees
+            // `asked` instead.
+            self.tracked.asked_now.notify_one();
+        }
         let answer = self.inner.call(request);
         let tracked = self.tracked.clone();
         Box::pin(async move {
@@ -149,9 +161,7 @@ struct Unasked {
 impl Unasked {
     /// Whether the connection is still open and has never asked anything.
     fn idle(&self) -> bool {
-        self.tracked
-            .upgrade()
-            .is_some_and(|t| !t.asked.load(std::sync::atomic::Ordering::Acquire))
+        self.tracked.upgrade().is_some_and(|t| !t.has_asked())
     }
 }
 
@@ -193,6 +203,7 @@ async fn admit(
     let tracked = Arc::new(Tracked {
         count: std::sync::Mutex::new(Some(limits.in_flight.enter())),
         asked: std::sync::atomic::AtomicBool::new(false),
+        asked_now: tokio::sync::Notify::new(),
     });
     let evict = Arc::new(tokio::sync::Notify::new());
     if unasked.len() >= 2 * limits.max_connections {
@@ -266,6 +277,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
                 inner: make_service(),
                 tracked: tracked.clone(),
             };
+            let tracked_conn = tracked.clone();
             let stopped_early = stopped();
             let stopped_later = stopped();
             let limits = limits.clone();
@@ -310,7 +322,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
                         }
                     }
                 };
-                serve_http1(io, service, &limits, stopped).await;
+                serve_http1(io, service, &limits, &tracked_conn, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {
@@ -328,8 +340,13 @@ pub fn accept_loop<M, S, B, F, Fut>(
 /// The header timeout covers the connection from its first byte and every
 /// idle keep-alive; hyper's buffer is kept small: a client that stops
 /// reading holds it until the write-stall limit drops the connection.
-async fn serve_http1<I, S, B>(io: I, service: S, limits: &Limits, stopped: impl Future<Output = ()>)
-where
+async fn serve_http1<I, S, B>(
+    io: I,
+    service: S,
+    limits: &Limits,
+    tracked: &Tracked,
+    stopped: impl Future<Output = ()>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -357,6 +374,22 @@ where
     let result = match futures_util::future::select(connection, stopped).await {
         futures_util::future::Either::Left((result, _)) => result,
         futures_util::future::Either::Right((_, mut connection)) => {
+            // hyper closes a connection it has read nothing from yet at
+            // once: one taken just before the stop gets a moment to ask,
+            // and its request is answered.
+            if !tracked.has_asked() {
+                let asked = tokio::time::timeout(STOP_GRACE, tracked.asked_now.notified());
+                tokio::pin!(asked);
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(e) = result {
+                            tracing::debug!("connection ended: {e}");
+                        }
+                        return;
+                    }
+                    _ = &mut asked => {}
+                }
+            }
             connection.as_mut().graceful_shutdown();
             // A stream (SSE, WebSocket) never ends on its own: bounded.
             match tokio::time::timeout(limits.request_timeout, connection).await {
@@ -490,9 +523,10 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
             };
             let stopped = stopped();
             let limits = limits.clone();
+            let tracked_conn = tracked.clone();
             let served = async move {
                 let _place = place;
-                serve_http1(socket, service, &limits, stopped).await;
+                serve_http1(socket, service, &limits, &tracked_conn, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {
