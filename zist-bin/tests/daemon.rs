@@ -141,6 +141,15 @@ impl Zistd {
 
     /// Starts the zistd executable at `exe` (a copy, for upgrades).
     pub(crate) fn start_exe(exe: &Path, wrapper: &[&str], conf: &Path) -> Self {
+        Self::start_with(exe, wrapper, conf, &[])
+    }
+
+    /// Starts zistd with `env` added to its environment.
+    pub(crate) fn start_env(conf: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(Path::new(ZISTD), &[], conf, env)
+    }
+
+    fn start_with(exe: &Path, wrapper: &[&str], conf: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = match wrapper {
             [] => Command::new(exe),
             [first, rest @ ..] => {
@@ -150,6 +159,7 @@ impl Zistd {
             }
         };
         let mut child = command
+            .envs(env.iter().copied())
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::piped())
@@ -428,6 +438,23 @@ fn generate_and_install_make_a_working_config() {
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(0));
+    // The systemd unit, beside the config for a prefix of one's own.
+    let unit = std::fs::read_to_string(prefix.join("zistd.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillMode=process",
+        "Restart=on-failure",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line} in\n{unit}");
+    }
+    let exec = format!(
+        "ExecStart=\"{}\" -c \"{}\"",
+        std::fs::canonicalize(ZISTD).unwrap().display(),
+        conf.display()
+    );
+    assert!(unit.lines().any(|l| l == exec), "no {exec} in\n{unit}");
     // Installing over an existing config is refused.
     let again = Command::new(ZISTD)
         .args(["install", "--prefix"])

@@ -358,3 +358,114 @@ fn prometheus_scrapes_zistd_with_the_example_config_and_the_dashboard_queries_an
         prometheus.eventually(expr, Duration::from_secs(20));
     }
 }
+
+/// Datagrams zistd sends to the socket in its `NOTIFY_SOCKET`, in order.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> Self {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Self {
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a datagram that `wanted` accepts; returns it.
+    fn wait(&mut self, what: &str, limit: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(text.clone());
+                if wanted(&text) {
+                    return text;
+                }
+            }
+        }
+        panic!("no {what} within {limit:?}; zistd sent {:?}", self.seen);
+    }
+
+    /// What arrived since the last call, without waiting for more.
+    fn count(&self, text: &str) -> usize {
+        self.seen.iter().filter(|t| *t == text).count()
+    }
+}
+
+#[test]
+fn under_systemd_zistd_tells_ready_status_reload_watchdog_and_stopping() {
+    let setup = Setup::new("");
+    let env_file = setup.path("program.env");
+    let dumps = setup.script(
+        "dumps.sh",
+        &format!("env > {}\nexec sleep 331", env_file.display()),
+    );
+    setup.write_config(
+        &(program("dumps", &dumps, "")
+            + &program("sleeper", Path::new("/bin/sleep"), "Args = \"332\"")),
+    );
+    let socket_path = setup.path("notify.sock");
+    let mut notify = NotifySocket::bind(&socket_path);
+    let mut zistd = Zistd::start_env(
+        &setup.conf(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let limit = Duration::from_secs(10);
+    notify.wait("READY=1", limit, |t| t == "READY=1");
+    notify.wait("the status with both running", limit, |t| {
+        t == "STATUS=2 programs, 2 running"
+    });
+
+    // The watchdog, at half of WATCHDOG_USEC: about 10 in a second.
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(1) {
+        notify.wait("WATCHDOG=1", limit, |t| t == "WATCHDOG=1");
+    }
+    assert!(notify.count("WATCHDOG=1") >= 5, "{:?}", notify.seen);
+
+    // Programs do not see what systemd meant for zistd.
+    eventually_blocking(limit, "the program's environment", || {
+        std::fs::read_to_string(&env_file).is_ok_and(|t| t.contains("PATH="))
+    });
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        !env.contains("NOTIFY_SOCKET") && !env.contains("WATCHDOG_USEC"),
+        "{env}"
+    );
+
+    // A reload: RELOADING=1 with the monotonic clock, then READY=1.
+    kill_zistd(&zistd, Signal::SIGHUP);
+    let reloading = notify.wait("RELOADING=1", limit, |t| t.starts_with("RELOADING=1"));
+    let usec: u64 = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("{reloading:?}"));
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let now = now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000;
+    assert!(usec <= now && now - usec < 10_000_000, "{usec} vs {now}");
+    notify.wait("READY=1 after the reload", limit, |t| t == "READY=1");
+
+    // A stop of one program is told in the status.
+    assert_eq!(zistd.cl(&["sleeper", "stop"]).code, 0);
+    notify.wait("the status with one running", limit, |t| {
+        t == "STATUS=2 programs, 1 running"
+    });
+
+    kill_zistd(&zistd, Signal::SIGTERM);
+    notify.wait("STOPPING=1", limit, |t| t == "STOPPING=1");
+    assert_eq!(zistd.wait_exit(limit), Some(0));
+}
+
+fn kill_zistd(zistd: &Zistd, signal: Signal) {
+    nix::sys::signal::kill(zistd.pid(), signal).unwrap();
+}

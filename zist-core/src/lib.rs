@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 pub mod stats;
 mod supervisor;
+pub mod systemd;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod token;

@@ -812,8 +812,11 @@ fn env_block(env: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Arc<[CString]>, SpawnErr
         .collect()
 }
 
+/// The supervisor's environment, without what systemd meant for it alone
+/// (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS`, ...).
 fn own_environment() -> BTreeMap<Vec<u8>, Vec<u8>> {
     std::env::vars_os()
+        .filter(|(k, _)| !crate::systemd::SERVICE_ONLY_ENV.iter().any(|own| k == own))
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
 }

@@ -1123,6 +1123,14 @@ impl Supervisor {
         (ready, not_ready)
     }
 
+    /// How many programs are `running` now.
+    pub fn running(&self) -> usize {
+        self.read()
+            .values()
+            .filter(|p| p.snapshot().state == ProcessState::Running)
+            .count()
+    }
+
     /// Every program's info, by name.
     pub fn list(&self) -> Vec<ProcessInfo> {
         self.read().values().map(|p| p.info()).collect()

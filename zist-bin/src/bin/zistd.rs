@@ -118,17 +118,73 @@ fn install(prefix: &Path) -> ExitCode {
             .open(&conf)?;
         file.write_all(text.as_bytes())
     });
+    if let Err(e) = written {
+        return fail(&format!("cannot write {}: {e}", conf.display()));
+    }
+    println!(
+        "wrote {} (token inside, mode 0600) and {}/",
+        conf.display(),
+        prefix.join("conf.d").display()
+    );
+    // The systemd unit: with the system's units for the default prefix,
+    // beside the config otherwise (to link or copy where wanted).
+    let unit = if prefix == Path::new(DEFAULT_PREFIX) {
+        PathBuf::from("/etc/systemd/system/zistd.service")
+    } else {
+        prefix.join("zistd.service")
+    };
+    if unit.exists() {
+        println!("kept {} (it exists already)", unit.display());
+        return ExitCode::SUCCESS;
+    }
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/zistd"));
+    let conf = std::path::absolute(&conf).unwrap_or(conf);
+    let written = unit
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&unit, unit_file(&exe, &conf)));
     match written {
         Ok(()) => {
-            println!(
-                "wrote {} (token inside, mode 0600) and {}/",
-                conf.display(),
-                prefix.join("conf.d").display()
-            );
+            println!("wrote {}", unit.display());
+            if prefix == Path::new(DEFAULT_PREFIX) {
+                println!("start it with: systemctl daemon-reload && systemctl enable --now zistd");
+            }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&format!("cannot write {}: {e}", conf.display())),
+        Err(e) => fail(&format!("cannot write {}: {e}", unit.display())),
     }
+}
+
+/// The systemd unit that runs `exe` on `conf` (docs/reference.md §11).
+fn unit_file(exe: &Path, conf: &Path) -> String {
+    format!(
+        "[Unit]
+Description=zist process supervisor
+After=network.target
+
+[Service]
+# zistd says READY=1 once it listens, and RELOADING=1/READY=1 around a reload.
+Type=notify
+ExecStart=\"{exe}\" -c \"{conf}\"
+ExecReload=/bin/kill -HUP $MAINPID
+# Only zistd is signalled: its programs are stopped by zistd on a stop, and
+# re-adopted by the next zistd after a crash or a `systemctl kill`.
+KillMode=process
+Restart=on-failure
+# zistd sends WATCHDOG=1 every 15 s.
+WatchdogSec=30s
+# Time for every program's StopTimeout at a stop.
+TimeoutStopSec=120s
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+",
+        exe = exe.display(),
+        conf = conf.display(),
+    )
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -309,6 +365,46 @@ async fn upgrade(
     command.arg("--upgrade-from").arg(&path);
     tracing::info!("zistd {} hands over", zist_core::VERSION);
     handover.exec(&path, command)
+}
+
+/// Keeps systemd's status line (`systemctl status`) current: programs and
+/// how many run, after each burst of changes; and sends `WATCHDOG=1` at
+/// half of `WATCHDOG_USEC`, from the runtime, so a stuck zistd starves it.
+fn tell_systemd(systemd: Arc<zist_core::systemd::Systemd>, supervisor: Supervisor) {
+    use tokio_stream::StreamExt;
+    if let Some(every) = zist_core::systemd::Systemd::watchdog_every() {
+        let systemd = systemd.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                systemd.watchdog();
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut events = supervisor.events();
+        let mut said = String::new();
+        loop {
+            let status = format!(
+                "{} programs, {} running",
+                supervisor.len(),
+                supervisor.running()
+            );
+            if status != said {
+                systemd.status(&status);
+                said = status;
+            }
+            if events.next().await.is_none() {
+                return;
+            }
+            // A burst of changes (a start of everything) is told once.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            while let Ok(Some(_)) =
+                tokio::time::timeout(std::time::Duration::ZERO, events.next()).await
+            {}
+        }
+    });
 }
 
 fn run(cli: Cli) -> ExitCode {
@@ -505,15 +601,30 @@ async fn serve_daemon(
         );
         let _ = out.flush();
     }
+    // Under systemd (Type=notify): READY=1 now, STATUS= on changes, the
+    // watchdog (docs/reference.md §11).
+    let systemd = zist_core::systemd::Systemd::from_env().map(Arc::new);
+    if let Some(systemd) = &systemd {
+        systemd.ready();
+        tell_systemd(systemd.clone(), supervisor.clone());
+    }
     let mode = loop {
         tokio::select! {
             _ = term.recv() => break ShutdownMode::Stop,
             _ = int.recv() => break ShutdownMode::Stop,
             _ = quit.recv() => break ShutdownMode::Stop,
-            _ = hup.recv() => match supervisor.reload_config().await {
-                Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
-                Err(e) => tracing::warn!("{e}"),
-            },
+            _ = hup.recv() => {
+                if let Some(systemd) = &systemd {
+                    systemd.reloading();
+                }
+                match supervisor.reload_config().await {
+                    Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+                if let Some(systemd) = &systemd {
+                    systemd.ready();
+                }
+            }
             _ = usr2.recv() => {
                 let control = daemon.clone();
                 match tokio::task::spawn_blocking(move || control.upgrade()).await {
@@ -535,6 +646,10 @@ async fn serve_daemon(
                     if !in_flight.settled(std::time::Duration::from_secs(2)).await {
                         tracing::warn!("{} clients still unanswered at the upgrade", in_flight.count());
                     }
+                    // The next executable, same pid (MAINPID), says READY=1.
+                    if let Some(systemd) = &systemd {
+                        systemd.reloading();
+                    }
                     let error = upgrade(&supervisor, kept).await;
                     // The programs were handed over and still run: the next
                     // zistd on this StateDir adopts them.
@@ -544,6 +659,9 @@ async fn serve_daemon(
         }
     };
     tracing::info!(?mode, "shutting down");
+    if let Some(systemd) = &systemd {
+        systemd.stopping();
+    }
     supervisor.shutdown(mode).await;
     // Stop taking connections; answers already under way (daemon.shutdown's
     // own `true`) still go out.
