@@ -149,7 +149,25 @@ impl Zistd {
         Self::start_with(Path::new(ZISTD), &[], conf, env)
     }
 
+    /// Starts zistd whose stdout nobody reads after its READY line, until
+    /// the sender returned is used or dropped.
+    pub(crate) fn start_unread(conf: &Path) -> (Self, mpsc::Sender<()>) {
+        let (resume, stalled) = mpsc::channel();
+        let zistd = Self::start_full(Path::new(ZISTD), &[], conf, &[], Some(stalled));
+        (zistd, resume)
+    }
+
     fn start_with(exe: &Path, wrapper: &[&str], conf: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_full(exe, wrapper, conf, env, None)
+    }
+
+    fn start_full(
+        exe: &Path,
+        wrapper: &[&str],
+        conf: &Path,
+        env: &[(&str, &str)],
+        stalled: Option<mpsc::Receiver<()>>,
+    ) -> Self {
         let mut command = match wrapper {
             [] => Command::new(exe),
             [first, rest @ ..] => {
@@ -171,8 +189,13 @@ impl Zistd {
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let ready = line.starts_with("READY ");
                 if tx.send(line).is_err() {
                     break;
+                }
+                if ready && let Some(stalled) = &stalled {
+                    // Until resumed (or the sender is dropped).
+                    let _ = stalled.recv();
                 }
             }
         });
@@ -209,13 +232,28 @@ impl Zistd {
 
     /// Waits for a stdout line starting with `prefix`.
     pub(crate) fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let mut lines = self.lines_until(prefix, limit);
+        lines.pop().unwrap()
+    }
+
+    /// The stdout lines up to the first that starts with `prefix`, that one included.
+    pub(crate) fn lines_until(&mut self, prefix: &str, limit: Duration) -> Vec<String> {
         let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("zistd printed no line starting with {prefix:?} within {limit:?}"),
+                Ok(line) => {
+                    let done = line.starts_with(prefix);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "zistd printed no line starting with {prefix:?} within {limit:?}; the last lines: {:?}",
+                    &seen[seen.len().saturating_sub(5)..]
+                ),
             }
         }
     }

@@ -469,3 +469,76 @@ fn under_systemd_zistd_tells_ready_status_reload_watchdog_and_stopping() {
 fn kill_zistd(zistd: &Zistd, signal: Signal) {
     nix::sys::signal::kill(zistd.pid(), signal).unwrap();
 }
+
+#[test]
+fn console_lines_never_block_a_program_when_nobody_reads_zistd_stdout() {
+    let setup = Setup::new("");
+    let lines = 100_000;
+    let pad = ".".repeat(80);
+    let flood = setup.script(
+        "flood.sh",
+        &format!("exec seq -f 'line %06g {pad}' 1 {lines}"),
+    );
+    let late = setup.script(
+        "late.sh",
+        "echo late out; echo late err >&2; exec sleep 330",
+    );
+    setup.write_config(
+        &("Console = true\n".to_owned()
+            + &program("flood", &flood, "Restart = \"never\"")
+            + &program("late", &late, "Autostart = false")),
+    );
+    let (mut zistd, resume) = Zistd::start_unread(&setup.conf());
+    // 10 MB for a stdout nobody reads: the program still runs to its end,
+    // its log file gets every line, and zistd keeps answering.
+    eventually_blocking(Duration::from_secs(30), "flood to finish", || {
+        zistd.info("flood")["state"] == "exited"
+    });
+    let info = zistd.info("flood");
+    assert_eq!(info["exit_code"], 0, "{info}");
+    let file = std::fs::read_to_string(setup.path("logs/flood.out.log")).unwrap();
+    assert_eq!(file.lines().count(), lines, "the log file lost lines");
+    let dropped = scrape(&zistd)
+        .lines()
+        .find_map(|l| l.strip_prefix("zist_console_dropped_lines_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("no zist_console_dropped_lines_total");
+    assert!(dropped > 0, "nothing dropped for a stdout nobody read");
+    // Read again: what was kept comes out as `NAME | line`, whole, in
+    // order; then a line says how many were dropped, before the next ones.
+    resume.send(()).unwrap();
+    let started = zistd.cl(&["late", "start"]);
+    assert_eq!(started.code, 0, "{started:?}");
+    let seen = zistd.lines_until("late | late ", Duration::from_secs(10));
+    let flooded: Vec<&String> = seen.iter().filter(|l| l.starts_with("flood | ")).collect();
+    assert_eq!(
+        flooded.first().map(|l| l.as_str()),
+        Some(format!("flood | line 000001 {pad}").as_str())
+    );
+    let mut expect = 1;
+    for line in &flooded {
+        assert_eq!(
+            line.len(),
+            "flood | line 000001 ".len() + pad.len(),
+            "{line}"
+        );
+        let n: usize = line["flood | line ".len()..][..6].parse().unwrap();
+        assert!(n >= expect, "out of order: {line} after {}", expect - 1);
+        expect = n + 1;
+    }
+    let notices: Vec<&String> = seen.iter().filter(|l| l.starts_with("[zist] ")).collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let counted: u64 = notices[0]
+        .strip_prefix("[zist] ")
+        .and_then(|l| l.strip_suffix(" lines dropped: stdout was not read"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", notices[0]));
+    assert!(counted >= dropped, "{counted} < {dropped}");
+    // stdout and stderr alike, each line whole (their order is the pipes').
+    let mut rest = vec![
+        seen.last().unwrap().clone(),
+        zistd.wait_line("late | late ", Duration::from_secs(10)),
+    ];
+    rest.sort();
+    assert_eq!(rest, ["late | late err", "late | late out"]);
+}

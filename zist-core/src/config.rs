@@ -97,6 +97,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Run each program in a cgroup of its own where the machine allows it.
     pub cgroups: bool,
+    /// Every program line also to zistd's stdout as `NAME | line`.
+    pub console: bool,
     /// Tokens with names and scopes (docs/reference.md §10), besides `token`.
     pub tokens: Vec<TokenEntry>,
     /// Host names the servers answer to, besides IP addresses and `localhost`.
@@ -165,6 +167,7 @@ const DAEMON_KEYS: &[&str] = &[
     "DaemonLog",
     "StateDir",
     "Cgroups",
+    "Console",
     "Tokens",
     "AllowedHosts",
     "Socket",
@@ -967,6 +970,7 @@ impl DaemonConfig {
             log_dir,
             state_dir: base.join("state"),
             cgroups: true,
+            console: false,
             tokens: Vec::new(),
             allowed_hosts: Vec::new(),
             socket: Some(base.join("state").join("zistd.sock")),
@@ -997,6 +1001,7 @@ impl DaemonConfig {
                     }
                 }
                 "Web" => self.web = want_bool(key, v, &at, issues).unwrap_or(self.web),
+                "Console" => self.console = want_bool(key, v, &at, issues).unwrap_or(self.console),
                 "Protocol" => {
                     if let Some(s) = want_str(key, v, &at, issues) {
                         match s.to_ascii_lowercase().as_str() {

@@ -7,6 +7,7 @@ mod capture;
 mod cgroup;
 mod check;
 pub mod config;
+pub mod console;
 mod error;
 pub mod holder;
 mod lifecycle;

@@ -532,6 +532,8 @@ pub(crate) struct StreamLog {
     /// `LogTimestamps`: lines in the file start with their arrival time;
     /// `true` inside while the next byte starts a line.
     stamps: Option<bool>,
+    /// `Console`: lines also go to the process's stdout as `NAME | line`.
+    console: Option<crate::console::Feed>,
 }
 
 /// A stream's log, shared by the pump that fills it and the API that reads it.
@@ -547,6 +549,7 @@ impl SharedLog {
             follow: None,
             resumed_at: None,
             stamps: None,
+            console: None,
         })))
     }
 
@@ -563,6 +566,12 @@ impl SharedLog {
         self
     }
 
+    /// Each line also goes to the console (stdout) as `name | line`.
+    pub(crate) fn with_console(self, name: &str) -> Self {
+        self.lock().console = Some(crate::console::Feed::new(name));
+        self
+    }
+
     /// Takes in a chunk read from the pipe.
     pub(crate) fn ingest(&self, chunk: Bytes) {
         let mut log = self.lock();
@@ -572,8 +581,12 @@ impl SharedLog {
             framer,
             follow,
             stamps,
+            console,
             ..
         } = &mut *log;
+        if let Some(console) = console {
+            console.feed(&chunk);
+        }
         match stamps {
             None => file.write(&chunk),
             Some(line_start) => {
@@ -602,8 +615,12 @@ impl SharedLog {
             tail,
             framer,
             follow,
+            console,
             ..
         } = &mut *log;
+        if let Some(console) = console {
+            console.finish();
+        }
         if let (Some(framer), Some(tx)) = (framer.as_mut(), follow.as_ref()) {
             framer.finish(|line| {
                 let _ = tx.send(line);

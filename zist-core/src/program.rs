@@ -251,6 +251,8 @@ pub(crate) struct Home<'a> {
     pub store: Option<&'a Arc<Store>>,
     pub holder: Option<&'a Arc<Holder>>,
     pub cgroup_root: Option<&'a std::path::Path>,
+    /// Program lines also go to stdout (the daemon key `Console`).
+    pub console: bool,
 }
 
 impl Program {
@@ -270,6 +272,7 @@ impl Program {
             store,
             holder,
             cgroup_root,
+            console,
         } = *home;
         let (events, store, holder) = (events.clone(), store.cloned(), holder.cloned());
         let spec = Arc::new(spec);
@@ -281,8 +284,13 @@ impl Program {
             let in_log_dir = path.starts_with(log_dir);
             let file = RotatingFile::new(path, spec.log_max_bytes, spec.log_backups);
             let log = SharedLog::new(if in_log_dir { file.no_symlinks() } else { file });
-            if spec.log_timestamps {
+            let log = if spec.log_timestamps {
                 log.with_timestamps()
+            } else {
+                log
+            };
+            if console {
+                log.with_console(spec.name.as_str())
             } else {
                 log
             }

@@ -107,6 +107,10 @@ pub struct SupervisorOptions {
     /// the cgroup (docs/reference.md §8.5). Else process groups, said once
     /// in the log.
     pub cgroups: bool,
+    /// Every line of every program's stdout and stderr also goes to this
+    /// process's stdout as `NAME | line`, through [`crate::console`]: a
+    /// stalled reader never blocks a program (docs/reference.md §11.2).
+    pub console: bool,
 }
 
 impl SupervisorOptions {
@@ -120,6 +124,7 @@ impl SupervisorOptions {
             subreaper: true,
             holder: false,
             cgroups: config.daemon.cgroups,
+            console: config.daemon.console,
         }
     }
 }
@@ -133,6 +138,7 @@ impl Default for SupervisorOptions {
             subreaper: false,
             holder: false,
             cgroups: false,
+            console: false,
         }
     }
 }
@@ -168,6 +174,8 @@ struct Inner {
     frozen: Mutex<BTreeMap<String, Frozen>>,
     /// Where programs' cgroups go, when they run in cgroups.
     cgroup_root: Option<PathBuf>,
+    /// Program lines also go to stdout (the daemon key `Console`).
+    console: bool,
     /// Programs with `Instances`, by name: each instance is a program of
     /// its own in `programs` (`NAME:i`).
     groups: Mutex<BTreeMap<String, Group>>,
@@ -250,6 +258,7 @@ impl Supervisor {
                 held: Mutex::new(held),
                 frozen: Mutex::new(BTreeMap::new()),
                 cgroup_root: cgroup_root.flatten(),
+                console: options.console,
                 groups: Mutex::new(BTreeMap::new()),
                 sockets: Mutex::new(BTreeMap::new()),
                 handed: Mutex::new(BTreeMap::new()),
@@ -732,6 +741,7 @@ impl Supervisor {
             store: self.inner.store.as_ref(),
             holder: self.inner.holder.as_ref(),
             cgroup_root: self.inner.cgroup_root.as_deref(),
+            console: self.inner.console,
         };
         let program = Arc::new(Program::launch(spec, &home, resume, lookup, sockets));
         programs.insert(name, program.clone());

@@ -239,6 +239,12 @@ fn own_figures(state: &State) -> Vec<Family> {
         "zistd's version (label version), always 1",
         &|f| f.sample(&[("version", zist_core::VERSION)], Int(1)),
     );
+    one(
+        "zist_console_dropped_lines_total",
+        Kind::Counter,
+        "Lines for zistd's stdout dropped because it was not read fast enough",
+        &|f| f.sample(&[], Int(zist_core::console::stdout().dropped())),
+    );
     let up = state.supervisor.uptime();
     one(
         "process_start_time_seconds",

@@ -36,6 +36,10 @@ struct Cli {
     /// PEM key for Protocol = "https" (overrides KeyFile).
     #[arg(long)]
     keyfile: Option<PathBuf>,
+    /// Also print every line of every program on stdout as `NAME | line`
+    /// (the daemon key Console).
+    #[arg(long)]
+    console: bool,
     /// Resume from the handover an upgrade in place left (set by zistd itself).
     #[arg(long, hide = true)]
     upgrade_from: Option<PathBuf>,
@@ -252,7 +256,8 @@ impl DaemonLog {
 
 impl Write for DaemonLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stdout().lock().write_all(buf);
+        // Never blocks: a stdout nobody reads drops lines, counted.
+        zist_core::console::stdout().write(buf);
         if let Some(file) = self
             .file
             .lock()
@@ -273,7 +278,7 @@ impl Write for DaemonLog {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().flush()
+        Ok(())
     }
 }
 
@@ -364,6 +369,7 @@ async fn upgrade(
     }
     command.arg("--upgrade-from").arg(&path);
     tracing::info!("zistd {} hands over", zist_core::VERSION);
+    zist_core::console::stdout().flush(std::time::Duration::from_secs(1));
     handover.exec(&path, command)
 }
 
@@ -408,7 +414,7 @@ fn tell_systemd(systemd: Arc<zist_core::systemd::Systemd>, supervisor: Superviso
 }
 
 fn run(cli: Cli) -> ExitCode {
-    let config = match Config::load(&cli.config) {
+    let mut config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(errors) => {
             for issue in &errors.0 {
@@ -437,7 +443,11 @@ fn run(cli: Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve_daemon(config, tls, cli.upgrade_from))
+    config.daemon.console |= cli.console;
+    let code = runtime.block_on(serve_daemon(config, tls, cli.upgrade_from));
+    // What waits for stdout goes out first (unless nobody reads it).
+    zist_core::console::stdout().flush(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn serve_daemon(
@@ -588,18 +598,17 @@ async fn serve_daemon(
     zist_core::upgrade::unblock_signals();
     tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
     {
-        let mut out = std::io::stdout().lock();
         // The keys in docs/reference.md §6.1's order; `http` is null without the HTTP API.
         let http = http_bound.map_or(serde_json::Value::Null, |a| {
             serde_json::Value::String(a.to_string())
         });
-        let _ = writeln!(
-            out,
-            "READY {{\"pid\": {}, \"rpc\": {}, \"http\": {http}}}",
+        let ready = format!(
+            "READY {{\"pid\": {}, \"rpc\": {}, \"http\": {http}}}\n",
             std::process::id(),
             serde_json::Value::String(rpc_bound.to_string())
         );
-        let _ = out.flush();
+        // Through the console, in order with the log lines; never dropped.
+        zist_core::console::stdout().write_always(ready.as_bytes());
     }
     // Under systemd (Type=notify): READY=1 now, STATUS= on changes, the
     // watchdog (docs/reference.md §11).
