@@ -542,3 +542,147 @@ fn console_lines_never_block_a_program_when_nobody_reads_zistd_stdout() {
     rest.sort();
     assert_eq!(rest, ["late | late err", "late | late out"]);
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped (lazily if still busy).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot mount a tmpfs at {}", at.display());
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let done = Command::new("umount").arg(&self.0).status();
+        if !done.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Writes 4 KiB blocks to `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = [b'f'; 4096];
+    loop {
+        if let Err(e) = file.write_all(&block) {
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_full_log_disk_loses_whole_lines_says_so_in_the_file_and_resumes() {
+    let setup = Setup::new("");
+    // Dropped after zistd (declared first), so its files are closed by then.
+    let disk = Tmpfs::mount(&setup.path("disk"), "4m");
+    let pad = "x".repeat(80);
+    // About 1 MB/s: the disk fills when the test says, not before.
+    let writer = setup.script(
+        "writer.sh",
+        &format!(
+            "i=0; while :; do for _ in 1 2 3 4 5 6 7 8 9 10; do i=$((i+1)); printf 'line %08d {pad}\\n' $i; done; sleep 0.001; done"
+        ),
+    );
+    let log = disk.0.join("writer.log");
+    setup.write_config(&program(
+        "writer",
+        &writer,
+        &format!("Logfile = \"{}\"\nLogMaxBytes = 0", log.display()),
+    ));
+    let mut zistd = setup.start();
+    let line_len = format!("line 00000001 {pad}\n").len() as u64;
+    let lost = |zistd: &mut Zistd| {
+        zistd.info("writer")["log"]["stdout"]["lost"]
+            .as_u64()
+            .unwrap()
+    };
+    eventually_blocking(Duration::from_secs(10), "lines in the log", || {
+        std::fs::metadata(&log).is_ok_and(|m| m.len() > 100 * line_len)
+            && zistd.info("writer")["state"] == "running"
+    });
+    let pid = zistd.info("writer")["pid"].clone();
+    // The disk fills: output is lost (and counted), the program runs on.
+    let filler = disk.0.join("filler");
+    fill(&filler);
+    eventually_blocking(Duration::from_secs(10), "bytes lost", || {
+        lost(&mut zistd) > 1000 * line_len
+    });
+    let info = zistd.info("writer");
+    assert!(info["state"] == "running" && info["pid"] == pid, "{info}");
+    std::fs::remove_file(&filler).unwrap();
+    eventually_blocking(Duration::from_secs(10), "the log to resume", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.find("[zist] ")
+            .is_some_and(|at| text[at..].lines().count() > 100)
+    });
+    assert_eq!(zistd.cl(&["writer", "stop"]).code, 0);
+    // Whole lines only; one notice where lines are missing, whose count is
+    // exactly the bytes of the lines missing; every other line in order.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut expect = 1;
+    // Each notice, with the lines missing where it stands.
+    let mut notices: Vec<(String, Option<u64>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(notice) = line.strip_prefix("[zist] ") {
+            notices.push((notice.to_owned(), None));
+            continue;
+        }
+        let n = line
+            .strip_prefix("line ")
+            .and_then(|l| l.strip_suffix(pad.as_str()))
+            .and_then(|n| n.strip_suffix(' '))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("not a whole line: {line:?}"));
+        match notices.last_mut() {
+            Some((_, missing @ None)) => *missing = Some(n - expect),
+            _ => assert_eq!(n, expect, "a line missing with no notice"),
+        }
+        expect = n + 1;
+    }
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let (notice, missing_lines) = &notices[0];
+    let lost_bytes = missing_lines.unwrap() * line_len;
+    assert_eq!(
+        notice,
+        &format!(
+            "{lost_bytes} bytes lost: cannot write {}: No space left on device (os error 28)",
+            log.display()
+        )
+    );
+    let info = zistd.info("writer");
+    assert_eq!(info["log"]["stdout"]["lost"], lost_bytes, "{info}");
+    assert_eq!(
+        info["log"]["stdout"]["written"],
+        text.len() as u64 - notice.len() as u64 - "[zist] \n".len() as u64,
+        "{info}"
+    );
+    let sample = format!(
+        "zist_process_log_lost_bytes_total{{name=\"writer\",stream=\"stdout\"}} {lost_bytes}"
+    );
+    let scraped = scrape(&zistd);
+    assert!(
+        scraped.lines().any(|l| l == sample),
+        "no {sample} in\n{scraped}"
+    );
+    // The daemon log says when it was written again.
+    let daemon_log = std::fs::read_to_string(setup.path("logs/zistd.log")).unwrap();
+    assert!(
+        daemon_log.contains(&format!(
+            "{}: written again, after {lost_bytes} bytes were lost",
+            log.display()
+        )),
+        "{daemon_log}"
+    );
+    drop(zistd);
+}

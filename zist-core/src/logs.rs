@@ -318,6 +318,9 @@ pub struct RotatingFile {
     size: u64,
     failed_at: Option<Instant>,
     health: LogHealth,
+    /// Output lost since the file last took a write, said in the file
+    /// when writing resumes.
+    loss: Option<Loss>,
     /// Counted in [`unopened_files`]: a live program will open this file.
     counted: bool,
     /// Opened without following a symlink (a file zist places itself, in LogDir).
@@ -351,6 +354,7 @@ impl RotatingFile {
             size: 0,
             failed_at: None,
             health: LogHealth::default(),
+            loss: None,
             counted: false,
             no_symlink: false,
         }
@@ -376,10 +380,21 @@ impl RotatingFile {
 
     /// Writes `data`, rotating on line boundaries when the file passes its size.
     /// Errors are counted, never returned: the caller keeps reading the pipe.
+    ///
+    /// Output that could not be written is lost to the file, whole lines
+    /// of it: a line cut by the error is taken back out of the file, and
+    /// the file resumes with the next whole line, after one line that
+    /// says what was lost: `[zist] N bytes lost: <reason>`.
     pub fn write(&mut self, mut data: &[u8]) {
+        if self.loss.is_some() {
+            match self.resume(data) {
+                Some(rest) => data = rest,
+                None => return,
+            }
+        }
         while !data.is_empty() {
             if self.file.is_none() && !self.open() {
-                self.lost(data.len());
+                self.lose(0, data);
                 return;
             }
             let room = self.max_bytes.saturating_sub(self.size) as usize;
@@ -399,18 +414,128 @@ impl RotatingFile {
                 memchr::memrchr(b'\n', data).map_or(data.len(), |i| i + 1)
             };
             let Some(file) = self.file.as_mut() else {
-                self.lost(data.len());
+                self.lose(0, data);
                 return;
             };
-            if let Err(e) = file.write_all(&data[..take]) {
+            let (written, error) = write_counted(file, &data[..take]);
+            self.size += written as u64;
+            self.health.bytes_written += written as u64;
+            if let Some(e) = error {
+                // The start of a line cut here is lost with the rest of it.
+                let taken_back = self.take_back_cut_line();
+                self.health.bytes_written = self.health.bytes_written.saturating_sub(taken_back);
                 self.fail(format!("cannot write {}: {e}", self.path.display()));
-                self.lost(data.len());
+                self.lose(taken_back, &data[written..]);
                 return;
             }
-            self.size += take as u64;
-            self.health.bytes_written += take as u64;
             data = &data[take..];
         }
+    }
+
+    /// Writing again after a loss: skips the rest of a line whose start
+    /// was lost, and writes the line that says what was lost; what is
+    /// left of `data` to write, or `None` if the file still takes nothing.
+    fn resume<'d>(&mut self, data: &'d [u8]) -> Option<&'d [u8]> {
+        let loss = self.loss.as_mut()?;
+        let data = if loss.mid_line {
+            let Some(end) = memchr::memchr(b'\n', data) else {
+                self.lose(0, data);
+                return None;
+            };
+            loss.bytes += end as u64 + 1;
+            self.health.bytes_lost += end as u64 + 1;
+            loss.mid_line = false;
+            &data[end + 1..]
+        } else {
+            data
+        };
+        if self.file.is_none() && !self.open() {
+            self.lose(0, data);
+            return None;
+        }
+        let loss = self.loss.take()?;
+        let notice = format!(
+            "{}[zist] {} bytes lost: {}\n",
+            if loss.cut_in_file { "\n" } else { "" },
+            loss.bytes,
+            loss.reason
+        );
+        let file = self.file.as_mut()?;
+        let (written, error) = write_counted(file, notice.as_bytes());
+        self.size += written as u64;
+        if let Some(e) = error {
+            // A notice cut short is taken back too; the loss waits.
+            self.loss = Some(loss);
+            self.take_back_cut_line();
+            self.fail(format!("cannot write {}: {e}", self.path.display()));
+            self.lose(0, data);
+            return None;
+        }
+        tracing::info!(
+            "{}: written again, after {} bytes were lost ({})",
+            self.path.display(),
+            loss.bytes,
+            loss.reason
+        );
+        Some(data)
+    }
+
+    /// Truncates the file to its last whole line after a write that
+    /// failed mid-line; the bytes taken back. If that cannot be done, the
+    /// loss notes that the file ends inside a line.
+    fn take_back_cut_line(&mut self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let Some(file) = self.file.as_ref() else {
+            return 0;
+        };
+        let len = file.metadata().map_or(self.size, |m| m.len());
+        let from = len.saturating_sub(MAX_LINE as u64);
+        let mut end = vec![0; (len - from) as usize];
+        let read = {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut options = OpenOptions::new();
+            options.read(true);
+            if self.no_symlink {
+                options.custom_flags(libc::O_NOFOLLOW);
+            }
+            options
+                .open(&self.path)
+                .and_then(|f| f.read_exact_at(&mut end, from))
+        };
+        let cut = match (read, memchr::memrchr(b'\n', &end)) {
+            (Ok(()), _) if end.last().is_none_or(|&b| b == b'\n') => return 0,
+            (Ok(()), Some(i)) => (end.len() - i - 1) as u64,
+            (Ok(()), None) if from == 0 => len,
+            _ => 0,
+        };
+        if cut > 0 && file.set_len(len - cut).is_ok() {
+            self.size = len - cut;
+            return cut;
+        }
+        let loss = self.loss.get_or_insert_with(Loss::default);
+        loss.cut_in_file = true;
+        0
+    }
+
+    /// Counts `taken_back` bytes removed from the file and `rest` as lost.
+    fn lose(&mut self, taken_back: u64, rest: &[u8]) {
+        let n = taken_back + rest.len() as u64;
+        if n == 0 {
+            return;
+        }
+        self.health.bytes_lost += n;
+        let reason = self
+            .health
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "the log file cannot be written".to_owned());
+        let loss = self.loss.get_or_insert_with(Loss::default);
+        loss.bytes += n;
+        loss.reason = reason;
+        loss.mid_line = match rest.last() {
+            Some(&b) => b != b'\n',
+            None => true,
+        };
     }
 
     /// A second handle on the file, opened for appending (for a detach relay).
@@ -419,10 +544,6 @@ impl RotatingFile {
             make_dir(dir)?;
         }
         open_append(&self.path, self.no_symlink)
-    }
-
-    fn lost(&mut self, n: usize) {
-        self.health.bytes_lost += n as u64;
     }
 
     fn fail(&mut self, message: String) {
@@ -494,6 +615,34 @@ impl RotatingFile {
         }
         true
     }
+}
+
+/// Output a log file did not get.
+#[derive(Debug, Default)]
+struct Loss {
+    /// Bytes lost.
+    bytes: u64,
+    /// Why (the last error).
+    reason: String,
+    /// The lost bytes end inside a line: its rest is lost too.
+    mid_line: bool,
+    /// The file ends inside a line that could not be taken back.
+    cut_in_file: bool,
+}
+
+/// Writes `data` to `file`; how many bytes were written, and the error
+/// that stopped it before the end.
+fn write_counted(file: &mut File, data: &[u8]) -> (usize, Option<io::Error>) {
+    let mut written = 0;
+    while written < data.len() {
+        match file.write(&data[written..]) {
+            Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Some(e)),
+        }
+    }
+    (written, None)
 }
 
 /// Opens `path` for appending, created mode 0640; with `no_symlink`, a
