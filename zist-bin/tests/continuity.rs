@@ -183,20 +183,52 @@ fn orphans_of_programs_reparent_to_zistd_and_are_reaped() {
 }
 
 #[test]
-fn as_pid_1_zistd_reaps_every_orphan_and_sigterm_ends_it_fast() {
+fn as_pid_1_with_the_container_config_zistd_reaps_every_orphan_and_sigterm_ends_it_fast() {
     let setup = Setup::new("");
+    // The image's config (examples/Dockerfile), on loopback, with a token
+    // and the test's folders; more programs in its Confdir.
+    let image_conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/container.toml"
+    ))
+    .unwrap();
+    let mut conf = format!("Token = \"{}\"\n", crate::daemon::TOKEN);
+    for line in image_conf.lines() {
+        let line = match line.split(" = ").next() {
+            Some("Bind") => "Bind = \"127.0.0.1\"".to_owned(),
+            Some("RPCPort" | "HTTPPort") => line.replace(|c: char| c.is_ascii_digit(), "") + "0",
+            Some("LogDir") => format!("LogDir = \"{}\"", setup.path("logs").display()),
+            Some("StateDir") => format!("StateDir = \"{}\"", setup.path("state").display()),
+            _ => line.to_owned(),
+        };
+        conf.push_str(&line);
+        conf.push('\n');
+    }
+    std::fs::write(setup.conf(), conf).unwrap();
     let spawner = setup.script(
         "spawner.sh",
         "while true; do (sleep 0.1 &); sleep 0.1; done",
     );
-    setup.write_config(
-        &(program("spawner", &spawner, "")
-            + &program("quiet", Path::new("/bin/sleep"), "Args = \"305\"")),
-    );
+    std::fs::create_dir(setup.path("conf.d")).unwrap();
+    std::fs::write(
+        setup.path("conf.d/spawner.toml"),
+        format!("Name = \"spawner\"\nPath = \"{}\"\n", spawner.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        setup.path("conf.d/quiet.toml"),
+        "Name = \"quiet\"\nPath = \"/bin/sleep\"\nArgs = \"305\"\n",
+    )
+    .unwrap();
     let mut zistd = crate::daemon::Zistd::start_under(
         &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
         &setup.conf(),
     );
+    // Console = true: program lines on zistd's stdout, named.
+    zistd.wait_line("hello | hello 1", Duration::from_secs(10));
+    eventually_blocking(Duration::from_secs(10), "every program to run", || {
+        zistd.list().iter().all(|i| i["state"] == "running")
+    });
     let unshare = zistd.pid().as_raw();
     let init = children_of(unshare)
         .first()
@@ -211,6 +243,11 @@ fn as_pid_1_zistd_reaps_every_orphan_and_sigterm_ends_it_fast() {
     assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    // zistd stopped its programs itself (the kernel's SIGKILL of a PID
+    // namespace would leave no word), and said so on stdout before exiting.
+    zistd.wait_line("hello | hello stops", Duration::from_secs(1));
+    let log = std::fs::read_to_string(setup.path("logs/hello.out.log")).unwrap();
+    assert!(log.ends_with("hello stops\n"), "{log}");
 }
 
 /// A program that prints 1, 2, 3, ... one line every 10 ms.

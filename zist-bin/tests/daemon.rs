@@ -126,6 +126,8 @@ pub(crate) struct Zistd {
     /// The HTTP API's address, when Web = true.
     pub(crate) http: Option<String>,
     lines: mpsc::Receiver<String>,
+    /// Lines printed before READY, not looked at yet.
+    early: std::collections::VecDeque<String>,
     pub(crate) seen: Vec<i32>,
 }
 
@@ -204,9 +206,12 @@ impl Zistd {
             rpc: String::new(),
             http: None,
             lines,
+            early: Default::default(),
             seen: Vec::new(),
         };
-        let ready = this.wait_line("READY ", Duration::from_secs(20));
+        let mut early = this.lines_until("READY ", Duration::from_secs(20));
+        let ready = early.pop().unwrap();
+        this.early = early.into();
         let json: Value = serde_json::from_str(&ready["READY ".len()..]).unwrap();
         // zistd's own pid, or 1 when a wrapper made it a namespace's init.
         assert!(
@@ -242,7 +247,11 @@ impl Zistd {
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            let next = match self.early.pop_front() {
+                Some(line) => Ok(line),
+                None => self.lines.recv_timeout(left),
+            };
+            match next {
                 Ok(line) => {
                     let done = line.starts_with(prefix);
                     seen.push(line);
@@ -677,7 +686,8 @@ fn the_daemon_log_is_readable_and_never_holds_the_token() {
         "{file}"
     );
     assert!(!file.contains(TOKEN), "the token reached the daemon log");
-    let printed: Vec<String> = zistd.lines.try_iter().collect();
+    let early: Vec<String> = zistd.early.drain(..).collect();
+    let printed: Vec<String> = early.into_iter().chain(zistd.lines.try_iter()).collect();
     assert!(!printed.is_empty());
     assert!(
         !printed.iter().any(|l| l.contains(TOKEN)),
