@@ -15,10 +15,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Bytes that may wait for stdout; past this, lines are dropped.
-const BUFFER: usize = 1 << 20;
-/// A buffer that grew past this is given back after it is written.
+/// Bytes that may wait for stdout; past this, lines are dropped. About
+/// 20 ms of a program writing 200 MB/s: a reader that keeps up but is not
+/// scheduled for a few time slices loses nothing.
+const BUFFER: usize = 4 << 20;
+/// A buffer larger than this is given back once stdout has been idle for
+/// [`IDLE`] (while lines flow, the two buffers are reused).
 const KEEP: usize = 64 * 1024;
+const IDLE: Duration = Duration::from_secs(1);
+/// When woken for less than [`GATHER_BYTES`], the writer first lets lines
+/// gather this long: a busy stream then costs a write (and a wake-up of
+/// the reader) a millisecond, not one per chunk read from a program.
+const GATHER: Duration = Duration::from_millis(1);
+const GATHER_BYTES: usize = 256 * 1024;
+/// The pipe size asked for when stdout is a pipe: a whole buffer goes in
+/// one write, and the reader wakes once for it.
+const PIPE: i32 = 1 << 20;
 /// How long a writer waits before trying again a stdout that would block.
 const RETRY: Duration = Duration::from_millis(10);
 
@@ -93,16 +105,14 @@ impl Console {
     pub(crate) fn prefixed(&'static self, prefix: &[u8], head: &[u8], lines: &[u8]) {
         self.append(
             |buf| {
-                let mut lines = lines.split_inclusive(|&b| b == b'\n');
-                if let Some(first) = lines.next() {
-                    buf.reserve(head.len() + first.len() + prefix.len());
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', lines) {
                     buf.extend_from_slice(prefix);
-                    buf.extend_from_slice(head);
-                    buf.extend_from_slice(first);
-                }
-                for line in lines {
-                    buf.extend_from_slice(prefix);
-                    buf.extend_from_slice(line);
+                    if start == 0 {
+                        buf.extend_from_slice(head);
+                    }
+                    buf.extend_from_slice(&lines[start..=end]);
+                    start = end + 1;
                 }
             },
             || count_lines(lines),
@@ -172,6 +182,7 @@ impl Console {
 
     /// The writer thread: takes what waits and writes it to stdout.
     fn run(&self) {
+        enlarge_stdout_pipe();
         let mut spare = Vec::new();
         loop {
             let mut batch = {
@@ -179,12 +190,31 @@ impl Console {
                 while state.waiting.is_empty() {
                     state.writing = false;
                     self.changed.notify_all();
-                    state = self
+                    let large = spare.capacity() > KEEP || state.waiting.capacity() > KEEP;
+                    if !large {
+                        state = self
+                            .changed
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    }
+                    let (next, waited) = self
                         .changed
-                        .wait(state)
+                        .wait_timeout(state, IDLE)
                         .unwrap_or_else(PoisonError::into_inner);
+                    state = next;
+                    if waited.timed_out() && state.waiting.is_empty() {
+                        // Idle: large buffers go back to the allocator.
+                        spare = Vec::new();
+                        state.waiting = Vec::new();
+                    }
                 }
                 state.writing = true;
+                if state.waiting.len() < GATHER_BYTES {
+                    drop(state);
+                    std::thread::sleep(GATHER);
+                    state = self.lock();
+                }
                 std::mem::replace(&mut state.waiting, std::mem::take(&mut spare))
             };
             if let Err(e) = write_out(&batch) {
@@ -200,11 +230,22 @@ impl Console {
                 tracing::warn!("stdout is gone ({e}); console lines are dropped from now on");
                 return;
             }
-            if batch.capacity() <= KEEP {
-                batch.clear();
-                spare = batch;
-            }
+            batch.clear();
+            spare = batch;
         }
+    }
+}
+
+/// Asks for a larger pipe when stdout is one (best effort).
+fn enlarge_stdout_pipe() {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use std::os::fd::AsFd;
+    let out = io::stdout();
+    let fd = out.as_fd();
+    let is_pipe =
+        nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if is_pipe && fcntl(fd, FcntlArg::F_GETPIPE_SZ).is_ok_and(|n| n < PIPE) {
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE));
     }
 }
 

@@ -247,11 +247,18 @@ fn api_and_streams(
         format!("p50 {p50:.2} ms, p95 {p95:.2} ms"),
         "p50 ≤ 5 ms",
     ));
+    // The first scrape samples every program for the first time.
+    let first = Instant::now();
+    let (status, _) = get(&http, "/metrics");
+    assert_eq!(status, 200, "GET /metrics");
+    let first = first.elapsed().as_secs_f64() * 1e3;
     let (p50, p95) = timed_get(&http, "/metrics", 20);
     rows.push((
-        format!("GET /metrics with {total} programs (one process-table scan), 20 calls"),
-        format!("p50 {p50:.1} ms, p95 {p95:.1} ms"),
-        "",
+        format!(
+            "GET /metrics with {total} programs (one process-table scan), first, then 20 calls"
+        ),
+        format!("first {first:.1} ms; p50 {p50:.1} ms, p95 {p95:.1} ms"),
+        "p50 ≤ 20 ms",
     ));
 
     let window = Duration::from_secs(10);

@@ -129,6 +129,9 @@ struct Instance {
     spawned: Instant,
     dir: tempfile::TempDir,
     pids: std::collections::BTreeSet<i32>,
+    /// With `Console = true`: the lines zistd printed as `NAME | line`,
+    /// counted by a reader of its stdout that keeps up.
+    console_lines: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Sends a whole `request` that asks to close on a new connection; the
@@ -203,6 +206,12 @@ fn member<'a>(s: &'a str, key: &str) -> Option<&'a str> {
 impl Instance {
     /// Starts the daemon on `programs` and waits until its API answers.
     fn launch(kind: Kind, programs: &[Program], venv: &Path) -> Self {
+        Self::launch_with(kind, programs, venv, false)
+    }
+
+    /// [`Instance::launch`]; with `console`, zistd runs with `Console =
+    /// true` and its stdout is a pipe read as fast as it comes.
+    fn launch_with(kind: Kind, programs: &[Program], venv: &Path, console: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).expect("log dir");
@@ -219,7 +228,7 @@ impl Instance {
         let mut command = match kind {
             Kind::Zist => {
                 let mut text = format!(
-                    "Token = \"{TOKEN}\"\nRPCPort = {port}\nHTTPPort = {http_port}\nLogDir = \"logs\"\n"
+                    "Token = \"{TOKEN}\"\nRPCPort = {port}\nHTTPPort = {http_port}\nLogDir = \"logs\"\nConsole = {console}\n"
                 );
                 for p in programs {
                     let args: Vec<String> = p.argv[1..].iter().map(|a| format!("{a:?}")).collect();
@@ -263,13 +272,43 @@ impl Instance {
             }
         };
         let spawned = Instant::now();
-        let child = command
-            .stdout(Stdio::null())
+        let mut child = command
+            .stdout(if console {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .expect("the daemon");
         lock_started().insert(child.id() as i32);
+        let console_lines = child.stdout.take().map(|out| {
+            let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted = count.clone();
+            std::thread::spawn(move || {
+                // Counts `\nwriter | ` as a log collector reads: in big
+                // reads, with the end of each kept for one cut in two.
+                let mut out = out;
+                let needle = b"\nwriter | ";
+                let finder = memchr::memmem::Finder::new(needle);
+                let mut buf = vec![0u8; 1 << 20];
+                let mut kept = 0;
+                loop {
+                    match out.read(&mut buf[kept..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let filled = kept + n;
+                            let found = finder.find_iter(&buf[..filled]).count();
+                            counted.fetch_add(found as u64, std::sync::atomic::Ordering::Relaxed);
+                            kept = (needle.len() - 1).min(filled);
+                            buf.copy_within(filled - kept..filled, 0);
+                        }
+                    }
+                }
+            });
+            count
+        });
         let mut this = Self {
             kind,
             child,
@@ -278,6 +317,7 @@ impl Instance {
             spawned,
             dir,
             pids: std::collections::BTreeSet::new(),
+            console_lines,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while this.call_status().is_err() {
@@ -1550,22 +1590,34 @@ fn log_floor(bytes: u64, table: &mut Table) {
 fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     log_floor(sizes.log_bytes, table);
     // One write(2) per line is the costliest way to log: a fifth of the bytes.
-    for (label, chunk, expected, targets) in [
+    for (label, chunk, expected, targets, console) in [
         (
             "100-byte lines, one write each",
             100,
             sizes.log_bytes / 5,
             ["", "", "0"],
+            false,
+        ),
+        (
+            "100-byte lines, Console on",
+            100,
+            sizes.log_bytes / 5,
+            ["", "≤ 1.5 × off", "0"],
+            true,
         ),
         (
             "4 KiB blocks",
             4096,
             sizes.log_bytes,
             ["≥ 1000", "≤ 1", "0"],
+            false,
         ),
     ] {
+        if console && kind != Kind::Zist {
+            continue;
+        }
         let program = Program::writer("writer", chunk, expected);
-        let mut daemon = Instance::launch(kind, &[program], venv);
+        let mut daemon = Instance::launch_with(kind, &[program], venv, console);
         let file = daemon.log_file("writer");
         let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -1617,5 +1669,22 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
             kind,
             expected.saturating_sub(got) as f64,
         );
+        if let Some(lines) = &daemon.console_lines {
+            // The console's last lines may still be on their way.
+            let want = expected / chunk as u64;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lines.load(std::sync::atomic::Ordering::Relaxed) < want
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            table.add(
+                &format!("log {label}: lines missing on stdout"),
+                "lines",
+                "0",
+                kind,
+                want.saturating_sub(lines.load(std::sync::atomic::Ordering::Relaxed)) as f64,
+            );
+        }
     }
 }
