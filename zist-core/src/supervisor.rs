@@ -158,6 +158,10 @@ struct Inner {
     programs: RwLock<BTreeMap<String, Arc<Program>>>,
     events: broadcast::Sender<ProcessEvent>,
     sampler: Arc<Sampler>,
+    /// The processes of each measured program outside its session (its
+    /// cgroup's, or an adopted process's descendants), by program pid:
+    /// read once per scan of the process table, as the scan is reused.
+    members: Arc<Mutex<Members>>,
     log_dir: PathBuf,
     config_file: Option<PathBuf>,
     closing: AtomicBool,
@@ -247,6 +251,7 @@ impl Supervisor {
                 programs: RwLock::new(BTreeMap::new()),
                 events,
                 sampler: Arc::new(Sampler::new()),
+                members: Arc::default(),
                 log_dir: options.log_dir,
                 config_file: options.config_file,
                 closing: AtomicBool::new(false),
@@ -1431,11 +1436,33 @@ impl Supervisor {
                 .collect()
         };
         let sampler = self.inner.sampler.clone();
+        let cache = self.inner.members.clone();
         let measured = tokio::task::spawn_blocking(move || {
-            let pids: Vec<(i32, Vec<i32>)> = cgroups
-                .into_iter()
-                .map(|(pid, cgroup, outside)| (pid, members(cgroup.as_deref(), outside, pid)))
-                .collect();
+            let pids: Vec<(i32, Vec<i32>)> = {
+                let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+                let fresh = cache
+                    .at
+                    .is_some_and(|at| at.elapsed() < crate::stats::SCAN_REUSE);
+                if !fresh {
+                    // A new scan with the new members: both then serve
+                    // the calls of the same window (the members' time
+                    // taken first, so they are never the younger).
+                    cache.at = Some(Instant::now());
+                    sampler.rescan();
+                    cache.by_pid.clear();
+                }
+                cgroups
+                    .into_iter()
+                    .map(|(pid, cgroup, outside)| {
+                        let found = cache.by_pid.entry(pid).or_insert_with(|| {
+                            let mut found = members(cgroup.as_deref(), outside, pid);
+                            found.retain(|&p| p != pid);
+                            found
+                        });
+                        (pid, found.clone())
+                    })
+                    .collect()
+            };
             sampler.measure_many_in(&pids)
         })
         .await
@@ -1669,6 +1696,13 @@ impl Supervisor {
 /// all of them act at once.
 /// The processes a program's stats count besides its session: its cgroup's
 /// members, or the tree of an adopted process that leads no session.
+/// See [`Inner::members`].
+#[derive(Debug, Default)]
+struct Members {
+    at: Option<Instant>,
+    by_pid: std::collections::HashMap<i32, Vec<i32>>,
+}
+
 fn members(cgroup: Option<&crate::cgroup::ProgramCgroup>, outside: bool, pid: i32) -> Vec<i32> {
     match cgroup {
         Some(cgroup) => cgroup.pids(),
