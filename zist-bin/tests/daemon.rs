@@ -15,7 +15,7 @@ use zist_core::testing::{eventually_blocking, request};
 
 pub(crate) const TOKEN: &str = "daemon-test-token-9f2c";
 pub(crate) const ZISTD: &str = env!("CARGO_BIN_EXE_zistd");
-const ZISTCL: &str = env!("CARGO_BIN_EXE_zistcl");
+pub(crate) const ZISTCL: &str = env!("CARGO_BIN_EXE_zistcl");
 
 /// A temp folder with a config; runs zistd on it.
 pub(crate) struct Setup {

@@ -2,6 +2,7 @@
 
 mod access;
 mod adopt;
+mod cli;
 mod continuity;
 mod daemon;
 mod operations;

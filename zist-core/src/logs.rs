@@ -819,7 +819,13 @@ impl SharedLog {
         crate::wire::StreamCounts {
             written: health.bytes_written,
             lost: health.bytes_lost,
+            file: None,
         }
+    }
+
+    /// The log file's path.
+    pub(crate) fn file_path(&self) -> String {
+        self.lock().file.path().display().to_string()
     }
 
     pub(crate) fn append_handle(&self) -> io::Result<File> {

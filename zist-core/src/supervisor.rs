@@ -1087,7 +1087,12 @@ impl Supervisor {
 
     /// One program's info.
     pub fn info(&self, name: &str) -> Result<ProcessInfo> {
-        Ok(self.get(name)?.info())
+        let program = self.get(name)?;
+        let mut info = program.info();
+        // One program's info also says where its logs go.
+        info.log.stdout.file = Some(program.stdout.file_path());
+        info.log.stderr.file = Some(program.stderr.file_path());
+        Ok(info)
     }
 
     /// A program by name, or by the pid of its current process (the seed's

@@ -80,7 +80,7 @@ pub struct ProcessInfo {
 }
 
 /// What became of a program's output, per stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCounts {
     /// Standard output.
     pub stdout: StreamCounts,
@@ -90,12 +90,16 @@ pub struct LogCounts {
 
 /// Bytes of one stream written to its log file, and lost (a full disk, a
 /// file that cannot be opened; they are still in the tail in memory).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamCounts {
     /// Written to the log file.
     pub written: u64,
     /// Not written.
     pub lost: u64,
+    /// The log file's path: in the info of one program (`process.info`),
+    /// not in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// What `process.adopt` asks (docs/reference.md §8.4).

@@ -197,7 +197,7 @@ async fn render(state: &State) -> String {
             exited_at.sample(&name, at);
         }
         // From info: what each stream wrote to its file, and lost.
-        for (stream, counts) in [("stdout", info.log.stdout), ("stderr", info.log.stderr)] {
+        for (stream, counts) in [("stdout", &info.log.stdout), ("stderr", &info.log.stderr)] {
             let labels = [("name", info.name.as_str()), ("stream", stream)];
             log_bytes.sample(&labels, Int(counts.written));
             log_lost.sample(&labels, Int(counts.lost));

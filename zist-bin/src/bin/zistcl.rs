@@ -22,7 +22,7 @@ use zist_rpc::ZistApiClient;
     name = "zistcl",
     version,
     about = "Drive zistd: zistcl HOST:PORT TOKEN COMMAND, or zistcl -l COMMAND",
-    after_help = "COMMAND:\n  status                    is zistd alive\n  all                       every program (name, state, pid, uptime, restarts)\n  log | log clear           zistd's own log / clear it\n  reload                    reload the config, print what changed\n  kill | kill all           exit zistd leaving programs running / stopping them\n  upgrade                   replace zistd with the executable now at its path\n  adopt PID [NAME]          take over a running process zist did not start\n  NAME status|start|stop|restart|detach|stats|stdout|stderr\n  NAME stdout -f | NAME stderr -f   follow live\n  NAME restart --rolling    instances one at a time, each once the one before runs\n  NAME scale N              run N instances of a program with Instances\n  all start|stop|restart    every program\n\nTOKEN `-` is read from ZIST_TOKEN."
+    after_help = "COMMAND:\n  status                    is zistd alive\n  all                       every program (name, state, pid, uptime, restarts)\n  log | log clear           zistd's own log / clear it\n  reload                    reload the config, print what changed\n  kill | kill all           exit zistd leaving programs running / stopping them\n  upgrade                   replace zistd with the executable now at its path\n  adopt PID [NAME]          take over a running process zist did not start\n  add FILE.toml             add a program from a program file\n  NAME status|start|stop|restart|detach|stats|stdout|stderr|info|pid|remove\n  NAME tail [-n N] [-f] [--stderr]   the last lines (10), then follow live\n  NAME stdout -f | NAME stderr -f   follow live\n  NAME signal SIG           send a signal (HUP, USR1, 10, ...)\n  NAME restart --rolling    instances one at a time, each once the one before runs\n  NAME scale N              run N instances of a program with Instances\n  all start|stop|restart    every program\n  all tail -f               every program's lines, as NAME | line\n  completions bash|zsh|fish print shell completions\n  manpage                   print the man page (roff)\n\nNAME may be several names and globs: zistcl -l a b stop, zistcl -l 'web*' restart.\nTOKEN `-` is read from ZIST_TOKEN."
 )]
 struct Cli {
     /// Use the local zistd: port and token from conf.toml.
@@ -65,6 +65,19 @@ type Outcome = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    // What needs no zistd: shell completions and the man page.
+    match cli.words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["completions", shell] => return completions(shell),
+        ["manpage"] => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => Failure::Connect(format!("cannot print the man page: {e}")).exit(),
+            };
+        }
+        _ => {}
+    }
     // `--json` may also come after HOST:PORT TOKEN, among the command words.
     if cli.words.iter().any(|w| w == "--json") {
         cli.json = true;
@@ -81,6 +94,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => f.exit(),
     }
+}
+
+/// `completions bash|zsh|fish`: the script for the shell, on stdout.
+fn completions(shell: &str) -> ExitCode {
+    use clap_complete::Shell;
+    let shell = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        other => {
+            return Failure::Usage(format!(
+                "no completions for `{other}`; use bash, zsh or fish"
+            ))
+            .exit();
+        }
+    };
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "zistcl", &mut std::io::stdout());
+    ExitCode::SUCCESS
 }
 
 /// Where zistd is and its token.
@@ -485,61 +517,167 @@ enum Command<'a> {
     Status,
     List,
     All(&'a str),
+    TailAll,
     Log,
     LogClear,
     Reload,
     Upgrade,
     Adopt(i32, Option<&'a str>),
+    Add(&'a str),
     Kill(ShutdownMode),
-    Follow(&'a str, LogStream),
-    Logs(&'a str, LogStream),
-    Stats(&'a str),
-    Act(&'a str, &'a str),
-    Scale(&'a str, u32),
+    /// An action on each program named (names and globs).
+    Each(Vec<&'a str>, Action<'a>),
 }
 
-impl<'a> Command<'a> {
-    fn parse(words: &[&'a str]) -> Result<Self, Failure> {
+/// What to do to each program named.
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    /// `status`, `start`, `stop`, `restart`, `detach`, `restart --rolling`.
+    Act(&'a str),
+    Stats,
+    Logs(LogStream),
+    Tail {
+        lines: usize,
+        follow: bool,
+        stream: LogStream,
+    },
+    Pid,
+    Signal(&'a str),
+    Remove,
+    Info,
+    Scale(u32),
+}
+
+/// The commands that name no program, for "did you mean".
+const COMMANDS: &[&str] = &[
+    "status", "all", "log", "reload", "upgrade", "adopt", "add", "kill",
+];
+/// The words that say what to do to the programs named before them.
+const ACTIONS: &[&str] = &[
+    "status", "start", "stop", "restart", "detach", "stats", "stdout", "stderr", "tail", "pid",
+    "signal", "remove", "info", "scale",
+];
+
+/// Lines `tail` prints before following, as tail(1) does.
+const TAIL_LINES: usize = 10;
+
+impl<'a> Action<'a> {
+    /// The action `words` spell (the keyword first), if they spell one.
+    fn parse(words: &[&'a str]) -> Result<Option<Self>, Failure> {
         let stream = |s: &str| match s {
             "stderr" => LogStream::Stderr,
             _ => LogStream::Stdout,
         };
+        Ok(Some(match *words {
+            [a @ ("status" | "start" | "stop" | "restart" | "detach")] => Self::Act(a),
+            ["restart", "--rolling"] => Self::Act("restart --rolling"),
+            ["stats"] => Self::Stats,
+            [s @ ("stdout" | "stderr")] => Self::Logs(stream(s)),
+            [s @ ("stdout" | "stderr"), "-f"] => Self::Tail {
+                lines: 0,
+                follow: true,
+                stream: stream(s),
+            },
+            ["tail", ref flags @ ..] => tail_flags(flags)?,
+            ["pid"] => Self::Pid,
+            ["signal", sig] => Self::Signal(sig),
+            ["remove"] => Self::Remove,
+            ["info"] => Self::Info,
+            ["scale", n] => Self::Scale(n.parse().map_err(|_| {
+                Failure::Usage(format!(
+                    "`{n}` is not a number of instances; usage: NAME scale N"
+                ))
+            })?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// `tail [-n N] [-f] [--stderr]`.
+fn tail_flags<'a>(flags: &[&str]) -> Result<Action<'a>, Failure> {
+    let (mut lines, mut follow, mut stream) = (TAIL_LINES, false, LogStream::Stdout);
+    let mut rest = flags.iter();
+    while let Some(&flag) = rest.next() {
+        match flag {
+            "-f" | "--follow" => follow = true,
+            "--stderr" => stream = LogStream::Stderr,
+            "-n" | "--lines" => {
+                let n = rest.next().ok_or_else(|| {
+                    Failure::Usage("`-n` needs a number of lines: NAME tail -n 50".to_owned())
+                })?;
+                lines = n.parse().map_err(|_| {
+                    Failure::Usage(format!("`{n}` is not a number of lines: NAME tail -n 50"))
+                })?;
+            }
+            other => {
+                return Err(Failure::Usage(format!(
+                    "unknown tail option `{other}`; usage: NAME tail [-n N] [-f] [--stderr]"
+                )));
+            }
+        }
+    }
+    Ok(Action::Tail {
+        lines,
+        follow,
+        stream,
+    })
+}
+
+/// The word of `choices` nearest `word`, if near enough to be a typo.
+fn nearest<'c>(word: &str, choices: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    choices
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+impl<'a> Command<'a> {
+    fn parse(words: &[&'a str]) -> Result<Self, Failure> {
         Ok(match *words {
             ["status"] => Self::Status,
             ["all"] => Self::List,
             ["all", action @ ("start" | "stop" | "restart")] => Self::All(action),
+            ["all", "tail", "-f"] => Self::TailAll,
             ["log"] => Self::Log,
             ["log", "clear"] => Self::LogClear,
             ["reload"] => Self::Reload,
             ["upgrade"] => Self::Upgrade,
             ["adopt", pid] => Self::Adopt(pid_word(pid)?, None),
             ["adopt", pid, name] => Self::Adopt(pid_word(pid)?, Some(name)),
+            ["add", file] => Self::Add(file),
             ["kill"] => Self::Kill(ShutdownMode::Detach),
             ["kill", "all"] => Self::Kill(ShutdownMode::Stop),
-            [name, s @ ("stdout" | "stderr"), "-f"] => Self::Follow(name, stream(s)),
-            [name, s @ ("stdout" | "stderr")] => Self::Logs(name, stream(s)),
-            [name, "stats"] => Self::Stats(name),
-            [name, "restart", "--rolling"] => Self::Act(name, "restart --rolling"),
-            [name, "scale", n] => Self::Scale(
-                name,
-                n.parse().map_err(|_| {
-                    Failure::Usage(format!(
-                        "`{n}` is not a number of instances; usage: NAME scale N"
-                    ))
-                })?,
-            ),
-            [
-                name,
-                action @ ("status" | "start" | "stop" | "restart" | "detach"),
-            ] => Self::Act(name, action),
             _ => {
-                return Err(Failure::Usage(format!(
-                    "unknown command `{}`; see zistcl --help",
-                    words.join(" ")
-                )));
+                // NAME... ACTION [ARGS]: the last word that starts an action.
+                for at in (1..words.len()).rev() {
+                    if ACTIONS.contains(&words[at])
+                        && let Some(action) = Action::parse(&words[at..])?
+                    {
+                        return Ok(Self::Each(words[..at].to_vec(), action));
+                    }
+                }
+                return Err(unknown(words));
             }
         })
     }
+}
+
+/// A usage error for words that are no command, with the nearest one.
+fn unknown(words: &[&str]) -> Failure {
+    let said = words.join(" ");
+    let guess = match words {
+        [] => None,
+        [one] => nearest(one, COMMANDS.iter().copied()).map(str::to_owned),
+        [names @ .., last] => {
+            nearest(last, ACTIONS.iter().copied()).map(|a| format!("{} {a}", names.join(" ")))
+        }
+    };
+    Failure::Usage(match guess {
+        Some(guess) => format!("unknown command `{said}`; did you mean `{guess}`?"),
+        None => format!("unknown command `{said}`; see zistcl --help"),
+    })
 }
 
 /// A connection to one zistd, and how to print.
@@ -593,18 +731,242 @@ async fn run(cli: Cli) -> Outcome {
         Command::Status => status(&s).await,
         Command::List => list(&s).await,
         Command::All(action) => all(&s, action).await,
+        Command::TailAll => {
+            let list = s.client.process_list().await.map_err(s.fail())?;
+            let names: Vec<String> = list.into_iter().map(|i| i.name).collect();
+            follow(&s, &names, LogStream::Stdout, 0, true).await
+        }
         Command::Log => log(&s).await,
         Command::LogClear => log_clear(&s).await,
         Command::Reload => reload(&s).await,
         Command::Upgrade => upgrade(&s).await,
         Command::Adopt(pid, name) => adopt(&s, pid, name).await,
+        Command::Add(file) => add(&s, file).await,
         Command::Kill(mode) => kill(&s, mode).await,
-        Command::Follow(name, stream) => follow(&s, name, stream).await,
-        Command::Logs(name, stream) => logs(&s, name, stream).await,
-        Command::Stats(name) => stats(&s, name).await,
-        Command::Act(name, action) => act(&s, name, action).await,
-        Command::Scale(name, n) => scale(&s, name, n).await,
+        Command::Each(patterns, action) => {
+            let names = resolve(&s, &patterns).await?;
+            each(&s, &names, action).await
+        }
     }
+}
+
+/// The program names `patterns` give: a name as it is, a glob (`web*`,
+/// `db?`, `[ab]*`) as the names it matches, each once, in order.
+async fn resolve(s: &Session<'_>, patterns: &[&str]) -> Result<Vec<String>, Failure> {
+    let is_glob = |p: &str| p.contains(['*', '?', '[']);
+    if !patterns.iter().any(|p| is_glob(p)) {
+        return Ok(patterns.iter().map(|p| (*p).to_owned()).collect());
+    }
+    let list = s.client.process_list().await.map_err(s.fail())?;
+    let mut names: Vec<String> = Vec::new();
+    for pattern in patterns {
+        if !is_glob(pattern) {
+            names.push((*pattern).to_owned());
+            continue;
+        }
+        let glob = glob::Pattern::new(pattern)
+            .map_err(|e| Failure::Usage(format!("`{pattern}` is not a pattern: {e}")))?;
+        let before = names.len();
+        names.extend(
+            list.iter()
+                .filter(|i| glob.matches(&i.name))
+                .map(|i| i.name.clone()),
+        );
+        if names.len() == before {
+            return Err(Failure::Refused(format!("no program matches `{pattern}`")));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    Ok(names)
+}
+
+/// Does `action` to each program of `names`, in order; a refusal for one
+/// is said and the others still done (exit 1 at the end).
+async fn each(s: &Session<'_>, names: &[String], action: Action<'_>) -> Outcome {
+    if let Action::Tail {
+        lines,
+        follow: true,
+        stream,
+    } = action
+    {
+        return self::follow(s, names, stream, lines, false).await;
+    }
+    if let Action::Tail { lines, stream, .. } = action {
+        return history(s, names, stream, lines).await;
+    }
+    let mut infos: Vec<ProcessInfo> = Vec::new();
+    let mut values: Vec<serde_json::Value> = Vec::new();
+    let mut failed = None;
+    for name in names {
+        let done = match action {
+            Action::Act(verb) => act(s, name, verb).await.map(|acted| {
+                values.push(json(&acted));
+                infos.extend(acted.infos().iter().cloned());
+            }),
+            Action::Scale(n) => s.client.process_scale(name.clone(), n).await.map(|scaled| {
+                values.push(json(&scaled));
+                infos.extend(scaled);
+            }),
+            Action::Signal(sig) => s
+                .client
+                .process_signal(name.clone(), sig.to_owned())
+                .await
+                .map(|acted| {
+                    values.push(json(&acted));
+                    infos.extend(acted.infos().iter().cloned());
+                }),
+            Action::Stats => s.client.process_stats(name.clone()).await.map(|stats| {
+                values.push(json(&stats));
+                if !s.cli.json {
+                    println!(
+                        "{name}: cpu {:.1}%  memory {} ({:.2}%)",
+                        stats.cpu_percent,
+                        bytes(stats.memory_bytes),
+                        stats.memory_percent
+                    );
+                }
+            }),
+            Action::Logs(stream) => s
+                .client
+                .process_logs(name.clone(), stream, Some(zist_core::DEFAULT_LINES))
+                .await
+                .map(|lines| {
+                    values.push(json(&lines));
+                    if !s.cli.json {
+                        lines.iter().for_each(|l| println!("{l}"));
+                    }
+                }),
+            Action::Pid => s.client.process_info(name.clone()).await.map(|info| {
+                values.push(json(&info.pid));
+                match info.pid {
+                    Some(pid) if !s.cli.json && names.len() == 1 => println!("{pid}"),
+                    Some(pid) if !s.cli.json => println!("{name} {pid}"),
+                    _ => {}
+                }
+                if info.pid.is_none() {
+                    failed.get_or_insert(Failure::Refused(format!(
+                        "{name} has no process ({})",
+                        info.state.as_str()
+                    )));
+                }
+            }),
+            Action::Remove => s.client.process_remove(name.clone()).await.map(|done| {
+                values.push(json(&done));
+                if !s.cli.json {
+                    println!("{name} removed");
+                }
+            }),
+            Action::Info => s.client.process_info(name.clone()).await.map(|info| {
+                values.push(json(&info));
+                if !s.cli.json {
+                    describe(&info);
+                }
+            }),
+            Action::Tail { .. } => Ok(()),
+        };
+        if let Err(e) = done {
+            let failure = did_you_mean(s, name, e).await;
+            match failed {
+                None => failed = Some(failure),
+                Some(_) => {
+                    let _ = failure.exit();
+                }
+            }
+        }
+    }
+    if s.cli.json {
+        match values.as_slice() {
+            [one] => print(true, one, || {}),
+            many => print(true, &many, || {}),
+        }
+    } else if !infos.is_empty() {
+        rows(&infos);
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// A failure for `name`; when zistd knows no such program, with the
+/// nearest name it knows.
+async fn did_you_mean(s: &Session<'_>, name: &str, error: ClientError) -> Failure {
+    let unknown = matches!(&error, ClientError::Call(e) if e.code() == -32001);
+    let failure = failure(&s.target.address, error);
+    let (true, Failure::Refused(message)) = (unknown, &failure) else {
+        return failure;
+    };
+    let Ok(list) = s.client.process_list().await else {
+        return failure;
+    };
+    match nearest(name, list.iter().map(|i| i.name.as_str())) {
+        Some(guess) => Failure::Refused(format!("{message}; did you mean `{guess}`?")),
+        None => failure,
+    }
+}
+
+/// `NAME info`: every field, one a line.
+fn describe(info: &ProcessInfo) {
+    let value = json(info);
+    let Some(fields) = value.as_object() else {
+        return;
+    };
+    for (key, value) in fields {
+        match value {
+            serde_json::Value::Object(streams) if key == "log" => {
+                for (stream, counts) in streams {
+                    let get = |k: &str| counts.get(k).cloned().unwrap_or_default();
+                    println!(
+                        "{:<12} {} ({} written, {} lost)",
+                        format!("{stream}_log"),
+                        get("file").as_str().unwrap_or("-"),
+                        bytes(get("written").as_u64().unwrap_or(0)),
+                        bytes(get("lost").as_u64().unwrap_or(0)),
+                    );
+                }
+            }
+            serde_json::Value::Null => println!("{key:<12} -"),
+            serde_json::Value::String(text) => println!("{key:<12} {text}"),
+            other => println!("{key:<12} {other}"),
+        }
+    }
+}
+
+/// `add FILE.toml`: a program file's keys, sent as `process.add`.
+async fn add(s: &Session<'_>, file: &str) -> Outcome {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?;
+    let spec: toml::Table = text
+        .parse()
+        .map_err(|e| Failure::Usage(format!("{file}: {e}")))?;
+    let acted = s.client.process_add(json(&spec)).await.map_err(s.fail())?;
+    s.print(&acted, || rows(acted.infos()));
+    Ok(())
+}
+
+/// The last `lines` lines of each program; with several, each line as
+/// `NAME | line`.
+async fn history(s: &Session<'_>, names: &[String], stream: LogStream, lines: usize) -> Outcome {
+    for name in names {
+        let got = match s
+            .client
+            .process_logs(name.clone(), stream, Some(lines))
+            .await
+        {
+            Ok(got) => got,
+            Err(e) => return Err(did_you_mean(s, name, e).await),
+        };
+        for line in got {
+            if names.len() == 1 {
+                println!("{line}");
+            } else {
+                println!("{name} | {line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `status`: is zistd alive.
@@ -717,40 +1079,11 @@ async fn kill(s: &Session<'_>, mode: ShutdownMode) -> Outcome {
     Ok(())
 }
 
-/// `NAME stdout|stderr`: the last lines.
-async fn logs(s: &Session<'_>, name: &str, stream: LogStream) -> Outcome {
-    let lines = s
-        .client
-        .process_logs(name.to_owned(), stream, Some(zist_core::DEFAULT_LINES))
-        .await
-        .map_err(s.fail())?;
-    s.print(&lines, || lines.iter().for_each(|l| println!("{l}")));
-    Ok(())
-}
-
-/// `NAME stats`.
-async fn stats(s: &Session<'_>, name: &str) -> Outcome {
-    let stats = s
-        .client
-        .process_stats(name.to_owned())
-        .await
-        .map_err(s.fail())?;
-    s.print(&stats, || {
-        println!(
-            "{name}: cpu {:.1}%  memory {} ({:.2}%)",
-            stats.cpu_percent,
-            bytes(stats.memory_bytes),
-            stats.memory_percent
-        )
-    });
-    Ok(())
-}
-
 /// `NAME status|start|stop|restart|detach`, `NAME restart --rolling`: the
-/// program's row, or its instances' rows.
-async fn act(s: &Session<'_>, name: &str, action: &str) -> Outcome {
+/// program's info, or its instances'.
+async fn act(s: &Session<'_>, name: &str, action: &str) -> Result<Acted, ClientError> {
     let name = name.to_owned();
-    let acted = match action {
+    match action {
         "status" => s.client.process_info(name).await.map(Acted::One),
         "start" => s.client.process_start(name).await,
         "stop" => s.client.process_stop(name).await,
@@ -758,9 +1091,6 @@ async fn act(s: &Session<'_>, name: &str, action: &str) -> Outcome {
         "restart --rolling" => s.client.process_restart(name, Some(true)).await,
         _ => s.client.process_detach(name).await,
     }
-    .map_err(s.fail())?;
-    s.print(&acted, || rows(acted.infos()));
-    Ok(())
 }
 
 /// Programs' rows, and under them the `message` of each that has one.
@@ -775,17 +1105,6 @@ fn rows(infos: &[ProcessInfo]) {
             }
         }
     }
-}
-
-/// `NAME scale N`.
-async fn scale(s: &Session<'_>, name: &str, n: u32) -> Outcome {
-    let infos = s
-        .client
-        .process_scale(name.to_owned(), n)
-        .await
-        .map_err(s.fail())?;
-    s.print(&infos, || rows(&infos));
-    Ok(())
 }
 
 /// A pid as the command line gives it.
@@ -812,12 +1131,31 @@ async fn adopt(s: &Session<'_>, pid: i32, name: Option<&str>) -> Outcome {
     Ok(())
 }
 
-/// `NAME stdout|stderr -f`: new lines until zistd or the program goes away, or Ctrl-C.
-async fn follow(s: &Session<'_>, name: &str, stream: LogStream) -> Outcome {
+/// Whether a program in `state` has stopped for good (nothing restarts it).
+fn ended(state: zist_core::ProcessState) -> bool {
+    use zist_core::ProcessState as S;
+    matches!(state, S::Stopped | S::Exited | S::Fatal | S::Detached)
+}
+
+/// How long lines are still taken after the last followed program stopped
+/// (its last lines may come after the event).
+const LAST_LINES: Duration = Duration::from_millis(300);
+
+/// Follows the programs `names` live: one program's lines as they are,
+/// several interleaved as `NAME | line`. Ends when every program followed
+/// has stopped (unless `all`: `all tail -f` runs until zistd goes away),
+/// when zistd goes away (exit 3), or on Ctrl-C.
+async fn follow(
+    s: &Session<'_>,
+    names: &[String],
+    stream: LogStream,
+    history: usize,
+    all: bool,
+) -> Outcome {
     let target = &s.target;
     if target.unix.is_some() {
         return Err(Failure::Usage(
-            "following a log goes over TCP: zistcl HOST:PORT TOKEN NAME stdout -f".to_owned(),
+            "following a log goes over TCP: zistcl HOST:PORT TOKEN NAME tail -f".to_owned(),
         ));
     }
     let scheme = if target.https { "wss" } else { "ws" };
@@ -829,17 +1167,108 @@ async fn follow(s: &Session<'_>, name: &str, stream: LogStream) -> Outcome {
         .build(format!("{scheme}://{}", target.address))
         .await
         .map_err(s.fail())?;
-    let mut lines = ws
-        .process_follow(name.to_owned(), stream)
-        .await
-        .map_err(s.fail())?;
+    // Events first: a stop after the check below is still seen.
+    let mut events = ws.events_subscribe().await.map_err(s.fail())?;
+    let mut lines = tokio_stream::StreamMap::new();
+    let mut running = std::collections::BTreeSet::new();
+    for name in names {
+        let subscription = match ws.process_follow(name.clone(), stream).await {
+            Ok(sub) => sub,
+            Err(e) => return Err(did_you_mean(s, name, e).await),
+        };
+        lines.insert(name.clone(), subscription);
+        let info = s
+            .client
+            .process_info(name.clone())
+            .await
+            .map_err(s.fail())?;
+        if !ended(info.state) {
+            running.insert(name.clone());
+        }
+    }
+    let prefix = all || names.len() > 1;
+    use tokio_stream::StreamExt;
+    let show = |name: &str, line: &str| {
+        if prefix {
+            println!("{name} | {line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    if history > 0 {
+        // Asked on the same connection once following: a line is then in
+        // the history, or comes live after it, or both (shown once).
+        let mut pasts = Vec::new();
+        for name in names {
+            let past = ws
+                .process_logs(name.clone(), stream, Some(history))
+                .await
+                .map_err(s.fail())?;
+            pasts.push(past);
+        }
+        // What came live meanwhile (what is still on its way comes after).
+        let mut early: std::collections::HashMap<String, Vec<String>> = Default::default();
+        let until = tokio::time::Instant::now() + Duration::from_millis(20);
+        while let Ok(Some((name, Ok(line)))) = tokio::time::timeout_at(until, lines.next()).await {
+            early.entry(name).or_default().push(line);
+        }
+        for (name, past) in names.iter().zip(pasts) {
+            past.iter().for_each(|line| show(name, line));
+            let live = early.remove(name).unwrap_or_default();
+            let shown = (0..=live.len().min(past.len()))
+                .rev()
+                .find(|&k| past.ends_with(&live[..k]))
+                .unwrap_or(0);
+            live[shown..].iter().for_each(|line| show(name, line));
+        }
+    }
+    let mut closing: Option<tokio::time::Instant> = None;
+    let said_stopped = |names: &[String]| {
+        let which = if names.len() == 1 {
+            format!("{} has stopped", names[0])
+        } else {
+            "every program followed has stopped".to_owned()
+        };
+        eprintln!("zistcl: {which}");
+    };
+    if !all && running.is_empty() {
+        said_stopped(names);
+        return Ok(());
+    }
     loop {
+        let until =
+            closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep_until(until), if closing.is_some() => {
+                said_stopped(names);
+                return Ok(());
+            }
+            event = events.next() => match event {
+                Some(Ok(event)) => {
+                    if !all && lines.contains_key(&event.name) {
+                        if ended(event.to) {
+                            running.remove(&event.name);
+                        } else {
+                            running.insert(event.name.clone());
+                            closing = None;
+                        }
+                        if running.is_empty() && closing.is_none() {
+                            closing = Some(tokio::time::Instant::now() + LAST_LINES);
+                        }
+                    }
+                }
+                _ => return Err(Failure::Connect(format!("zistd at {} went away", target.address))),
+            },
             line = lines.next() => match line {
-                Some(Ok(line)) => println!("{line}"),
-                Some(Err(e)) => return Err(Failure::Connect(format!("the stream broke: {e}"))),
-                None => return Ok(()),
+                Some((name, Ok(line))) => {
+                    show(&name, &line);
+                    if let Some(at) = closing.as_mut() {
+                        *at = tokio::time::Instant::now() + LAST_LINES;
+                    }
+                }
+                Some((_, Err(e))) => return Err(Failure::Connect(format!("the stream broke: {e}"))),
+                None => return Err(Failure::Connect(format!("zistd at {} went away", target.address))),
             },
         }
     }
