@@ -289,3 +289,31 @@ fn completions_and_the_man_page_need_no_zistd() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn all_says_why_a_program_does_not_run() {
+    let setup = Setup::new("");
+    setup.write_config(
+        &(program("fine", Path::new("/bin/sleep"), "Args = \"335\"")
+            + &program("broken", Path::new("/nonexistent/zist-test"), "")),
+    );
+    let mut zistd = setup.start();
+    eventually_blocking(Duration::from_secs(10), "broken to be fatal", || {
+        state(&mut zistd, "broken") == "fatal"
+    });
+    let message = zistd.info("broken")["message"].as_str().unwrap().to_owned();
+    let all = zistd.cl(&["all"]);
+    assert!(
+        all.stdout.lines().next().unwrap().ends_with("  MESSAGE"),
+        "{all:?}"
+    );
+    // Not a terminal: the whole message, on the program's row only.
+    let row = all
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("broken"))
+        .unwrap();
+    assert!(row.ends_with(&format!("  {message}")), "{row}");
+    let fine = all.stdout.lines().find(|l| l.starts_with("fine")).unwrap();
+    assert!(fine.trim_end().ends_with('0'), "{fine}");
+}

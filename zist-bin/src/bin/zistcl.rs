@@ -1304,12 +1304,48 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// A table like `supervisorctl status`.
+/// The terminal's width when stdout is one (a pipe gets whole lines).
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    ratatui::crossterm::terminal::size()
+        .ok()
+        .map(|(columns, _)| usize::from(columns))
+}
+
+/// `text` cut to `room` characters, with `…` when cut.
+fn cut(text: &str, room: usize) -> String {
+    if text.chars().count() <= room {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(room.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+/// A table like `supervisorctl status`; a program that does not run also
+/// shows its `message` (why), cut to the terminal's width.
 fn table(list: &[ProcessInfo]) {
     let width = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+    fn says(info: &ProcessInfo) -> Option<&str> {
+        info.message
+            .as_deref()
+            .filter(|_| info.state != zist_core::ProcessState::Running)
+    }
+    let messages = list.iter().any(|i| says(i).is_some());
+    // NAME, STATE, PID, UPTIME, RESTARTS and the spaces between.
+    let used = width + 2 + 10 + 7 + 2 + 11 + 2 + 8 + 2;
+    let room = terminal_width().map(|w| w.saturating_sub(used).max(10));
     println!(
-        "{:<width$}  {:<9} {:>7}  {:>11}  {:>8}",
-        "NAME", "STATE", "PID", "UPTIME", "RESTARTS"
+        "{:<width$}  {:<9} {:>7}  {:>11}  {:>8}{}",
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        if messages { "  MESSAGE" } else { "" }
     );
     for info in list {
         let pid = info.pid.map_or("-".to_owned(), |p| p.to_string());
@@ -1318,8 +1354,14 @@ fn table(list: &[ProcessInfo]) {
         } else {
             "-".to_owned()
         };
+        let message = says(info).map_or(String::new(), |m| {
+            format!(
+                "  {}",
+                room.map_or_else(|| m.to_owned(), |room| cut(m, room))
+            )
+        });
         println!(
-            "{:<width$}  {:<9} {:>7}  {:>11}  {:>8}",
+            "{:<width$}  {:<9} {:>7}  {:>11}  {:>8}{message}",
             info.name,
             info.state.as_str(),
             pid,
