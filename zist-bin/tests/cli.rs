@@ -317,3 +317,136 @@ fn all_says_why_a_program_does_not_run() {
     let fine = all.stdout.lines().find(|l| l.starts_with("fine")).unwrap();
     assert!(fine.trim_end().ends_with('0'), "{fine}");
 }
+
+/// A tmux server of the test's own (its socket in the test's folder),
+/// killed with everything in it on drop.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn new(setup: &Setup) -> Self {
+        Self {
+            socket: setup.path("tmux.sock"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux (apt install tmux)");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `script` in an 80x24 window named `name`.
+    fn window(&self, name: &str, script: &Path) {
+        let command = script.display().to_string();
+        if self.socket.exists() {
+            self.run(&["new-window", "-d", "-n", name, &command]);
+        } else {
+            self.run(&[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-n",
+                name,
+                "-x",
+                "80",
+                "-y",
+                "24",
+                &command,
+            ]);
+        }
+    }
+
+    fn screen(&self, name: &str) -> String {
+        self.run(&["capture-pane", "-p", "-t", &format!("t:{name}")])
+    }
+
+    /// Waits until `name`'s screen holds every one of `wanted`.
+    fn wait_for(&self, name: &str, wanted: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen(name);
+            if wanted.iter().all(|w| screen.contains(w)) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "no {wanted:?} on\n{screen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[test]
+fn top_in_a_terminal_shows_programs_and_gives_the_terminal_back() {
+    let setup = Setup::new("");
+    let sleep = Path::new("/bin/sleep");
+    setup.write_config(
+        &(program("alpha", sleep, "Args = \"336\"") + &program("beta", sleep, "Args = \"337\"")),
+    );
+    let mut zistd = setup.start();
+    eventually_blocking(Duration::from_secs(10), "every program to run", || {
+        zistd.list().iter().all(|i| i["state"] == "running")
+    });
+    // After top: its exit code, and whether the terminal is back in
+    // canonical mode (`icanon`; raw mode leaves `-icanon`).
+    let script = setup.script(
+        "top.sh",
+        &format!(
+            "{ZISTCL} {} {TOKEN} top\necho exit=$?\nstty -a | grep -o -- '-*icanon' | sed 's/^/mode=/'\nexec sleep 60",
+            zistd.rpc
+        ),
+    );
+    let tmux = Tmux::new(&setup);
+    tmux.window("q", &script);
+    let screen = tmux.wait_for(
+        "q",
+        &["zist top: 2 programs, 2 running", "alpha", "beta", "q quit"],
+    );
+    assert!(screen.contains("running"), "{screen}");
+    tmux.run(&["send-keys", "-t", "t:q", "q"]);
+    let after = tmux.wait_for("q", &["exit=0", "mode="]);
+    assert!(
+        after.contains("mode=icanon"),
+        "the terminal was left raw:\n{after}"
+    );
+    assert!(
+        !after.contains("zist top"),
+        "the view is still on screen:\n{after}"
+    );
+    // SIGTERM (a closed ssh session sends SIGHUP; both end it the same way).
+    tmux.window("term", &script);
+    tmux.wait_for("term", &["zist top: 2 programs"]);
+    let shell: i32 = tmux
+        .run(&["display-message", "-p", "-t", "t:term", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let top: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(top),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let after = tmux.wait_for("term", &["exit=0", "mode="]);
+    assert!(
+        after.contains("mode=icanon"),
+        "the terminal was left raw:\n{after}"
+    );
+}

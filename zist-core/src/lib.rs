@@ -51,8 +51,8 @@ pub use state::ProcessState;
 pub use supervisor::{EVENT_BUFFER, Exposed, ProcessAction, Supervisor, SupervisorOptions};
 pub use token::Token;
 pub use wire::{
-    Acted, AdoptRequest, DaemonStatus, Feed, LogCounts, ProcessEvent, ProcessInfo, ProcessStats,
-    ReloadReport, ShutdownMode, StreamCounts,
+    Acted, AdoptRequest, DaemonStatus, Feed, LogCounts, ProcessEvent, ProcessInfo, ProcessRow,
+    ProcessStats, ReloadReport, ShutdownMode, StreamCounts,
 };
 
 /// The version of zist-core.

@@ -79,6 +79,18 @@ pub struct ProcessInfo {
     pub log: LogCounts,
 }
 
+/// A program's info with its CPU and memory, as `process.list_stats`
+/// gives them (`stats` is absent for a program with `Web = false`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRow {
+    /// Its info.
+    #[serde(flatten)]
+    pub info: ProcessInfo,
+    /// Its CPU and memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ProcessStats>,
+}
+
 /// What became of a program's output, per stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCounts {

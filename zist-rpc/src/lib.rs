@@ -66,6 +66,12 @@ pub trait ZistApi {
     #[method(name = "process.list")]
     async fn process_list(&self) -> RpcResult<Vec<ProcessInfo>>;
 
+    /// Every program's info with its CPU and memory (one scan of the
+    /// process table; no stats for `Web = false` programs): what `zistcl
+    /// top` asks at each refresh.
+    #[method(name = "process.list_stats")]
+    async fn process_list_stats(&self) -> RpcResult<Vec<zist_core::ProcessRow>>;
+
     /// One program's info.
     #[method(name = "process.info")]
     async fn process_info(&self, name: String) -> RpcResult<ProcessInfo>;
@@ -260,6 +266,14 @@ impl ZistApiServer for ZistRpc {
 
     async fn process_list(&self) -> RpcResult<Vec<ProcessInfo>> {
         Ok(self.supervisor.list())
+    }
+
+    async fn process_list_stats(&self) -> RpcResult<Vec<zist_core::ProcessRow>> {
+        let rows = self.supervisor.exposed().stats_all().await;
+        Ok(rows
+            .into_iter()
+            .map(|(info, stats)| zist_core::ProcessRow { info, stats })
+            .collect())
     }
 
     async fn process_info(&self, name: String) -> RpcResult<ProcessInfo> {

@@ -17,12 +17,15 @@ use serde::Serialize;
 use zist_core::{Acted, LogStream, ProcessInfo, ShutdownMode};
 use zist_rpc::ZistApiClient;
 
+#[path = "../top.rs"]
+mod top;
+
 #[derive(Parser)]
 #[command(
     name = "zistcl",
     version,
     about = "Drive zistd: zistcl HOST:PORT TOKEN COMMAND, or zistcl -l COMMAND",
-    after_help = "COMMAND:\n  status                    is zistd alive\n  all                       every program (name, state, pid, uptime, restarts)\n  log | log clear           zistd's own log / clear it\n  reload                    reload the config, print what changed\n  kill | kill all           exit zistd leaving programs running / stopping them\n  upgrade                   replace zistd with the executable now at its path\n  adopt PID [NAME]          take over a running process zist did not start\n  add FILE.toml             add a program from a program file\n  NAME status|start|stop|restart|detach|stats|stdout|stderr|info|pid|remove\n  NAME tail [-n N] [-f] [--stderr]   the last lines (10), then follow live\n  NAME stdout -f | NAME stderr -f   follow live\n  NAME signal SIG           send a signal (HUP, USR1, 10, ...)\n  NAME restart --rolling    instances one at a time, each once the one before runs\n  NAME scale N              run N instances of a program with Instances\n  all start|stop|restart    every program\n  all tail -f               every program's lines, as NAME | line\n  completions bash|zsh|fish print shell completions\n  manpage                   print the man page (roff)\n\nNAME may be several names and globs: zistcl -l a b stop, zistcl -l 'web*' restart.\nTOKEN `-` is read from ZIST_TOKEN."
+    after_help = "COMMAND:\n  status                    is zistd alive\n  top                       a live full-screen view (q quits)\n  all                       every program (name, state, pid, uptime, restarts)\n  log | log clear           zistd's own log / clear it\n  reload                    reload the config, print what changed\n  kill | kill all           exit zistd leaving programs running / stopping them\n  upgrade                   replace zistd with the executable now at its path\n  adopt PID [NAME]          take over a running process zist did not start\n  add FILE.toml             add a program from a program file\n  NAME status|start|stop|restart|detach|stats|stdout|stderr|info|pid|remove\n  NAME tail [-n N] [-f] [--stderr]   the last lines (10), then follow live\n  NAME stdout -f | NAME stderr -f   follow live\n  NAME signal SIG           send a signal (HUP, USR1, 10, ...)\n  NAME restart --rolling    instances one at a time, each once the one before runs\n  NAME scale N              run N instances of a program with Instances\n  all start|stop|restart    every program\n  all tail -f               every program's lines, as NAME | line\n  completions bash|zsh|fish print shell completions\n  manpage                   print the man page (roff)\n\nNAME may be several names and globs: zistcl -l a b stop, zistcl -l 'web*' restart.\nTOKEN `-` is read from ZIST_TOKEN."
 )]
 struct Cli {
     /// Use the local zistd: port and token from conf.toml.
@@ -515,6 +518,7 @@ fn failure(address: &str, error: ClientError) -> Failure {
 /// A command of docs/reference.md §6.2, read from the words after TOKEN.
 enum Command<'a> {
     Status,
+    Top,
     List,
     All(&'a str),
     TailAll,
@@ -550,7 +554,7 @@ enum Action<'a> {
 
 /// The commands that name no program, for "did you mean".
 const COMMANDS: &[&str] = &[
-    "status", "all", "log", "reload", "upgrade", "adopt", "add", "kill",
+    "status", "top", "all", "log", "reload", "upgrade", "adopt", "add", "kill",
 ];
 /// The words that say what to do to the programs named before them.
 const ACTIONS: &[&str] = &[
@@ -637,6 +641,7 @@ impl<'a> Command<'a> {
     fn parse(words: &[&'a str]) -> Result<Self, Failure> {
         Ok(match *words {
             ["status"] => Self::Status,
+            ["top"] => Self::Top,
             ["all"] => Self::List,
             ["all", action @ ("start" | "stop" | "restart")] => Self::All(action),
             ["all", "tail", "-f"] => Self::TailAll,
@@ -729,6 +734,7 @@ async fn run(cli: Cli) -> Outcome {
     };
     match command {
         Command::Status => status(&s).await,
+        Command::Top => top_view(&s).await,
         Command::List => list(&s).await,
         Command::All(action) => all(&s, action).await,
         Command::TailAll => {
@@ -1129,6 +1135,88 @@ async fn adopt(s: &Session<'_>, pid: i32, name: Option<&str>) -> Outcome {
         }
     });
     Ok(())
+}
+
+/// `top`: the live view (see `top.rs`), until `q`, Ctrl-C, SIGTERM,
+/// SIGHUP or a lost connection; the terminal is given back each way.
+async fn top_view(s: &Session<'_>) -> Outcome {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Failure::Usage("top needs a terminal".to_owned()));
+    }
+    // Asked before the terminal is taken: a wrong address or token is
+    // said as any other command says it.
+    let rows = s.client.process_list_stats().await.map_err(s.fail())?;
+    let mut terminal = ratatui::try_init()
+        .map_err(|e| Failure::Usage(format!("cannot take the terminal: {e}")))?;
+    let app = top::App {
+        rows,
+        ..top::App::default()
+    };
+    let outcome = top_loop(s, &mut terminal, app).await;
+    ratatui::restore();
+    outcome
+}
+
+async fn top_loop(
+    s: &Session<'_>,
+    terminal: &mut ratatui::DefaultTerminal,
+    mut app: top::App,
+) -> Outcome {
+    use tokio::signal::unix::{SignalKind, signal};
+    let lost =
+        |e: ClientError| Failure::Connect(format!("lost zistd at {}: {e}", s.target.address));
+    let (tx, mut keys) = tokio::sync::mpsc::unbounded_channel();
+    top::read_keys(tx);
+    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return Err(Failure::Usage("cannot watch signals".to_owned()));
+    };
+    let mut tick = tokio::time::interval(top::REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        terminal
+            .draw(|frame| top::draw(frame, &app))
+            .map_err(|e| Failure::Usage(format!("cannot draw: {e}")))?;
+        tokio::select! {
+            _ = tick.tick() => {
+                app.rows = s.client.process_list_stats().await.map_err(lost)?;
+                if let Some((name, _)) = &app.log {
+                    let name = name.clone();
+                    let height = terminal.size().map_or(24, |r| usize::from(r.height));
+                    let lines = s.client.process_logs(name.clone(), LogStream::Stdout, Some(height)).await;
+                    app.log = Some((name, lines.unwrap_or_default()));
+                }
+            }
+            key = keys.recv() => {
+                let Some(key) = key else { return Ok(()) };
+                match app.key(key) {
+                    top::Ask::Quit => return Ok(()),
+                    top::Ask::Act(verb, name) => {
+                        app.status = match act(s, &name, verb).await {
+                            Ok(_) => format!("{verb} {name}: done"),
+                            Err(e) => format!("{verb} {name}: {e}"),
+                        };
+                        app.rows = s.client.process_list_stats().await.map_err(lost)?;
+                    }
+                    top::Ask::Follow(name) => {
+                        let height = terminal.size().map_or(24, |r| usize::from(r.height));
+                        match s.client.process_logs(name.clone(), LogStream::Stdout, Some(height)).await {
+                            Ok(lines) => app.log = Some((name, lines)),
+                            Err(e) => app.status = format!("{name}: {e}"),
+                        }
+                    }
+                    top::Ask::Nothing => {}
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
 }
 
 /// Whether a program in `state` has stopped for good (nothing restarts it).
