@@ -173,7 +173,9 @@ function render(p) {
   const { info, cells } = p;
   const live = LIVE.has(info.state);
   set(cells.state, info.state);
-  cells.state.className = `state state-${info.state}`;
+  // A program that ended with status 0 did its work: not an error.
+  const clean = info.state === "exited" && info.exit_code === 0 && !info.exit_signal;
+  cells.state.className = `state state-${clean ? "exited-ok" : info.state}`;
   cells.state.title = info.message || (info.exit_signal ? `killed by ${info.exit_signal}` :
     info.exit_code != null ? `exit code ${info.exit_code}` : "");
   set(cells.why, info.message || "");
@@ -182,6 +184,8 @@ function render(p) {
   set(cells.restarts, String(info.restarts));
   set(cells.uptime, live && p.since ? duration((Date.now() - p.since) / 1000) : "");
   if (!info.web) { set(cells.cpu, "hidden"); set(cells.mem, "hidden"); }
+  // No process, no figures: blanks rather than 0.0% and 0 B.
+  else if (!live) { set(cells.cpu, ""); set(cells.mem, ""); }
   cells.buttons.start.disabled = live || info.state === "detached";
   cells.buttons.stop.disabled = !live;
   cells.buttons.restart.disabled = info.state === "detached";
@@ -383,7 +387,7 @@ async function pollStats() {
       const stats = await (await api("/api/v1/stats")).json();
       for (const [name, s] of Object.entries(stats)) {
         const p = programs.get(name);
-        if (!p) continue;
+        if (!p || !LIVE.has(p.info.state)) continue;
         p.cpu.push(s.cpu_percent);
         p.mem.push(s.memory_bytes);
         if (p.cpu.length > HISTORY) { p.cpu.shift(); p.mem.shift(); }

@@ -8,6 +8,7 @@ use warp::{Filter, Rejection, Reply};
 const PAGE: &str = include_str!("../assets/index.html");
 const SCRIPT: &str = include_str!("../assets/dashboard.js");
 const STYLE: &str = include_str!("../assets/dashboard.css");
+const ICON: &str = include_str!("../assets/favicon.svg");
 
 /// Only the page's own script and style may run or load; it talks to this
 /// server only.
@@ -23,16 +24,23 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     warp::reply::with_header(reply, "cache-control", "no-cache").into_response()
 }
 
-/// `GET /`, `/dashboard.js`, `/dashboard.css`.
+/// `GET /` (and `HEAD /`, which monitors and load balancers send),
+/// `/dashboard.js`, `/dashboard.css`, and the icon at `/favicon.ico`
+/// (where browsers look for it first; an SVG) and `/favicon.svg`.
 pub(crate) fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let page = warp::path::end()
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
         .map(|| asset(PAGE, "text/html; charset=utf-8"));
+    let icon = warp::path!("favicon.ico")
+        .or(warp::path!("favicon.svg"))
+        .unify()
+        .and(warp::get().or(warp::head()).unify())
+        .map(|| asset(ICON, "image/svg+xml"));
     let script = warp::path!("dashboard.js")
         .and(warp::get())
         .map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
     let style = warp::path!("dashboard.css")
         .and(warp::get())
         .map(|| asset(STYLE, "text/css; charset=utf-8"));
-    page.or(script).unify().or(style).unify()
+    page.or(script).unify().or(style).unify().or(icon).unify()
 }

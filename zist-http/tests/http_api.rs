@@ -244,3 +244,26 @@ async fn healthz_and_readyz_answer_without_a_token_with_counts_only() {
         (200, serde_json::json!({"ready": 2, "not_ready": 0}))
     );
 }
+
+#[tokio::test]
+async fn the_page_answers_head_and_the_icon_needs_no_token() {
+    let rig = Rig::new().await;
+    let (status, head, body) = rig.raw("HEAD", "/", None).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
+    assert!(body.is_empty(), "a HEAD answer has no body: {body}");
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let (status, head, body) = rig.raw("GET", path, None).await;
+        assert_eq!(status, 200, "{path}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: image/svg+xml"),
+            "{head}"
+        );
+        assert!(body.starts_with("<svg"), "{body}");
+    }
+}
