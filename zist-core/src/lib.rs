@@ -9,6 +9,7 @@ mod check;
 pub mod config;
 pub mod console;
 mod error;
+pub mod history;
 pub mod holder;
 mod lifecycle;
 mod listen;

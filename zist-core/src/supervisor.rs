@@ -162,6 +162,8 @@ struct Inner {
     /// cgroup's, or an adopted process's descendants), by program pid:
     /// read once per scan of the process table, as the scan is reused.
     members: Arc<Mutex<Members>>,
+    /// CPU and memory over the last minutes, while someone looks.
+    history: crate::history::History,
     log_dir: PathBuf,
     config_file: Option<PathBuf>,
     closing: AtomicBool,
@@ -252,6 +254,7 @@ impl Supervisor {
                 events,
                 sampler: Arc::new(Sampler::new()),
                 members: Arc::default(),
+                history: crate::history::History::default(),
                 log_dir: options.log_dir,
                 config_file: options.config_file,
                 closing: AtomicBool::new(false),
@@ -1701,6 +1704,53 @@ impl Supervisor {
 /// all of them act at once.
 /// The processes a program's stats count besides its session: its cgroup's
 /// members, or the tree of an adopted process that leads no session.
+impl Supervisor {
+    /// Every `Web = true` program's CPU and memory over the last
+    /// [`crate::history::SPAN`], one sample each [`crate::history::EVERY`]:
+    /// what has been sampled since someone first asked (this call, or
+    /// [`Supervisor::want_history`]). Sampling stops, and the history is
+    /// forgotten, once nobody has asked for [`crate::history::IDLE`].
+    pub fn history(&self) -> BTreeMap<String, crate::history::Series> {
+        self.want_history();
+        self.inner.history.series()
+    }
+
+    /// Someone looks at stats: keep (or start) sampling the history.
+    pub fn want_history(&self) {
+        if !self.inner.history.asked() {
+            return;
+        }
+        // The sampler holds the supervisor weakly: it never keeps it alive.
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::history::EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let supervisor = Supervisor { inner };
+                if supervisor.inner.closing.load(Ordering::Acquire)
+                    || !supervisor.inner.history.still_wanted()
+                {
+                    return;
+                }
+                let rows = supervisor.exposed().stats_all().await;
+                supervisor
+                    .inner
+                    .history
+                    .record(rows.into_iter().filter_map(|(info, stats)| {
+                        let stats = stats?;
+                        let live = info.state.is_live() && info.pid.is_some();
+                        Some((
+                            info.name,
+                            live.then_some((stats.cpu_percent, stats.memory_bytes)),
+                        ))
+                    }));
+            }
+        });
+    }
+}
+
 /// See [`Inner::members`].
 #[derive(Debug, Default)]
 struct Members {

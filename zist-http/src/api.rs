@@ -145,6 +145,15 @@ pub(crate) fn routes(
                 Err(refused) => *refused,
             }
         });
+    // The dashboard's charts: what zistd sampled (and keeps sampling while asked).
+    let history = v1
+        .and(warp::path!("history"))
+        .and(warp::get())
+        .and(authorized(state))
+        .map(|state: Authorized| match state {
+            Ok(state) => ok(&state.supervisor.history()),
+            Err(refused) => *refused,
+        });
     let events = v1
         .and(warp::path!("events"))
         .and(warp::get())
@@ -192,6 +201,8 @@ pub(crate) fn routes(
         .or(logs)
         .unify()
         .or(all_stats)
+        .unify()
+        .or(history)
         .unify()
         .or(events)
         .unify()
@@ -267,6 +278,8 @@ fn events(state: &State) -> Response {
 /// `GET /api/v1/stats`: CPU and memory of every program with Web = true,
 /// by name, from one scan (what the dashboard polls).
 async fn all_stats(state: &State) -> Response {
+    // Someone watches: the history is sampled meanwhile.
+    state.supervisor.want_history();
     let stats: BTreeMap<String, zist_core::ProcessStats> = state
         .supervisor
         .exposed()

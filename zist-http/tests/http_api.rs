@@ -267,3 +267,41 @@ async fn the_page_answers_head_and_the_icon_needs_no_token() {
         assert!(body.starts_with("<svg"), "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_sampled_once_asked_and_keeps_web_programs_only() {
+    let rig = Rig::new().await;
+    rig.add("busy", "while true; do :; done", true).await;
+    rig.add("secret", "sleep 300", false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let series = loop {
+        let (status, history) = rig.call("GET", "/api/v1/history", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{history}");
+        let busy = &history["busy"];
+        if busy["cpu_percent"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|v| !v.is_null()))
+        {
+            assert!(
+                history.get("secret").is_none(),
+                "a Web = false program: {history}"
+            );
+            break busy.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sample in 10 s: {history}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(series["every_secs"], 5, "{series}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let start = series["start_ms"].as_u64().unwrap();
+    assert!(start <= now_ms && now_ms - start < 20_000, "{series}");
+    let cpu = series["cpu_percent"][0].as_f64().unwrap();
+    assert!(cpu > 20.0, "a busy loop at {cpu}%");
+    assert!(series["memory_bytes"][0].as_u64().unwrap() > 0, "{series}");
+}
