@@ -4,7 +4,8 @@
 "use strict";
 
 const TOKEN_KEY = "zist-token";
-const HISTORY = 150;          // points kept per program: 5 minutes at 2 s
+const SPAN = 15 * 60 * 1000;   // ms of history the charts show (zistd keeps it)
+const HISTORY_EVERY = 5000;    // ms between history fetches
 const STATS_EVERY = 2000;     // ms between CPU/memory polls
 const LOG_LINES = 2000;       // lines kept in the log view
 const LIVE = new Set(["starting", "running", "stopping"]);
@@ -151,8 +152,8 @@ function makeRow(info) {
   };
   const canvas = document.createElement("canvas");
   canvas.className = "spark";
-  canvas.width = 120;
-  canvas.height = 24;
+  canvas.width = 160;
+  canvas.height = 32;
   cell(row, "chart").appendChild(canvas);
   cells.chart = canvas;
   const actions = cell(row, "actions");
@@ -195,7 +196,7 @@ function render(p) {
 function upsert(info) {
   let p = programs.get(info.name);
   if (!p) {
-    p = { info, cpu: [], mem: [], visible: false, ...makeRow(info) };
+    p = { info, history: null, visible: false, ...makeRow(info) };
     programs.set(info.name, p);
   }
   p.info = info;
@@ -388,12 +389,8 @@ async function pollStats() {
       for (const [name, s] of Object.entries(stats)) {
         const p = programs.get(name);
         if (!p || !LIVE.has(p.info.state)) continue;
-        p.cpu.push(s.cpu_percent);
-        p.mem.push(s.memory_bytes);
-        if (p.cpu.length > HISTORY) { p.cpu.shift(); p.mem.shift(); }
         set(p.cells.cpu, `${s.cpu_percent.toFixed(1)}%`);
         set(p.cells.mem, bytes(s.memory_bytes));
-        if (p.visible) drawChart(p);
       }
     }
   } catch (e) {
@@ -402,28 +399,89 @@ async function pollStats() {
   statsTimer = setTimeout(pollStats, STATS_EVERY);
 }
 
+// The history zistd keeps (GET /api/v1/history): every program's CPU and
+// memory over the last 15 minutes, so the charts survive a reload.
+let historyTimer = null;
+async function pollHistory() {
+  let next = HISTORY_EVERY;
+  try {
+    if (!document.hidden) {
+      const history = await (await api("/api/v1/history")).json();
+      // Just started sampling: the first sample comes within a second.
+      if (!Object.keys(history).length) next = 1000;
+      for (const [name, series] of Object.entries(history)) {
+        const p = programs.get(name);
+        if (!p) continue;
+        p.history = series;
+        if (p.visible) drawChart(p);
+      }
+    }
+  } catch (e) {
+    if (e instanceof Unauthorized) { failed(e); return; }
+  }
+  historyTimer = setTimeout(pollHistory, next);
+}
+
+// 1, 2 or 5 times a power of ten, at least `v`: a scale people read.
+function nice(v) {
+  const p = 10 ** Math.floor(Math.log10(Math.max(v, 1e-9)));
+  return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= v);
+}
+
+// CPU as a red line on 0..100% (or more), memory as a blue area on 0..a
+// round figure, over the last 15 minutes (left edge) to now (right edge);
+// the scales are written in the corners, a gap is a time with no process.
 function drawChart(p) {
   const canvas = p.cells.chart;
   const g = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
   g.clearRect(0, 0, w, h);
-  const n = p.cpu.length;
-  if (n < 2) return;
-  const x = (i) => w - (n - 1 - i) * (w / (HISTORY - 1));
-  const maxMem = Math.max(...p.mem, 1);
+  g.strokeStyle = "rgba(127, 127, 127, 0.5)";
+  g.lineWidth = 1;
   g.beginPath();
-  g.moveTo(x(0), h);
-  p.mem.forEach((m, i) => g.lineTo(x(i), h - (m / maxMem) * (h - 2)));
-  g.lineTo(x(n - 1), h);
-  g.closePath();
-  g.fillStyle = "rgba(36, 87, 166, 0.18)";
-  g.fill();
-  const maxCpu = Math.max(100, ...p.cpu);
-  g.beginPath();
-  p.cpu.forEach((c, i) => (i ? g.lineTo : g.moveTo).call(g, x(i), h - 1 - (c / maxCpu) * (h - 2)));
+  g.moveTo(0, h - 0.5);
+  g.lineTo(w, h - 0.5);
+  g.stroke();
+  const s = p.history;
+  if (!s || !s.cpu_percent.length) return;
+  const now = Date.now();
+  const x = (i) => w * (1 - (now - (s.start_ms + i * s.every_secs * 1000)) / SPAN);
+  const top = 9;  // room for the scales
+  const mems = s.memory_bytes.filter((m) => m != null);
+  const memScale = nice(Math.max(...mems, 1));
+  const cpus = s.cpu_percent.filter((c) => c != null);
+  const cpuScale = Math.max(100, nice(Math.max(...cpus, 0)));
+  const y = (v, scale) => h - 1 - (v / scale) * (h - 1 - top);
+  // Memory: one area per run of samples with a process.
+  g.fillStyle = "rgba(36, 87, 166, 0.25)";
+  let open = false;
+  s.memory_bytes.forEach((m, i) => {
+    if (m == null) {
+      if (open) { g.lineTo(x(i - 1), h); g.closePath(); g.fill(); open = false; }
+      return;
+    }
+    if (!open) { g.beginPath(); g.moveTo(x(i), h); open = true; }
+    g.lineTo(x(i), y(m, memScale));
+  });
+  if (open) { g.lineTo(x(s.memory_bytes.length - 1), h); g.closePath(); g.fill(); }
   g.strokeStyle = "#b3261e";
   g.lineWidth = 1.2;
+  g.beginPath();
+  let drawing = false;
+  s.cpu_percent.forEach((c, i) => {
+    if (c == null) { drawing = false; return; }
+    (drawing ? g.lineTo : g.moveTo).call(g, x(i), y(c, cpuScale));
+    drawing = true;
+  });
   g.stroke();
+  g.font = "8px sans-serif";
+  g.textBaseline = "top";
+  g.textAlign = "left";
+  g.fillStyle = "#b3261e";
+  const cpuLabel = `${cpuScale}%`;
+  g.fillText(cpuLabel, 1, 0);
+  g.fillStyle = "rgb(36, 87, 166)";
+  g.fillText(bytes(memScale), 1 + g.measureText(cpuLabel).width + 6, 0);
 }
 
 function tick() {
@@ -498,6 +556,7 @@ function stopStreams() {
   eventsAbort = null;
   closeLogs();
   clearTimeout(statsTimer);
+  clearTimeout(historyTimer);
 }
 
 function showLogin(message) {
@@ -522,6 +581,7 @@ async function openDashboard() {
   $("forget").hidden = false;
   followEvents();
   pollStats();
+  pollHistory();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -196,6 +196,24 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         .unwrap();
     assert_eq!(storage, serde_json::json!([TOKEN, 0, ""]));
 
+    // The charts draw the history zistd keeps, with their scales written.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let drawn = client
+            .execute(
+                "const p = programs.get('svc'); \
+                 return p && p.history ? p.history.cpu_percent.filter((c) => c != null).length : 0",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if drawn.as_u64().is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no history reached the page");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     browser
         .screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"))
         .await;
