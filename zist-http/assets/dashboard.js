@@ -129,7 +129,7 @@ function makeRow(info) {
   row.className = "row";
   row.setAttribute("role", "row");
   row.dataset.name = info.name;
-  const nameCell = cell(row);
+  const nameCell = cell(row, "who");
   const nameButton = document.createElement("button");
   nameButton.type = "button";
   nameButton.className = "name";

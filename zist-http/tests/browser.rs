@@ -214,8 +214,43 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    browser
-        .screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"))
-        .await;
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    client.set_window_size(1400, 900).await.unwrap();
+    browser.screenshot(&shots.join("dashboard-1400.png")).await;
+
+    // A phone, 390 px wide: every action of a program is on screen and
+    // its state is whole.
+    client
+        .execute("document.getElementById('logs-close').click()", vec![])
+        .await
+        .unwrap();
+    client.set_window_size(390, 844).await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let check = client
+            .execute(
+                "const row = document.querySelector('.row[data-name=\"worker-05\"]'); \
+                 row.scrollIntoView({block: 'center'}); \
+                 const width = document.documentElement.clientWidth; \
+                 const state = row.querySelector('.state'); \
+                 const buttons = [...row.querySelectorAll('.actions button')].map((b) => { \
+                   const r = b.getBoundingClientRect(); \
+                   const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2); \
+                   return r.width > 0 && r.left >= 0 && r.right <= width && hit === b; }); \
+                 return [width, buttons, state.scrollWidth <= state.clientWidth, state.textContent]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if check[0].as_u64().is_some_and(|w| w <= 400)
+            && check[1] == serde_json::json!([true, true, true, true])
+            && check[2] == true
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "at 390 px: {check}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.screenshot(&shots.join("dashboard-390.png")).await;
     browser.close().await;
 }
