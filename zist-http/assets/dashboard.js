@@ -191,6 +191,8 @@ function render(p) {
   cells.buttons.stop.disabled = !live;
   cells.buttons.restart.disabled = info.state === "detached";
   cells.buttons.detach.disabled = !live;
+  // A state change may move it in or out of the filter.
+  p.row.classList.toggle("hidden", !matches(p));
 }
 
 function upsert(info) {
@@ -245,11 +247,22 @@ function summarize() {
   set($("summary"), `${programs.size} programs, ${running} running`);
 }
 
-function applyFilter() {
+// Whether a program passes the filters: its state (running, not running,
+// in trouble) and a text found in its name or its message.
+function matches(p) {
   const needle = $("filter").value.trim().toLowerCase();
-  for (const [name, p] of programs) {
-    p.row.classList.toggle("hidden", needle !== "" && !name.toLowerCase().includes(needle));
-  }
+  const want = $("state-filter").value;
+  const { state, exit_code, exit_signal } = p.info;
+  const trouble = state === "fatal" || state === "backoff" ||
+    (state === "exited" && (exit_code !== 0 || exit_signal));
+  const stateOk = want === "" || (want === "running" && state === "running") ||
+    (want === "down" && state !== "running") || (want === "trouble" && trouble);
+  const text = `${p.info.name} ${p.info.message || ""}`.toLowerCase();
+  return stateOk && (needle === "" || text.includes(needle));
+}
+
+function applyFilter() {
+  for (const p of programs.values()) p.row.classList.toggle("hidden", !matches(p));
 }
 
 // ---- programs with instances ------------------------------------------
@@ -562,6 +575,7 @@ function stopStreams() {
 function showLogin(message) {
   $("app").hidden = true;
   $("filter").hidden = true;
+  $("state-filter").hidden = true;
   $("forget").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
@@ -578,6 +592,7 @@ async function openDashboard() {
   }
   $("app").hidden = false;
   $("filter").hidden = false;
+  $("state-filter").hidden = false;
   $("forget").hidden = false;
   followEvents();
   pollStats();
@@ -602,6 +617,7 @@ document.addEventListener("DOMContentLoaded", () => {
     showLogin();
   });
   $("filter").addEventListener("input", applyFilter);
+  $("state-filter").addEventListener("change", applyFilter);
   $("logs-close").addEventListener("click", closeLogs);
   for (const radio of document.querySelectorAll('input[name="stream"]')) {
     radio.addEventListener("change", () => { if (logsName) openLogs(logsName); });

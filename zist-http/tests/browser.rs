@@ -125,6 +125,24 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     .await;
     assert_eq!(rig.sup.info("svc").unwrap().state, ProcessState::Stopped);
 
+    // The state filter: "not running" leaves svc alone; a text narrows too.
+    let shown = |filter: &'static str, text: &'static str| {
+        let script = format!(
+            "const s = document.getElementById('state-filter'); s.value = '{filter}'; \
+             s.dispatchEvent(new Event('change')); \
+             const f = document.getElementById('filter'); f.value = '{text}'; \
+             f.dispatchEvent(new Event('input')); \
+             return [...document.querySelectorAll('#rows .row:not(.hidden)')].map((r) => r.dataset.name)"
+        );
+        async move { client.execute(&script, vec![]).await.unwrap() }
+    };
+    assert_eq!(shown("down", "").await, serde_json::json!(["svc"]));
+    assert_eq!(
+        shown("running", "worker-1").await.as_array().unwrap().len(),
+        10
+    );
+    assert_eq!(shown("", "").await.as_array().unwrap().len(), 22);
+
     // The live log view: the tail, then new lines as they come.
     click(client, r#".row[data-name="ticker"] button.name"#).await;
     let first = last_tick(&wait_text(client, "#log-lines", |t| last_tick(t) > 0).await);
