@@ -509,14 +509,51 @@ function stream() {
   return document.querySelector('input[name="stream"]:checked').value;
 }
 
+// Lines that came while the view was paused, shown on resume.
+let pausedLines = null;
+
+function shownBySearch(line) {
+  const needle = $("log-search").value.toLowerCase();
+  return needle === "" || line.textContent.toLowerCase().includes(needle);
+}
+
+// A line with its arrival time (shown with "times"); stderr's in red.
 function appendLine(pre, text, className) {
   const line = document.createElement("div");
   if (className) line.className = className;
   line.textContent = text;
+  line.dataset.t = new Date().toLocaleTimeString([], { hour12: false });
+  if (pausedLines) {
+    pausedLines.push(line);
+    if (pausedLines.length > LOG_LINES) pausedLines.shift();
+    return;
+  }
+  showLine(pre, line);
+}
+
+function showLine(pre, line) {
+  line.classList.toggle("hidden", !shownBySearch(line));
   const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
   pre.appendChild(line);
   while (pre.childElementCount > LOG_LINES) pre.firstElementChild.remove();
   if (atBottom) pre.scrollTop = pre.scrollHeight;
+}
+
+async function followStream(name, which, pre, signal, className) {
+  try {
+    const path = `/api/v1/processes/${encodeURIComponent(name)}/logs/${which}?follow=true&lines=200`;
+    const response = await api(path, { signal });
+    await readEvents(response, (event, data) => {
+      if (event === "gap") {
+        appendLine(pre, `[zist] ${JSON.parse(data).skipped} lines skipped`, "gap");
+      } else {
+        for (const line of JSON.parse(data)) appendLine(pre, line, className);
+      }
+    });
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    appendLine(pre, `[zist] ${e.message}`, "gap");
+  }
 }
 
 async function openLogs(name) {
@@ -528,20 +565,47 @@ async function openLogs(name) {
   $("logs-title").textContent = `${name} — ${stream()}`;
   const pre = $("log-lines");
   pre.replaceChildren();
-  try {
-    const path = `/api/v1/processes/${encodeURIComponent(name)}/logs/${stream()}?follow=true&lines=200`;
-    const response = await api(path, { signal: controller.signal });
-    await readEvents(response, (event, data) => {
-      if (event === "gap") {
-        appendLine(pre, `[zist] ${JSON.parse(data).skipped} lines skipped`, "gap");
-      } else {
-        for (const line of JSON.parse(data)) appendLine(pre, line);
-      }
-    });
-  } catch (e) {
-    if (e.name === "AbortError") return;
-    appendLine(pre, `[zist] ${e.message}`, "gap");
+  if (pausedLines) pausedLines = [];
+  const which = stream();
+  // Both streams: two follows into one view, stderr's lines in red.
+  const follows = which === "both"
+    ? [followStream(name, "stdout", pre, controller.signal, null),
+       followStream(name, "stderr", pre, controller.signal, "err")]
+    : [followStream(name, which, pre, controller.signal, which === "stderr" ? "err" : null)];
+  await Promise.all(follows);
+}
+
+function searchLog() {
+  for (const line of $("log-lines").children) line.classList.toggle("hidden", !shownBySearch(line));
+}
+
+function togglePause() {
+  const button = $("log-pause");
+  if (pausedLines) {
+    const pre = $("log-lines");
+    const waiting = pausedLines;
+    pausedLines = null;
+    for (const line of waiting) showLine(pre, line);
+    button.textContent = "Pause";
+    button.setAttribute("aria-pressed", "false");
+  } else {
+    pausedLines = [];
+    button.textContent = "Resume";
+    button.setAttribute("aria-pressed", "true");
   }
+}
+
+// The lines in view (all of them, whatever the search), as a file.
+function downloadLog() {
+  const times = $("log-times").checked;
+  const text = [...$("log-lines").children]
+    .map((l) => (times ? `${l.dataset.t} ` : "") + l.textContent)
+    .join("\n") + "\n";
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  link.download = `${logsName}.${stream()}.log`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
 }
 
 function closeLogs() {
@@ -619,6 +683,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("filter").addEventListener("input", applyFilter);
   $("state-filter").addEventListener("change", applyFilter);
   $("logs-close").addEventListener("click", closeLogs);
+  $("log-search").addEventListener("input", searchLog);
+  $("log-pause").addEventListener("click", togglePause);
+  $("log-download").addEventListener("click", downloadLog);
+  $("log-times").addEventListener("change", (e) => $("log-lines").classList.toggle("times", e.target.checked));
   for (const radio of document.querySelectorAll('input[name="stream"]')) {
     radio.addEventListener("change", () => { if (logsName) openLogs(logsName); });
   }

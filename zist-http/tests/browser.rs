@@ -76,7 +76,9 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     )
     .await;
     rig.add("svc", "sleep 300", true).await;
-    for i in 0..20 {
+    rig.add("two", "echo to-out; echo to-err >&2; sleep 300", true)
+        .await;
+    for i in 0..19 {
         rig.add(&format!("worker-{i:02}"), "sleep 300", true).await;
     }
     let browser = zist_benches::browser::Browser::start().await;
@@ -139,7 +141,7 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     assert_eq!(shown("down", "").await, serde_json::json!(["svc"]));
     assert_eq!(
         shown("running", "worker-1").await.as_array().unwrap().len(),
-        10
+        9
     );
     assert_eq!(shown("", "").await.as_array().unwrap().len(), 22);
 
@@ -148,6 +150,68 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     let first = last_tick(&wait_text(client, "#log-lines", |t| last_tick(t) > 0).await);
     let later = wait_text(client, "#log-lines", |t| last_tick(t) > first + 2).await;
     assert!(last_tick(&later) > first + 2);
+
+    // Search narrows the lines in view.
+    let js = |script: &'static str| async move { client.execute(script, vec![]).await.unwrap() };
+    js(
+        "const s = document.getElementById('log-search'); s.value = 'tick 1'; \
+        s.dispatchEvent(new Event('input'))",
+    )
+    .await;
+    let visible = js("return [...document.querySelectorAll('#log-lines > div:not(.hidden)')].map((l) => l.textContent)").await;
+    let visible: Vec<String> = serde_json::from_value(visible).unwrap();
+    assert!(
+        !visible.is_empty() && visible.iter().all(|l| l.contains("tick 1")),
+        "{visible:?}"
+    );
+    js(
+        "const s = document.getElementById('log-search'); s.value = ''; \
+        s.dispatchEvent(new Event('input'))",
+    )
+    .await;
+    // Pause holds new lines back; resume shows them at once.
+    click(client, "#log-pause").await;
+    let held = last_tick(&wait_text(client, "#log-lines", |_| true).await);
+    let ticker_last = || {
+        rig.sup
+            .logs("ticker", zist_core::LogStream::Stdout, 1)
+            .unwrap()
+            .first()
+            .map_or(0, |l| last_tick(l))
+    };
+    let deadline = Instant::now() + LIMIT;
+    while ticker_last() < held + 3 {
+        assert!(Instant::now() < deadline, "the ticker stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved_on = ticker_last();
+    assert_eq!(
+        last_tick(&wait_text(client, "#log-lines", |_| true).await),
+        held,
+        "lines came while paused"
+    );
+    click(client, "#log-pause").await;
+    wait_text(client, "#log-lines", |t| last_tick(t) >= moved_on).await;
+    // Times: each line shows when it came.
+    click(client, "#log-times").await;
+    let before = js(
+        "return getComputedStyle(document.querySelector('#log-lines > div'), '::before').content",
+    )
+    .await;
+    assert!(before.as_str().is_some_and(|c| c.contains(':')), "{before}");
+    // Both streams together, stderr's lines marked.
+    click(client, r#".row[data-name="two"] button.name"#).await;
+    click(client, r#"input[name="stream"][value="both"]"#).await;
+    wait_content(client, "#log-lines", |t| {
+        t.contains("to-out") && t.contains("to-err")
+    })
+    .await;
+    let err = js(
+        "return [...document.querySelectorAll('#log-lines > div.err')].map((l) => l.textContent)",
+    )
+    .await;
+    assert_eq!(err, serde_json::json!(["to-err"]));
+    click(client, r#"input[name="stream"][value="stdout"]"#).await;
 
     // A program with instances: a line above them scales it and restarts
     // it rolling.
