@@ -1861,6 +1861,20 @@ impl Exposed {
         }
     }
 
+    /// An exposed program's spec as the keys of a program file, with the
+    /// names of its `Env` only (values may be secrets): what the
+    /// dashboard's program panel shows.
+    pub fn spec_view(&self, name: &str) -> Result<serde_json::Value> {
+        self.check(name)?;
+        let spec = self.0.spec(name)?;
+        let mut json = crate::config::program_to_json(&spec);
+        if let Some(object) = json.as_object_mut() {
+            let keys: Vec<&String> = spec.env.keys().collect();
+            object.insert("Env".to_owned(), serde_json::json!(keys));
+        }
+        Ok(json)
+    }
+
     /// [`Supervisor::stats`], for an exposed program.
     pub async fn stats(&self, name: &str) -> Result<ProcessStats> {
         self.check(name)?;

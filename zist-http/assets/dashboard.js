@@ -167,6 +167,14 @@ function makeRow(info) {
     actions.appendChild(button);
     cells.buttons[action] = button;
   }
+  const more = document.createElement("button");
+  more.type = "button";
+  more.className = "more";
+  more.textContent = "⋯";
+  more.title = "Details: spec, paths, last exit, signals";
+  more.setAttribute("aria-label", `Details of ${info.name}`);
+  more.addEventListener("click", () => openPanel(info.name));
+  actions.appendChild(more);
   return { row, cells };
 }
 
@@ -361,6 +369,75 @@ async function act(name, action, button) {
   }
 }
 
+// ---- the program panel ------------------------------------------------
+
+let panelName = null;
+
+function lastExit(info) {
+  if (info.exit_signal) return `killed by ${info.exit_signal}${info.exited_at ? ` at ${info.exited_at}` : ""}`;
+  if (info.exit_code != null) return `status ${info.exit_code}${info.exited_at ? ` at ${info.exited_at}` : ""}`;
+  return "";
+}
+
+// Everything about one program: its info, its log files, its spec (Env by
+// name only: zistd never sends the values), and every action.
+async function openPanel(name) {
+  panelName = name;
+  const path = `/api/v1/processes/${encodeURIComponent(name)}`;
+  let info, spec;
+  try {
+    [info, spec] = await Promise.all([
+      api(path).then((r) => r.json()),
+      api(`${path}/spec`).then((r) => r.json()).catch(() => null),
+    ]);
+  } catch (e) {
+    failed(e);
+    return;
+  }
+  const fields = [
+    ["state", info.state], ["pid", info.pid ?? ""], ["restarts", info.restarts],
+    ["started", info.started_at ?? ""], ["last exit", lastExit(info)], ["message", info.message ?? ""],
+  ];
+  for (const stream of ["stdout", "stderr"]) {
+    const log = info.log[stream];
+    fields.push([`${stream} log`, `${log.file ?? ""} (${bytes(log.written)} written, ${bytes(log.lost)} lost)`]);
+  }
+  for (const [key, value] of Object.entries(spec || {})) {
+    if (key === "Name") continue;
+    let text = Array.isArray(value) ? value.join(" ") :
+      typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
+    if (key === "Env" && value.length) text = `${value.join(", ")} (values hidden)`;
+    fields.push([key, text]);
+  }
+  const list = $("panel-fields");
+  list.replaceChildren();
+  for (const [key, value] of fields) {
+    const dt = document.createElement("dt");
+    dt.textContent = key;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    dd.dataset.key = key;
+    list.append(dt, dd);
+  }
+  $("panel-title").textContent = name;
+  $("panel").hidden = false;
+}
+
+async function sendSignal() {
+  const name = panelName;
+  const signal = $("panel-signal").value;
+  try {
+    await api(`/api/v1/processes/${encodeURIComponent(name)}/signal`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ signal }),
+    });
+    showError("");
+  } catch (e) {
+    failed(e);
+  }
+}
+
 // ---- live state and stats ---------------------------------------------
 
 async function followEvents() {
@@ -461,7 +538,9 @@ function drawChart(p) {
   const x = (i) => w * (1 - (now - (s.start_ms + i * s.every_secs * 1000)) / SPAN);
   const top = 9;  // room for the scales
   const mems = s.memory_bytes.filter((m) => m != null);
-  const memScale = nice(Math.max(...mems, 1));
+  // A round figure of MiB (or KiB for a small program).
+  const unit = Math.max(...mems, 1) >= 1048576 ? 1048576 : 1024;
+  const memScale = nice(Math.max(...mems, 1) / unit) * unit;
   const cpus = s.cpu_percent.filter((c) => c != null);
   const cpuScale = Math.max(100, nice(Math.max(...cpus, 0)));
   const y = (v, scale) => h - 1 - (v / scale) * (h - 1 - top);
@@ -683,6 +762,16 @@ document.addEventListener("DOMContentLoaded", () => {
   $("filter").addEventListener("input", applyFilter);
   $("state-filter").addEventListener("change", applyFilter);
   $("logs-close").addEventListener("click", closeLogs);
+  $("panel-close").addEventListener("click", () => { $("panel").hidden = true; panelName = null; });
+  $("panel-send").addEventListener("click", sendSignal);
+  for (const button of document.querySelectorAll("#panel-actions button[data-action]")) {
+    button.addEventListener("click", async () => {
+      const p = programs.get(panelName);
+      if (!p) return;
+      await act(panelName, button.dataset.action, p.cells.buttons[button.dataset.action]);
+      openPanel(panelName);
+    });
+  }
   $("log-search").addEventListener("input", searchLog);
   $("log-pause").addEventListener("click", togglePause);
   $("log-download").addEventListener("click", downloadLog);

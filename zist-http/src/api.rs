@@ -106,6 +106,56 @@ pub(crate) fn routes(
                 acted.map_or_else(from_core, |a| ok(&a))
             },
         );
+    // A program's spec (Env by key only), for the dashboard's panel.
+    let spec = processes
+        .and(warp::path!(String / "spec"))
+        .and(warp::get())
+        .and(authorized(state))
+        .map(|name: String, state: Authorized| match state {
+            Ok(state) => state
+                .supervisor
+                .exposed()
+                .spec_view(&name)
+                .map_or_else(from_core, |s| ok(&s)),
+            Err(refused) => *refused,
+        });
+    // `{"signal": "HUP"}`: as process.signal.
+    let signal = processes
+        .and(warp::path!(String / "signal"))
+        .and(warp::post())
+        .and(warp::body::content_length_limit(1024))
+        .and(warp::body::bytes())
+        .and(authorized(state))
+        .then(
+            |name: String, body: bytes::Bytes, state: Authorized| async move {
+                let state = match state {
+                    Ok(state) => state,
+                    Err(refused) => return *refused,
+                };
+                #[derive(serde::Deserialize)]
+                struct Send {
+                    signal: String,
+                }
+                let signal = match serde_json::from_slice::<Send>(&body) {
+                    Ok(Send { signal }) => signal,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid",
+                            format!("the body must be {{\"signal\": \"HUP\"}}: {e}"),
+                        );
+                    }
+                };
+                match zist_core::parse_signal(&signal) {
+                    Ok(signal) => state
+                        .supervisor
+                        .act(&name, ProcessAction::Signal(signal))
+                        .await
+                        .map_or_else(from_core, |a| ok(&a)),
+                    Err(e) => error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+                }
+            },
+        );
     let stats = processes
         .and(warp::path!(String / "stats"))
         .and(warp::get())
@@ -193,6 +243,10 @@ pub(crate) fn routes(
         .or(adopt)
         .unify()
         .or(scale)
+        .unify()
+        .or(signal)
+        .unify()
+        .or(spec)
         .unify()
         .or(action)
         .unify()

@@ -76,8 +76,12 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     )
     .await;
     rig.add("svc", "sleep 300", true).await;
-    rig.add("two", "echo to-out; echo to-err >&2; sleep 300", true)
-        .await;
+    rig.add(
+        "two",
+        "echo to-out; echo to-err >&2; trap 'echo got USR1' USR1; while :; do sleep 0.05; done",
+        true,
+    )
+    .await;
     for i in 0..19 {
         rig.add(&format!("worker-{i:02}"), "sleep 300", true).await;
     }
@@ -213,6 +217,39 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     assert_eq!(err, serde_json::json!(["to-err"]));
     click(client, r#"input[name="stream"][value="stdout"]"#).await;
 
+    // The program panel: its info, log files and spec; a signal sent.
+    click(client, r#".row[data-name="two"] .more"#).await;
+    let path = wait_content(client, r#"#panel-fields dd[data-key="Path"]"#, |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert_eq!(path, "/bin/sh");
+    let out_log = wait_content(client, r#"#panel-fields dd[data-key="stdout log"]"#, |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(
+        out_log.contains("two.out.log") && out_log.contains("written"),
+        "{out_log}"
+    );
+    js("document.getElementById('panel-signal').value = 'USR1'").await;
+    click(client, "#panel-send").await;
+    let deadline = Instant::now() + LIMIT;
+    while !rig
+        .sup
+        .logs("two", zist_core::LogStream::Stdout, 10)
+        .unwrap()
+        .iter()
+        .any(|l| l == "got USR1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the panel's signal never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click(client, "#panel-close").await;
+
     // A program with instances: a line above them scales it and restarts
     // it rolling.
     let mut pool =
@@ -325,7 +362,7 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
             .await
             .unwrap();
         if check[0].as_u64().is_some_and(|w| w <= 400)
-            && check[1] == serde_json::json!([true, true, true, true])
+            && check[1] == serde_json::json!([true, true, true, true, true])
             && check[2] == true
         {
             break;

@@ -305,3 +305,68 @@ async fn history_is_sampled_once_asked_and_keeps_web_programs_only() {
     assert!(cpu > 20.0, "a busy loop at {cpu}%");
     assert!(series["memory_bytes"][0].as_u64().unwrap() > 0, "{series}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_programs_spec_hides_env_values_and_a_signal_can_be_posted() {
+    let rig = Rig::new().await;
+    let mut spec =
+        zist_core::ProgramSpec::new(zist_core::ProgramName::new("hup").unwrap(), "/bin/sh").args([
+            "-c",
+            "trap 'echo got HUP' HUP; while :; do sleep 0.05; done",
+        ]);
+    spec.env.insert("API_KEY".into(), "s3cret-value".into());
+    spec.start_secs = std::time::Duration::from_millis(50);
+    rig.sup.register(spec).await.unwrap();
+    rig.add("private", "sleep 300", false).await;
+    let (status, head, body) = rig
+        .raw("GET", "/api/v1/processes/hup/spec", Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        !body.contains("s3cret-value"),
+        "an Env value reached the page: {body}"
+    );
+    let spec: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(spec["Env"], serde_json::json!(["API_KEY"]));
+    assert_eq!(spec["Path"], "/bin/sh");
+    assert_eq!(spec["StopSignal"], "TERM");
+    let (status, _) = rig
+        .call("GET", "/api/v1/processes/private/spec", Some(TOKEN))
+        .await;
+    assert_eq!(status, 403);
+    // POST .../signal {"signal": "HUP"}.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rig.sup.info("hup").unwrap().state != ProcessState::Running {
+        assert!(std::time::Instant::now() < deadline, "hup never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let post = |body: &'static str| {
+        let addr = rig.addr;
+        tokio::task::spawn_blocking(move || {
+            zist_core::testing::request(
+                addr,
+                "POST",
+                "/api/v1/processes/hup/signal",
+                &format!("Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"),
+                body.as_bytes(),
+            )
+            .unwrap()
+        })
+    };
+    assert_eq!(post(r#"{"signal": "HUP"}"#).await.unwrap().status, 200);
+    while !rig
+        .sup
+        .logs("hup", zist_core::LogStream::Stdout, 10)
+        .unwrap()
+        .iter()
+        .any(|l| l == "got HUP")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program never got SIGHUP"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let bad = post(r#"{"signal": "NOPE"}"#).await.unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
