@@ -531,6 +531,12 @@ function drawChart(p) {
   g.beginPath();
   g.moveTo(0, h - 0.5);
   g.lineTo(w, h - 0.5);
+  // The time axis: a tick every 5 minutes back from now (the right edge).
+  for (const back of [5, 10]) {
+    const tx = Math.round(w * (1 - (back * 60000) / SPAN)) + 0.5;
+    g.moveTo(tx, h);
+    g.lineTo(tx, h - 4);
+  }
   g.stroke();
   const s = p.history;
   if (!s || !s.cpu_percent.length) return;
