@@ -22,9 +22,9 @@ const READ: &str = "dash-token-3";
 /// The spec's table: the scope of every method.
 fn expected(method: &str) -> Option<Scope> {
     Some(match method {
-        "daemon.status" | "daemon.log" | "process.list" | "process.info" | "process.stats"
-        | "process.logs" | "process.follow" | "process.unfollow" | "events.subscribe"
-        | "events.unsubscribe" => Scope::Read,
+        "daemon.status" | "daemon.log" | "process.list" | "process.list_stats" | "process.info"
+        | "process.stats" | "process.logs" | "process.follow" | "process.unfollow"
+        | "events.subscribe" | "events.unsubscribe" => Scope::Read,
         "process.start"
         | "process.stop"
         | "process.restart"
