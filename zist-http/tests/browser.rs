@@ -82,9 +82,14 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         true,
     )
     .await;
-    for i in 0..19 {
+    for i in 0..18 {
         rig.add(&format!("worker-{i:02}"), "sleep 300", true).await;
     }
+    let mut oneshot =
+        zist_core::ProgramSpec::new(zist_core::ProgramName::new("oneshot").unwrap(), "/bin/sh")
+            .args(["-c", "exit 0"]);
+    oneshot.restart = zist_core::RestartPolicy::Never;
+    rig.sup.register(oneshot).await.unwrap();
     let browser = zist_benches::browser::Browser::start().await;
     let client = &browser.client;
     client
@@ -109,6 +114,21 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
     .await;
     let rows = client.find_all(Locator::Css("#rows .row")).await.unwrap();
     assert_eq!(rows.len(), 22);
+    // A one-shot that did its work: grey, not red; no process, no figures.
+    wait_text(client, r#".row[data-name="oneshot"] .state"#, |t| {
+        t == "exited"
+    })
+    .await;
+    let look = client
+        .execute(
+            "const r = document.querySelector('.row[data-name=\"oneshot\"]'); \
+             return [r.querySelector('.state').className, \
+                     r.querySelector('.cpu').textContent, r.querySelector('.mem').textContent]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(look, serde_json::json!(["state state-exited-ok", "", ""]));
     let pid = rig.sup.info("svc").unwrap().pid.unwrap();
     wait_text(client, r#".row[data-name="svc"] .pid"#, |t| {
         t == pid.to_string()
@@ -142,10 +162,13 @@ async fn the_dashboard_lists_programs_stops_one_and_shows_live_logs() {
         );
         async move { client.execute(&script, vec![]).await.unwrap() }
     };
-    assert_eq!(shown("down", "").await, serde_json::json!(["svc"]));
+    let mut down: Vec<String> = serde_json::from_value(shown("down", "").await).unwrap();
+    down.sort();
+    assert_eq!(down, ["oneshot", "svc"]);
+    assert_eq!(shown("trouble", "").await, serde_json::json!([]));
     assert_eq!(
         shown("running", "worker-1").await.as_array().unwrap().len(),
-        9
+        8
     );
     assert_eq!(shown("", "").await.as_array().unwrap().len(), 22);
 

@@ -1458,3 +1458,26 @@ fn table(list: &[ProcessInfo]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_cut_to_the_room_left_with_an_ellipsis() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("exactly ten", 11), "exactly ten");
+        assert_eq!(
+            cut("cannot run /nonexistent: no such file", 12),
+            "cannot run …"
+        );
+        assert_eq!(cut("ünïcödé text", 5).chars().count(), 5);
+    }
+
+    #[test]
+    fn typos_get_the_nearest_word_and_nonsense_gets_none() {
+        assert_eq!(nearest("strat", ACTIONS.iter().copied()), Some("start"));
+        assert_eq!(nearest("stauts", COMMANDS.iter().copied()), Some("status"));
+        assert_eq!(nearest("zzzzqqq", ACTIONS.iter().copied()), None);
+    }
+}
