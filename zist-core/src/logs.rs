@@ -325,6 +325,30 @@ pub struct RotatingFile {
     counted: bool,
     /// Opened without following a symlink (a file zist places itself, in LogDir).
     no_symlink: bool,
+    /// The open file's entry among this process's open log files.
+    inode: Option<Inode>,
+    /// The open file appends (`O_APPEND`). Off once bytes are spliced in
+    /// (splice refuses an appending file): each write then goes to the
+    /// file's end found just before it, under the file's [`Inode`] lock.
+    appending: bool,
+    /// splice(2) into this file failed as unsupported: it is not tried again.
+    no_splice: bool,
+    /// The file ends inside a line; `None`: not known (bytes were spliced
+    /// in, or the file was there before), read from the file when needed.
+    ends_mid_line: Option<bool>,
+}
+
+/// Log files this process has open, by device and inode.
+static OPEN_LOGS: Mutex<Vec<((u64, u64), Inode)>> = Mutex::new(Vec::new());
+
+/// One log file open in this process, shared by the streams writing it
+/// (stdout and stderr into one file): its lock is held by each write into
+/// a file that does not append, and around each write of one that does,
+/// so a write at the end found under it lands after every other.
+type Inode = Arc<Mutex<()>>;
+
+fn turn(inode: &Inode) -> MutexGuard<'_, ()> {
+    inode.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Log files of live programs not opened yet (they open on first write).
@@ -340,6 +364,7 @@ impl Drop for RotatingFile {
     fn drop(&mut self) {
         // A program forgotten while live no longer counts as one to open.
         self.uncount();
+        self.close();
     }
 }
 
@@ -357,6 +382,10 @@ impl RotatingFile {
             loss: None,
             counted: false,
             no_symlink: false,
+            inode: None,
+            appending: true,
+            no_splice: false,
+            ends_mid_line: None,
         }
     }
 
@@ -402,6 +431,13 @@ impl RotatingFile {
                 data.len()
             } else if let Some(i) = memchr::memrchr(b'\n', &data[..room]) {
                 i + 1
+            } else if let Some(i) = memchr::memchr(b'\n', &data[..data.len().min(MAX_LINE)])
+                .filter(|_| self.size > 0 && self.ends_mid_line())
+            {
+                // The file ends inside a line whose rest does not fit: it
+                // is finished here, past the size, so no line is cut in
+                // two (unless it is longer than MAX_LINE).
+                i + 1
             } else if self.size > 0 {
                 // The next line does not fit: start a new file for it. If
                 // rotating fails, append here rather than lose the line.
@@ -417,9 +453,24 @@ impl RotatingFile {
                 self.lose(0, data);
                 return;
             };
-            let (written, error) = write_counted(file, &data[..take]);
+            let inode = self.inode.clone();
+            let guard = inode.as_ref().map(turn);
+            let (written, error) = match self.appending {
+                true => write_counted(file, &data[..take]),
+                false => match io::Seek::seek(file, io::SeekFrom::End(0)) {
+                    Ok(end) => {
+                        self.size = end;
+                        write_counted(file, &data[..take])
+                    }
+                    Err(e) => (0, Some(e)),
+                },
+            };
+            drop(guard);
             self.size += written as u64;
             self.health.bytes_written += written as u64;
+            if written > 0 {
+                self.ends_mid_line = Some(data[written - 1] != b'\n');
+            }
             if let Some(e) = error {
                 // The start of a line cut here is lost with the rest of it.
                 let taken_back = self.take_back_cut_line();
@@ -510,6 +561,7 @@ impl RotatingFile {
         };
         if cut > 0 && file.set_len(len - cut).is_ok() {
             self.size = len - cut;
+            self.ends_mid_line = Some(false);
             return cut;
         }
         let loss = self.loss.get_or_insert_with(Loss::default);
@@ -552,8 +604,150 @@ impl RotatingFile {
         }
         self.health.errors += 1;
         self.health.last_error = Some(message);
-        self.file = None;
+        self.close();
         self.failed_at = Some(Instant::now());
+    }
+
+    /// Whether the file ends inside a line (read from its last byte when not known).
+    fn ends_mid_line(&mut self) -> bool {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        if let Some(known) = self.ends_mid_line {
+            return known;
+        }
+        let mut options = OpenOptions::new();
+        options.read(true);
+        if self.no_symlink {
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        let mut last = [b'\n'];
+        let known = options.open(&self.path).is_ok_and(|f| {
+            let len = f.metadata().map_or(0, |m| m.len());
+            len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
+        });
+        self.ends_mid_line = Some(known);
+        known
+    }
+
+    /// Counts the newly opened `file` among this process's open log files.
+    fn register(&mut self, file: &File) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        let key = (meta.dev(), meta.ino());
+        let mut open = OPEN_LOGS.lock().unwrap_or_else(PoisonError::into_inner);
+        let inode = match open.iter().find(|(k, _)| *k == key) {
+            Some((_, inode)) => inode.clone(),
+            None => {
+                let inode = Inode::default();
+                open.push((key, inode.clone()));
+                inode
+            }
+        };
+        self.inode = Some(inode);
+    }
+
+    /// Closes the file (if open) and uncounts it.
+    fn close(&mut self) {
+        self.file = None;
+        let Some(inode) = self.inode.take() else {
+            return;
+        };
+        let mut open = OPEN_LOGS.lock().unwrap_or_else(PoisonError::into_inner);
+        // The last stream to close it: the list's is the only other.
+        if Arc::strong_count(&inode) == 2 {
+            open.retain(|(_, other)| !Arc::ptr_eq(other, &inode));
+        }
+    }
+
+    /// Moves bytes from a pipe straight into the file with splice(2): no
+    /// copy through zist's memory. `step` splices up to the given length
+    /// from the pipe into the file at its position, and says how much it
+    /// moved (0 at the end of the stream). Steps run until `budget` bytes
+    /// moved, the pipe is empty (`WouldBlock`) or the stream ends.
+    ///
+    /// Declined (`None`, nothing moved) when the bytes must pass through
+    /// zist instead: the file cannot be opened, is in a loss, is within
+    /// [`MAX_LINE`] of its size (rotation cuts at a line, which needs the
+    /// bytes: a burst stops that far before the size, so the line it may
+    /// cut is finished by the copy path in the same file), or does not
+    /// take splice. The burst holds the file's [`Inode`] lock and starts at
+    /// the file's end: another stream writing the same file waits for it. A write error after some bytes moved ends the burst;
+    /// the next one is declined and the copy path takes the loss as it
+    /// always does (a cut line taken back, a notice when writing resumes).
+    pub(crate) fn splice_in(
+        &mut self,
+        mut budget: usize,
+        mut step: impl FnMut(&File, usize) -> io::Result<usize>,
+    ) -> Option<Spliced> {
+        if self.no_splice || self.loss.is_some() {
+            return None;
+        }
+        if self.file.is_none() && !self.open() {
+            return None;
+        }
+        if self.max_bytes != 0 {
+            let room = self.max_bytes.saturating_sub(self.size);
+            budget = budget.min(room.saturating_sub(MAX_LINE as u64) as usize);
+            if budget == 0 {
+                return None;
+            }
+        }
+        let inode = self.inode.clone()?;
+        let guard = turn(&inode);
+        let file = self.file.as_ref()?;
+        if self.appending {
+            use nix::fcntl::{FcntlArg, OFlag, fcntl};
+            let cleared = fcntl(file, FcntlArg::F_GETFL).and_then(|flags| {
+                let flags = OFlag::from_bits_truncate(flags) - OFlag::O_APPEND;
+                fcntl(file, FcntlArg::F_SETFL(flags))
+            });
+            if cleared.is_err() {
+                self.no_splice = true;
+                return None;
+            }
+            self.appending = false;
+        }
+        // Wherever the file ends now: another stream may have written it,
+        // or it may have been truncated by hand.
+        let Ok(end) = io::Seek::seek(&mut &*file, io::SeekFrom::End(0)) else {
+            return None;
+        };
+        self.size = end;
+        let mut moved = 0;
+        let outcome = loop {
+            if moved >= budget {
+                break Spliced::Moved(moved);
+            }
+            match step(file, budget - moved) {
+                Ok(0) => break Spliced::Ended(moved),
+                Ok(n) => moved += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Spliced::Moved(moved),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The error is said (and counted) by the copy path, which
+                // the next burst takes.
+                Err(_) if moved > 0 => break Spliced::Moved(moved),
+                Err(e) => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EXDEV)
+                    ) {
+                        self.no_splice = true;
+                    }
+                    return None;
+                }
+            }
+        };
+        drop(guard);
+        let n = match outcome {
+            Spliced::Moved(n) | Spliced::Ended(n) => n,
+        };
+        self.size += n as u64;
+        self.health.bytes_written += n as u64;
+        if n > 0 {
+            self.ends_mid_line = None;
+        }
+        Some(outcome)
     }
 
     fn uncount(&mut self) {
@@ -575,7 +769,10 @@ impl RotatingFile {
         match opened {
             Ok((f, len)) => {
                 self.uncount();
+                self.register(&f);
                 self.file = Some(f);
+                self.appending = true;
+                self.ends_mid_line = (len == 0).then_some(false);
                 self.size = len;
                 self.failed_at = None;
                 true
@@ -589,7 +786,7 @@ impl RotatingFile {
 
     /// Closes, renames and forgets the file; false when renaming failed.
     fn rotate(&mut self) -> bool {
-        self.file = None;
+        self.close();
         self.size = 0;
         let numbered = |n: u32| {
             let mut s = self.path.clone().into_os_string();
@@ -615,6 +812,15 @@ impl RotatingFile {
         }
         true
     }
+}
+
+/// What a splice burst did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spliced {
+    /// This many bytes went into the file; the pipe is empty or the budget spent.
+    Moved(usize),
+    /// This many bytes went into the file, then the stream ended.
+    Ended(usize),
 }
 
 /// Output a log file did not get.
@@ -683,6 +889,12 @@ pub(crate) struct StreamLog {
     stamps: Option<bool>,
     /// `Console`: lines also go to the process's stdout as `NAME | line`.
     console: Option<crate::console::Feed>,
+    /// Output went straight from the pipe into the file (splice): the
+    /// file is the tail, read back from its end when asked, and `tail`
+    /// holds nothing.
+    tail_in_file: bool,
+    /// The stream has ended (its last line, even unfinished, is whole).
+    finished: bool,
 }
 
 /// A stream's log, shared by the pump that fills it and the API that reads it.
@@ -699,6 +911,8 @@ impl SharedLog {
             resumed_at: None,
             stamps: None,
             console: None,
+            tail_in_file: false,
+            finished: false,
         })))
     }
 
@@ -721,6 +935,38 @@ impl SharedLog {
         self
     }
 
+    /// Moves what the pipe holds straight into the log file (see
+    /// [`RotatingFile::splice_in`]) when nothing else needs the bytes: no
+    /// follower, no console, no timestamps. `None`: declined, read the
+    /// pipe and [`SharedLog::ingest`] instead.
+    pub(crate) fn splice_in(
+        &self,
+        budget: usize,
+        step: impl FnMut(&File, usize) -> io::Result<usize>,
+    ) -> Option<Spliced> {
+        let mut log = self.lock();
+        let followed = log
+            .follow
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() > 0);
+        if followed || log.stamps.is_some() || log.console.is_some() {
+            return None;
+        }
+        let spliced = log.file.splice_in(budget, step)?;
+        if matches!(spliced, Spliced::Moved(n) | Spliced::Ended(n) if n > 0) {
+            if !log.tail_in_file {
+                // Everything held is in the file, but bytes lost to it,
+                // which the tail no longer shows.
+                log.tail_in_file = true;
+                log.tail = LogTail::default();
+                log.resumed_at = None;
+            }
+            log.framer = None;
+            log.finished = false;
+        }
+        Some(spliced)
+    }
+
     /// Takes in a chunk read from the pipe.
     pub(crate) fn ingest(&self, chunk: Bytes) {
         let mut log = self.lock();
@@ -731,11 +977,28 @@ impl SharedLog {
             follow,
             stamps,
             console,
-            ..
+            tail_in_file,
+            resumed_at,
+            finished,
         } = &mut *log;
+        *finished = false;
         if let Some(console) = console {
             console.feed(&chunk);
         }
+        let followed = follow.as_ref().filter(|tx| tx.receiver_count() > 0);
+        if followed.is_some() && framer.is_none() {
+            // A framer that starts now picks up the line in progress
+            // (read before this chunk goes into the file).
+            let unfinished = if *tail_in_file {
+                let mut from_file = LogTail::default();
+                from_file.push_raw(read_end(&file.path, file.no_symlink, MAX_LINE));
+                from_file.unfinished_bytes()
+            } else {
+                tail.unfinished_bytes()
+            };
+            *framer = Some(LineFramer::primed(&unfinished));
+        }
+        let lost_before = file.health().bytes_lost;
         match stamps {
             None => file.write(&chunk),
             Some(line_start) => {
@@ -743,16 +1006,25 @@ impl SharedLog {
                 file.write(&stamped(&chunk, stamp.as_bytes(), line_start));
             }
         }
-        match follow.as_ref().filter(|tx| tx.receiver_count() > 0) {
-            Some(tx) => {
-                // A framer that starts now picks up the line in progress.
-                let framer =
-                    framer.get_or_insert_with(|| LineFramer::primed(&tail.unfinished_bytes()));
-                framer.feed(chunk.clone(), |line| {
-                    let _ = tx.send(line);
-                });
+        match (followed, framer.as_mut()) {
+            (Some(tx), Some(framer)) => framer.feed(chunk.clone(), |line| {
+                let _ = tx.send(line);
+            }),
+            _ => *framer = None,
+        }
+        if *tail_in_file {
+            let lost = file.health().bytes_lost - lost_before;
+            if lost == 0 {
+                // In the file, which is the tail.
+                return;
             }
-            None => *framer = None,
+            // The file lost output: the tail is kept in memory again,
+            // after what the file holds.
+            *tail_in_file = false;
+            *resumed_at = Some(file.size);
+            let keep = (lost as usize).min(chunk.len());
+            tail.push_raw(chunk.slice(chunk.len() - keep..));
+            return;
         }
         tail.push_raw(chunk);
     }
@@ -777,10 +1049,19 @@ impl SharedLog {
         }
         *framer = None;
         tail.finish();
+        log.finished = true;
     }
 
     pub(crate) fn last(&self, n: usize) -> Vec<String> {
         let mut log = self.lock();
+        if log.tail_in_file {
+            let mut tail = LogTail::default();
+            tail.push_raw(read_end(&log.file.path, log.file.no_symlink, TAIL_BYTES));
+            if log.finished {
+                tail.finish();
+            }
+            return tail.last(n);
+        }
         if let Some(at) = log.resumed_at.take() {
             let older = read_before(log.file.path(), at);
             log.tail.prepend(older);
@@ -865,6 +1146,49 @@ fn stamped(chunk: &[u8], stamp: &[u8], line_start: &mut bool) -> Vec<u8> {
     out
 }
 
+/// The last `max` bytes (at most) of the log at `path`, from its first
+/// whole line on, continued from the end of `<path>.1` when the file holds
+/// less than that (it was rotated lately).
+fn read_end(path: &Path, no_symlink: bool, max: usize) -> Bytes {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let read = |path: &Path, want: usize| -> Option<(Vec<u8>, bool)> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        if no_symlink {
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = options.open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let from = len.saturating_sub(want as u64);
+        let mut bytes = vec![0; (len - from) as usize];
+        file.read_exact_at(&mut bytes, from).ok()?;
+        Some((bytes, from == 0))
+    };
+    let Some((newest, whole)) = read(path, max) else {
+        return Bytes::new();
+    };
+    let mut numbered = path.as_os_str().to_owned();
+    numbered.push(".1");
+    let (mut out, whole) = match (whole && newest.len() < max)
+        .then(|| read(Path::new(&numbered), max - newest.len()))
+        .flatten()
+    {
+        Some((mut older, older_whole)) => {
+            older.extend_from_slice(&newest);
+            (older, older_whole)
+        }
+        None => (newest, whole),
+    };
+    if !whole {
+        // From the first whole line on; inside a line longer than all of
+        // it, from a piece boundary counted back from the end (as the
+        // pieces of an unfinished line are).
+        let start = memchr::memchr(b'\n', &out).map_or(out.len() % MAX_LINE, |i| i + 1);
+        out.drain(..start);
+    }
+    Bytes::from(out)
+}
+
 /// Up to [`TAIL_BYTES`] of the log file at `path` that end at byte `at`
 /// (in `<path>.1` if the file was rotated since).
 fn read_before(path: &Path, at: u64) -> Bytes {
@@ -914,6 +1238,17 @@ const TURN_BYTES: usize = 1 << 20;
 /// Reads the pipe until it is empty (or [`TURN_BYTES`] were read), handing
 /// the bytes to `log` as read.
 fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
+    let spliced = log.splice_in(TURN_BYTES, |file, len| {
+        rx.try_io(|| splice_step(rx, file, len))
+    });
+    match spliced {
+        Some(Spliced::Moved(n)) => return Burst::Read(n),
+        Some(Spliced::Ended(_)) => {
+            log.finish();
+            return Burst::Ended;
+        }
+        None => {}
+    }
     // A short read (a line, or end-of-file) lands on the stack; only a
     // full one gets a heap buffer, so idle and quiet programs hold and
     // churn no large buffer.
@@ -975,6 +1310,20 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
         log.ingest(take_chunk(&mut buf));
     }
     Burst::Read(total)
+}
+
+/// One splice(2) of up to `len` bytes from `pipe` into `file` at its position.
+fn splice_step(pipe: impl std::os::fd::AsFd, file: &File, len: usize) -> io::Result<usize> {
+    use nix::fcntl::{SpliceFFlags, splice};
+    splice(
+        pipe,
+        None,
+        file,
+        None,
+        len,
+        SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
+    )
+    .map_err(io::Error::from)
 }
 
 /// A burst smaller than this counts toward making a stream hot.
@@ -1080,8 +1429,8 @@ async fn hot_spell(
         return back(fd, Hot::Unpausable);
     }
     let mut file = File::from(fd);
-    // Zeroed once per spell; each read's bytes are copied out.
-    let mut buf = vec![0u8; READ_SIZE];
+    // Zeroed once per spell, when first read into; each read's bytes are copied out.
+    let mut buf = Vec::new();
     let mut pause = true;
     loop {
         tokio::select! {
@@ -1091,7 +1440,20 @@ async fn hot_spell(
             () = tokio::task::yield_now(), if !pause => {}
         }
         let mut burst = 0;
-        loop {
+        let spliced = log.splice_in(TURN_BYTES, |to, len| splice_step(&file, to, len));
+        match spliced {
+            Some(Spliced::Ended(_)) => {
+                log.finish();
+                return Hot::Ended(Some(file.into()));
+            }
+            Some(Spliced::Moved(n)) => burst = n,
+            None => {}
+        }
+        // Spliced: the pipe is empty, or a turn's worth moved.
+        while spliced.is_none() {
+            if buf.is_empty() {
+                buf = vec![0u8; READ_SIZE];
+            }
             match io::Read::read(&mut file, &mut buf) {
                 Ok(0) => {
                     log.finish();

@@ -477,3 +477,139 @@ async fn with_log_timestamps_each_line_in_the_file_starts_with_its_arrival_time(
     );
     sup.shutdown(zist_core::ShutdownMode::Stop).await;
 }
+
+/// Every file of a rotated log, oldest first, and the current one.
+fn rotated_files(base: &std::path::Path, backups: u32) -> Vec<String> {
+    let mut files: Vec<String> = (1..=backups)
+        .rev()
+        .filter_map(|n| std::fs::read_to_string(format!("{}.{n}", base.display())).ok())
+        .collect();
+    files.push(std::fs::read_to_string(base).unwrap_or_default());
+    files
+}
+
+#[tokio::test]
+async fn a_fast_stream_spliced_into_its_file_rotates_on_lines_and_its_tail_reads_back() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // 14.9 MB in 4 KiB writes, nobody following: bytes go from the pipe
+    // straight into the file, rotated every 2 MB.
+    let mut spec = dir.sh("fast", "seq 1 2000000");
+    spec.restart = RestartPolicy::Never;
+    spec.log_max_bytes = 2_000_000;
+    spec.log_backups = 20;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "fast", ProcessState::Exited, SECS_10).await;
+    let base = dir.join("logs/fast.out.log");
+    let expected: String = (1..=2_000_000).map(|i| format!("{i}\n")).collect();
+    eventually(SECS_10, "every line in the files", || {
+        rotated_files(&base, 20).concat().len() == expected.len()
+    })
+    .await;
+    let files = rotated_files(&base, 20);
+    assert!(files.len() >= 7, "only {} files: no rotation", files.len());
+    // A file passes its size by at most the rest of the line it ends with.
+    for f in &files[..files.len() - 1] {
+        assert!(
+            f.len() <= 2_000_000 + 8 && f.ends_with('\n'),
+            "a rotated file is over size or cuts a line: {} bytes, ends {:?}",
+            f.len(),
+            &f[f.len().saturating_sub(10)..]
+        );
+    }
+    assert!(
+        files.concat() == expected,
+        "lines lost, doubled or reordered"
+    );
+    let health = sup.log_health("fast", LogStream::Stdout).unwrap();
+    assert_eq!(
+        (health.bytes_written, health.bytes_lost),
+        (expected.len() as u64, 0)
+    );
+    // The tail: the last lines, whole, even across the last rotation.
+    let want: Vec<String> = (1_990_001..=2_000_000).map(|i| i.to_string()).collect();
+    assert_eq!(sup.logs("fast", LogStream::Stdout, 10_000).unwrap(), want);
+    assert_eq!(
+        sup.logs("fast", LogStream::Stdout, 2).unwrap(),
+        ["1999999", "2000000"]
+    );
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_into_one_file_overwrite_nothing() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // Both streams at full speed into one file, stderr followed (so its
+    // bytes pass through zist, stdout's may not): each must append, never
+    // write over the other's bytes.
+    let mut spec = dir.sh(
+        "both",
+        "read go < go.fifo; seq -f 'e%.0f' 1 2000000 >&2 & seq -f 'o%.0f' 1 2000000; wait",
+    );
+    spec.workingdir = Some(dir.path().to_owned());
+    nix::unistd::mkfifo(
+        &dir.join("go.fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    spec.restart = RestartPolicy::Never;
+    let shared = dir.join("logs/both.log");
+    spec.logfile = Some(shared.clone());
+    spec.err_logfile = Some(shared.clone());
+    sup.run(spec).await;
+    let mut follower = sup.follow("both", LogStream::Stderr).unwrap();
+    let reader = tokio::spawn(async move { while follower.next().await.is_some() {} });
+    std::fs::write(dir.join("go.fifo"), "go\n").unwrap();
+    wait_state(&sup, "both", ProcessState::Exited, SECS_10).await;
+    reader.abort();
+    let line_bytes: usize = (1..=2_000_000).map(|i: u32| i.to_string().len() + 2).sum();
+    eventually(SECS_10, "both streams in the file", || {
+        std::fs::metadata(&shared).is_ok_and(|m| m.len() as usize >= 2 * line_bytes)
+    })
+    .await;
+    // Reads of two pipes end anywhere, so lines of the two may mix, as
+    // in any file two streams append to; but every byte of both is there:
+    // a write over the other's bytes would leave the file short.
+    let text = std::fs::read(&shared).unwrap();
+    assert_eq!(text.len(), 2 * line_bytes, "bytes overwritten or lost");
+    let count = |b: u8| text.iter().filter(|&&c| c == b).count();
+    assert_eq!(
+        (count(b'o'), count(b'e'), count(b'\n')),
+        (2_000_000, 2_000_000, 4_000_000)
+    );
+}
+
+#[tokio::test]
+async fn a_follower_that_joins_mid_line_gets_the_whole_line() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh(
+        "halves",
+        "printf 'first half, '; read go < go.fifo; printf 'second half\\nnext\\n'; sleep 300",
+    );
+    spec.workingdir = Some(dir.path().to_owned());
+    nix::unistd::mkfifo(
+        &dir.join("go.fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    sup.run(spec).await;
+    let out = dir.join("logs/halves.out.log");
+    eventually(SECS_10, "the first half in the file", || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() == 12)
+    })
+    .await;
+    let mut follower = sup.follow("halves", LogStream::Stdout).unwrap();
+    std::fs::write(dir.join("go.fifo"), "go\n").unwrap();
+    for want in ["first half, second half", "next"] {
+        let got = tokio::time::timeout(SECS_10, follower.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Feed::Item(want.to_owned()));
+    }
+    assert_eq!(
+        sup.logs("halves", LogStream::Stdout, 5).unwrap(),
+        ["first half, second half", "next"]
+    );
+}
