@@ -11,6 +11,11 @@
 //! log file (full or vanished disk) are counted and reported, and the pump
 //! goes on reading, so the child never blocks on a full pipe.
 //!
+//! While nothing else needs the bytes (no follower, console or timestamps),
+//! a pump splices them from the pipe into the file instead
+//! (`RotatingFile::splice_in`): no copy through zist's memory, and the
+//! tail is the file's end, read back when asked.
+//!
 //! A pump reads on readiness, which for a program that writes each line
 //! with its own system call means a wake-up, two reads and a file write per
 //! line. Such a stream turns hot (many small reads in a short time): its

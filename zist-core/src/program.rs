@@ -1607,9 +1607,13 @@ impl<H: Host> Actor<H> {
             _ => None,
         };
         let events = &self.events;
+        // The rare waits are boxed when there is one: an idle actor's wait
+        // then holds a pointer for each, not its largest state.
         let deps = async {
             match (waiting_on, &self.deps) {
-                (Some(on), Some(deps)) => deps.changed(events.subscribe(), Some(on)).await,
+                (Some(on), Some(deps)) => {
+                    Box::pin(deps.changed(events.subscribe(), Some(on))).await
+                }
                 _ => std::future::pending().await,
             }
         };
@@ -1622,7 +1626,7 @@ impl<H: Host> Actor<H> {
         let due = async {
             match timer {
                 Some((at, timer)) => {
-                    sleep_until(tokio::time::Instant::from_std(at)).await;
+                    Box::pin(sleep_until(tokio::time::Instant::from_std(at))).await;
                     timer
                 }
                 None => std::future::pending().await,
@@ -1631,9 +1635,9 @@ impl<H: Host> Actor<H> {
         let checking = async move {
             match (state, checks.as_deref()) {
                 (ProcessState::Starting, Some(c)) if let Some(ready) = &c.ready => {
-                    c.ready(ready, main, &snapshot).await
+                    Box::pin(c.ready(ready, main, &snapshot)).await
                 }
-                (ProcessState::Running, Some(c)) => c.running(main, &snapshot).await,
+                (ProcessState::Running, Some(c)) => Box::pin(c.running(main, &snapshot)).await,
                 _ => std::future::pending().await,
             }
         };

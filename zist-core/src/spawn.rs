@@ -579,7 +579,8 @@ impl Process {
                 Err(e) => {
                     // Cannot happen for a pidfd; fall back to polling rather than spin.
                     tracing::warn!("cannot wait on a pidfd: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Boxed: every idle actor's wait would hold a timer.
+                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50))).await;
                 }
             }
         }

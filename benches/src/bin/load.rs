@@ -1,9 +1,12 @@
-//! The load harness: zist (a release zistd) and supervisord (from PyPI, in a
-//! private virtualenv this harness makes) run the same scenarios, in turn,
-//! measured from outside: `/proc` for memory, CPU and children, their public
-//! APIs (JSON-RPC; XML-RPC) and command-line clients for state, headless
-//! Chromium for their web pages, wall clocks for the rest. It prints the
-//! medians over the rounds, the zist/supervisord ratio, and the machine's
+//! The load harness: zist (a release zistd), supervisord (from PyPI, in a
+//! private virtualenv this harness makes) and Horust (from crates.io,
+//! installed under target/ by this harness) run the same scenarios, in
+//! turn, measured from outside: `/proc` for memory, CPU and children, their
+//! public APIs (JSON-RPC; XML-RPC) and command-line clients for state,
+//! headless Chromium for their web pages, wall clocks for the rest. Horust
+//! has no API: it runs the rows measured from outside only (start, idle
+//! RSS and CPU, restart after kill -9, stop all by SIGTERM). It prints the
+//! medians over the rounds, zist's ratio to each peer, and the machine's
 //! own floor for the same work measured in the same run.
 //!
 //! ```text
@@ -15,10 +18,11 @@
 //!
 //! Scenarios: `all`, or one of `fleet` (the floor, start N, idle, the APIs,
 //! the CLI, the web page, stop all), `restart` (kill -9 to the new pid) and
-//! `logs` (a writer of 100-byte lines and one of 4 KiB blocks, one write(2)
-//! each). `--quick` shrinks the sizes (N = 50/200, 100 MB of logs) to check
-//! the harness itself; `--starts 100,1000` picks the start sizes; `--only
-//! zist` or `--only supervisord` runs one side. Every daemon runs in a
+//! `logs` (writers of 100-byte lines, 4 KiB and 64 KiB blocks, one write(2)
+//! each, each beside the same writer straight into a file). `--quick`
+//! shrinks the sizes (N = 50/200, 100 MB of logs) to check the harness
+//! itself; `--starts 100,1000` picks the start sizes; `--only zist`, `--only
+//! supervisord` or `--only horust` runs one side. Every daemon runs in a
 //! process group of its own and is stopped (then killed with its programs'
 //! groups) when its scenario ends; SIGINT or SIGTERM kills every group the
 //! run started.
@@ -38,11 +42,16 @@ use zist_benches::{percentile_ms, sibling, usage};
 const TOKEN: &str = "load-harness-token";
 /// The supervisord release measured.
 const SUPERVISOR: &str = "supervisor==4.3.0";
+/// The Horust release measured (from crates.io).
+const HORUST: &str = "0.1.14";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Zist,
     Supervisord,
+    /// Horust: no API, so only the rows measured from outside (start, idle
+    /// RSS and CPU, restart after kill -9, stop all by SIGTERM).
+    Horust,
 }
 
 impl Kind {
@@ -50,6 +59,7 @@ impl Kind {
         match self {
             Kind::Zist => "zist",
             Kind::Supervisord => "supervisord",
+            Kind::Horust => "horust",
         }
     }
 }
@@ -270,6 +280,40 @@ impl Instance {
                 c.arg("-c").arg(&conf);
                 c
             }
+            Kind::Horust => {
+                // A file per service; output discarded, as the idle
+                // sleepers write none.
+                let services = dir.path().join("services");
+                std::fs::create_dir_all(&services).expect("services dir");
+                for p in programs {
+                    let command: Vec<String> = p
+                        .argv
+                        .iter()
+                        .map(|a| {
+                            if a.contains(' ') {
+                                format!("'{a}'")
+                            } else {
+                                a.clone()
+                            }
+                        })
+                        .collect();
+                    std::fs::write(
+                        services.join(format!("{}.toml", p.name)),
+                        format!(
+                            "command = \"{}\"\nstdout = \"/dev/null\"\nstderr = \"/dev/null\"\n\n[restart]\nstrategy = \"{}\"\nbackoff = \"0s\"\nattempts = 0\n\n[termination]\nwait = \"10s\"\n",
+                            command.join(" "),
+                            if p.restart { "always" } else { "never" }
+                        ),
+                    )
+                    .expect("a Horust service");
+                }
+                let mut c = Command::new(horust_bin());
+                c.arg("--services-path")
+                    .arg(&services)
+                    .arg("--uds-folder-path")
+                    .arg(dir.path());
+                c
+            }
         };
         let spawned = Instant::now();
         let mut child = command
@@ -320,7 +364,7 @@ impl Instance {
             console_lines,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while this.call_status().is_err() {
+        while kind != Kind::Horust && this.call_status().is_err() {
             assert!(
                 Instant::now() < deadline && this.child.try_wait().ok().flatten().is_none(),
                 "{} did not come up",
@@ -363,6 +407,7 @@ impl Instance {
     /// `supervisord` the XML-RPC one.
     fn request(&self, zist: &str, supervisord: &str, connection: Connection) -> String {
         match self.kind {
+            Kind::Horust => unreachable!("Horust has no API"),
             Kind::Zist => request(
                 &self.addr,
                 "/",
@@ -383,6 +428,7 @@ impl Instance {
     /// Makes an API call (see [`Instance::request`]); the answer's body.
     fn call(&self, zist: &str, supervisord: &str) -> std::io::Result<String> {
         match self.kind {
+            Kind::Horust => Err(std::io::Error::other("Horust has no API")),
             Kind::Zist => post(&self.addr, "/", "application/json", &rpc_body(zist)),
             Kind::Supervisord => post(&self.addr, "/RPC2", "text/xml", &xml_body(supervisord)),
         }
@@ -409,9 +455,26 @@ impl Instance {
         }
     }
 
-    /// Every program's state, by name.
+    /// Every program's state, by name (for Horust, which has no API, its
+    /// children by pid: running, names unknown).
     fn states(&mut self) -> BTreeMap<String, Seen> {
         let mut out = BTreeMap::new();
+        if self.kind == Kind::Horust {
+            for pid in children(self.pid()) {
+                // Running once it is no longer Horust's fork, but the program.
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                out.insert(
+                    format!("pid {pid}"),
+                    Seen {
+                        running: !comm.is_empty() && comm.trim_end() != "horust",
+                        pid: Some(pid),
+                    },
+                );
+            }
+            self.pids.extend(out.values().filter_map(|s| s.pid));
+            lock_started().extend(out.values().filter_map(|s| s.pid));
+            return out;
+        }
         let body = self
             .call("process.list", "supervisor.getAllProcessInfo")
             .unwrap_or_default();
@@ -428,6 +491,7 @@ impl Instance {
                     );
                 }
             }
+            Kind::Horust => {}
             Kind::Supervisord => {
                 for entry in body.split("<struct>").skip(1) {
                     let Some(name) = member(entry, "name") else {
@@ -480,12 +544,21 @@ impl Instance {
         }
     }
 
-    /// Stops every program through the API; returns once every process is gone.
+    /// Stops every program through the API (Horust, which has none: by
+    /// SIGTERM, which stops them all and then Horust); returns once every
+    /// process is gone.
     fn stop_all(&mut self) -> Duration {
         let live: Vec<i32> = self.states().values().filter_map(|s| s.pid).collect();
         let t = Instant::now();
-        self.call("process.stop_all", "supervisor.stopAllProcesses")
-            .expect("stop all");
+        match self.kind {
+            Kind::Horust => {
+                kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM).expect("SIGTERM to Horust")
+            }
+            _ => {
+                self.call("process.stop_all", "supervisor.stopAllProcesses")
+                    .expect("stop all");
+            }
+        }
         while live
             .iter()
             .any(|&p| kill(Pid::from_raw(p), None).is_ok() && !zombie(p))
@@ -564,9 +637,12 @@ impl Drop for Instance {
         }
         let _ = killpg(pid, Signal::SIGKILL);
         let _ = self.child.wait();
-        // Each program leads its own group under both daemons.
+        // Each program leads its own group under zistd and supervisord.
         for &p in &self.pids {
             let _ = killpg(Pid::from_raw(p), Signal::SIGKILL);
+            if self.kind == Kind::Horust {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
         }
     }
 }
@@ -624,6 +700,39 @@ fn supervisord_venv() -> PathBuf {
     venv
 }
 
+/// Horust, installed once under target/ with `cargo install` from crates.io.
+fn horust_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    exe.with_file_name("load-horust").join("bin/horust")
+}
+
+fn install_horust() {
+    if horust_bin().exists() {
+        return;
+    }
+    let root = horust_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the install root")
+        .to_owned();
+    eprintln!("installing Horust {HORUST} into {}", root.display());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let installed = Command::new(cargo)
+        .args([
+            "install",
+            "--quiet",
+            "--locked",
+            "horust",
+            "--version",
+            HORUST,
+            "--root",
+        ])
+        .arg(&root)
+        .status()
+        .expect("cargo install");
+    assert!(installed.success(), "cargo install horust {HORUST} failed");
+}
+
 /// One measured value of a scenario, for one daemon in one round.
 type Sample = f64;
 
@@ -674,24 +783,29 @@ impl Table {
             "load run: {rounds} rounds, medians; {} cores\n",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        println!("| scenario | zist | supervisord | zist/supervisord | target (zist) |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "| scenario | zist | supervisord | horust | zist/supervisord | zist/horust | target (zist) |"
+        );
+        println!("|---|---|---|---|---|---|---|");
         for (scenario, unit, target) in &self.rows {
             let median = |label: &'static str| {
                 self.samples
                     .get(&(scenario.clone(), label))
                     .map(|v| median(v))
             };
-            let (z, s) = (median("zist"), median("supervisord"));
+            let (z, s, h) = (median("zist"), median("supervisord"), median("horust"));
             let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{} {unit}", fmt(v)));
-            let ratio = match (z, s) {
-                (Some(z), Some(s)) if s != 0.0 => format!("{:.2}", z / s),
+            let ratio = |peer: Option<f64>| match (z, peer) {
+                (Some(z), Some(p)) if p != 0.0 => format!("{:.2}", z / p),
                 _ => "-".to_owned(),
             };
             println!(
-                "| {scenario} | {} | {} | {ratio} | {target} |",
+                "| {scenario} | {} | {} | {} | {} | {} | {target} |",
                 show(z),
-                show(s)
+                show(s),
+                show(h),
+                ratio(s),
+                ratio(h)
             );
         }
         if !self.floor.is_empty() {
@@ -808,10 +922,19 @@ fn main() {
     {
         Some(k) if k == "zist" => vec![Kind::Zist],
         Some(k) if k == "supervisord" => vec![Kind::Supervisord],
-        _ => vec![Kind::Zist, Kind::Supervisord],
+        Some(k) if k == "horust" => vec![Kind::Horust],
+        Some(k) => {
+            eprintln!("unknown --only {k:?}; use zist, supervisord or horust");
+            std::process::exit(2);
+        }
+        _ => vec![Kind::Zist, Kind::Supervisord, Kind::Horust],
     };
     build_the_daemon();
     let venv = supervisord_venv();
+    let horust_rows = ["all", "fleet", "restart"].contains(&sizes.which.as_str());
+    if only.contains(&Kind::Horust) && horust_rows {
+        install_horust();
+    }
     let mut table = Table::default();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
@@ -827,7 +950,11 @@ fn sleepers(n: usize) -> Vec<Program> {
 }
 
 fn scenarios(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
-    let run = |what: &str| sizes.which == "all" || sizes.which == what;
+    // Horust has no API: only the fleet's outside rows and the restart.
+    let run = |what: &str| {
+        (sizes.which == "all" || sizes.which == what)
+            && (kind != Kind::Horust || ["fleet", "restart"].contains(&what))
+    };
     if run("fleet") {
         fleet(kind, sizes, venv, table);
     }
@@ -1269,8 +1396,10 @@ fn fleet(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
         );
         if n == sizes.n {
             idle_and_api(kind, &mut daemon, n, table);
-            cli_all(kind, &daemon, n, venv, table);
-            web_page(kind, &daemon, n, table);
+            if kind != Kind::Horust {
+                cli_all(kind, &daemon, n, venv, table);
+                web_page(kind, &daemon, n, table);
+            }
             let took = daemon.stop_all();
             table.add(
                 &format!("stop all {n}"),
@@ -1329,6 +1458,9 @@ fn idle_and_api(kind: Kind, daemon: &mut Instance, n: usize, table: &mut Table) 
         kind,
         cpu1 - cpu0,
     );
+    if kind == Kind::Horust {
+        return;
+    }
 
     let list = daemon.list_request();
     let mut lat = timed(&daemon.addr, &list, 50);
@@ -1381,7 +1513,7 @@ fn cli_all(kind: Kind, daemon: &Instance, n: usize, venv: &Path, table: &mut Tab
             c.args([daemon.addr.as_str(), TOKEN, "all"]);
             (c, 20)
         }
-        Kind::Supervisord => {
+        Kind::Supervisord | Kind::Horust => {
             let mut c = Command::new(venv.join("bin/supervisorctl"));
             c.arg("-s")
                 .arg(format!("http://{}", daemon.addr))
@@ -1431,7 +1563,7 @@ fn web_page(kind: Kind, daemon: &Instance, n: usize, table: &mut Table) {
                 zist_benches::browser::sign_in(client, &url, TOKEN).await;
                 "#rows .row"
             }
-            Kind::Supervisord => "table tbody tr",
+            Kind::Supervisord | Kind::Horust => "table tbody tr",
         };
         let mut loads = Vec::new();
         for _ in 0..3 {
@@ -1514,7 +1646,12 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
     let mut daemon = Instance::launch(kind, &sleepers(1), venv);
     daemon.all_running(1);
     let mut lat = Vec::new();
-    let mut old = daemon.states()["p0"].pid.expect("a pid");
+    let pid = |daemon: &mut Instance| {
+        let states = daemon.states();
+        let seen = states.values().next()?;
+        seen.running.then_some(seen.pid).flatten()
+    };
+    let mut old = pid(&mut daemon).expect("a pid");
     for _ in 0..50 {
         let t = Instant::now();
         kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill -9");
@@ -1528,8 +1665,7 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
         lat.push(t.elapsed());
         // `states` records the new pid for clean-up once the API shows it.
         loop {
-            let seen = &daemon.states()["p0"];
-            if seen.running && seen.pid == Some(new) {
+            if pid(&mut daemon) == Some(new) {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(30), "never running again");
@@ -1556,20 +1692,21 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
 }
 
 /// The writer straight into a file, no daemon: how fast this machine takes
-/// `bytes` into its page cache in 4 KiB writes, and at what CPU cost (all
-/// of it the writer's own system time, read from `RUSAGE_CHILDREN` as it
-/// is reaped). Run before each daemon's log
-/// scenarios, it also hands the page cache memory the kernel has already
-/// used: on a new VM the first touch of a page costs the host a fault,
-/// which would otherwise fall on whichever daemon runs first.
-fn log_floor(bytes: u64, table: &mut Table) {
+/// `bytes` into its page cache in `chunk`-byte writes, and at what CPU
+/// cost (all of it the writer's own system time, read from
+/// `RUSAGE_CHILDREN` as it is reaped); MB/s. Run before each daemon's log
+/// row with the same writes, it also hands the page cache memory the
+/// kernel has already used: on a new VM the first touch of a page costs
+/// the host a fault, which would otherwise fall on whichever daemon runs
+/// first.
+fn log_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("direct.log");
     let file = std::fs::File::create(&path).expect("the floor's file");
     let exe = std::env::current_exe().expect("own path");
     let t = Instant::now();
     let mut child = Command::new(exe)
-        .args(["writer", "4096", &bytes.to_string()])
+        .args(["writer", &chunk.to_string(), &bytes.to_string()])
         .stdout(file)
         .process_group(0)
         .spawn()
@@ -1580,42 +1717,55 @@ fn log_floor(bytes: u64, table: &mut Table) {
     let took = t.elapsed();
     let cpu = zist_benches::cpu_seconds(UsageWho::RUSAGE_CHILDREN) - reaped_before;
     let gb = bytes as f64 / 1e9;
+    let mbps = gb * 1000.0 / took.as_secs_f64();
     table.add_floor(
-        "the writer straight into a file, 4 KiB writes, MB/s",
-        gb * 1000.0 / took.as_secs_f64(),
+        &format!("the writer straight into a file, {chunk}-byte writes, MB/s"),
+        mbps,
     );
-    table.add_floor("the same, the writer's CPU-s per GB", cpu / gb);
+    table.add_floor(
+        &format!("the same, {chunk}-byte writes, the writer's CPU-s per GB"),
+        cpu / gb,
+    );
+    mbps
 }
 
 fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
-    log_floor(sizes.log_bytes, table);
     // One write(2) per line is the costliest way to log: a fifth of the bytes.
+    // Targets: MB/s, CPU-s per GB, × the writer straight into a file, bytes lost.
     for (label, chunk, expected, targets, console) in [
         (
             "100-byte lines, one write each",
             100,
             sizes.log_bytes / 5,
-            ["", "", "0"],
+            ["", "", "≥ 1.0", "0"],
             false,
         ),
         (
             "100-byte lines, Console on",
             100,
             sizes.log_bytes / 5,
-            ["", "≤ 1.5 × off", "0"],
+            ["", "≤ 1.5 × off", "", "0"],
             true,
         ),
         (
             "4 KiB blocks",
             4096,
             sizes.log_bytes,
-            ["≥ 1000", "≤ 1", "0"],
+            ["≥ 1000", "≤ 1", "", "0"],
+            false,
+        ),
+        (
+            "64 KiB blocks",
+            65536,
+            sizes.log_bytes,
+            ["", "≤ 0.5", "≥ 1.0", "0"],
             false,
         ),
     ] {
         if console && kind != Kind::Zist {
             continue;
         }
+        let floor = log_floor(chunk, expected, table);
         let program = Program::writer("writer", chunk, expected);
         let mut daemon = Instance::launch_with(kind, &[program], venv, console);
         let file = daemon.log_file("writer");
@@ -1663,9 +1813,16 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
             (cpu1 - cpu0) / (moved / 1e9),
         );
         table.add(
+            &format!("log {label}: × the writer straight into a file (same run)"),
+            "×",
+            targets[2],
+            kind,
+            moved / took.as_secs_f64() / 1e6 / floor,
+        );
+        table.add(
             &format!("log {label}: bytes lost"),
             "B",
-            targets[2],
+            targets[3],
             kind,
             expected.saturating_sub(got) as f64,
         );
