@@ -451,7 +451,7 @@ fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve_daemon(
-    config: Config,
+    mut config: Config,
     tls: Option<Arc<rustls::ServerConfig>>,
     upgrade_from: Option<PathBuf>,
 ) -> ExitCode {
@@ -498,6 +498,8 @@ async fn serve_daemon(
         .as_mut()
         .map(|h| (h.take_listener("rpc"), h.take_listener("http")));
     let supervisor = Supervisor::resume_config(options, &config, handover).await;
+    // Each program keeps its own spec now; a reload reads the file anew.
+    let programs = std::mem::take(&mut config.programs).len();
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {
         log,
@@ -596,7 +598,7 @@ async fn serve_daemon(
         }
     };
     zist_core::upgrade::unblock_signals();
-    tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs = config.programs.len(), "zistd {} started", zist_core::VERSION);
+    tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs, "zistd {} started", zist_core::VERSION);
     {
         // The keys in docs/reference.md §6.1's order; `http` is null without the HTTP API.
         let http = http_bound.map_or(serde_json::Value::Null, |a| {
