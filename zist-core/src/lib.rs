@@ -14,6 +14,7 @@ pub mod holder;
 mod lifecycle;
 mod listen;
 pub mod logs;
+pub mod memory;
 #[cfg(feature = "net")]
 pub mod net;
 mod notify;

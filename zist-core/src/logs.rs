@@ -672,7 +672,7 @@ impl RotatingFile {
     /// moved, the pipe is empty (`WouldBlock`) or the stream ends.
     ///
     /// Declined (`None`, nothing moved) when the bytes must pass through
-    /// zist instead: the file cannot be opened, is in a loss, is within
+    /// zist instead: the file is not open yet, is in a loss, is within
     /// [`MAX_LINE`] of its size (rotation cuts at a line, which needs the
     /// bytes: a burst stops that far before the size, so the line it may
     /// cut is finished by the copy path in the same file), or does not
@@ -685,10 +685,10 @@ impl RotatingFile {
         mut budget: usize,
         mut step: impl FnMut(&File, usize) -> io::Result<usize>,
     ) -> Option<Spliced> {
-        if self.no_splice || self.loss.is_some() {
-            return None;
-        }
-        if self.file.is_none() && !self.open() {
+        // A file not open yet (a stream's first bytes, the first after a
+        // rotation) is opened by the copy path, and only for bytes: a
+        // stream that ends without writing leaves no file.
+        if self.no_splice || self.loss.is_some() || self.file.is_none() {
             return None;
         }
         if self.max_bytes != 0 {

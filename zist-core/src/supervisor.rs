@@ -402,6 +402,8 @@ impl Supervisor {
             });
         }
         send_all(&starting, Control::Start).await;
+        // What reading the config and starting every program freed.
+        crate::memory::release_free_memory();
         supervisor
     }
 
@@ -1653,6 +1655,7 @@ impl Supervisor {
         // Sockets of removed programs, or of old addresses, close now.
         self.release_sockets();
         send_all(&starting, Control::Start).await;
+        crate::memory::release_free_memory();
         Ok(report)
     }
 

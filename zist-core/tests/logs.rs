@@ -613,3 +613,19 @@ async fn a_follower_that_joins_mid_line_gets_the_whole_line() {
         ["first half, second half", "next"]
     );
 }
+
+#[tokio::test]
+async fn a_program_that_writes_nothing_leaves_no_log_file() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    let mut spec = dir.sh("silent", "sleep 0.2");
+    spec.restart = RestartPolicy::Never;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "silent", ProcessState::Exited, SECS_10).await;
+    // Both streams ended (their pumps saw end-of-file) without a byte.
+    assert!(sup.logs("silent", LogStream::Stdout, 5).unwrap().is_empty());
+    for stream in ["out", "err"] {
+        let path = dir.join(&format!("logs/silent.{stream}.log"));
+        assert!(!path.exists(), "{} was made for nothing", path.display());
+    }
+}

@@ -500,6 +500,7 @@ async fn serve_daemon(
     let supervisor = Supervisor::resume_config(options, &config, handover).await;
     // Each program keeps its own spec now; a reload reads the file anew.
     let programs = std::mem::take(&mut config.programs).len();
+    zist_core::memory::release_free_memory();
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {
         log,
