@@ -12,7 +12,8 @@
 //! goes on reading, so the child never blocks on a full pipe.
 //!
 //! While nothing else needs the bytes (no follower, console or timestamps),
-//! a pump splices them from the pipe into the file instead
+//! a pump splices them from the pipe into the file when there are many at
+//! once, a backlog past a full read or a hot stream's timed read
 //! (`RotatingFile::splice_in`): no copy through zist's memory, and the
 //! tail is the file's end, read back when asked.
 //!
@@ -724,8 +725,13 @@ impl RotatingFile {
             if moved >= budget {
                 break Spliced::Moved(moved);
             }
-            match step(file, budget - moved) {
+            let want = budget - moved;
+            match step(file, want) {
                 Ok(0) => break Spliced::Ended(moved),
+                // Drained, and the writer trickles: what it adds now waits
+                // for the next burst (splicing on would race it line by
+                // line). A writer of big blocks is followed while it writes.
+                Ok(n) if n < want && n < KEEP_SPLICING => break Spliced::Moved(moved + n),
                 Ok(n) => moved += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Spliced::Moved(moved),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -818,6 +824,10 @@ impl RotatingFile {
         true
     }
 }
+
+/// A splice that drained the pipe but moved at least this much is followed
+/// by another in the same burst: the writer writes in big blocks.
+const KEEP_SPLICING: usize = 16 * 1024;
 
 /// What a splice burst did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1243,17 +1253,6 @@ const TURN_BYTES: usize = 1 << 20;
 /// Reads the pipe until it is empty (or [`TURN_BYTES`] were read), handing
 /// the bytes to `log` as read.
 fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
-    let spliced = log.splice_in(TURN_BYTES, |file, len| {
-        rx.try_io(|| splice_step(rx, file, len))
-    });
-    match spliced {
-        Some(Spliced::Moved(n)) => return Burst::Read(n),
-        Some(Spliced::Ended(_)) => {
-            log.finish();
-            return Burst::Ended;
-        }
-        None => {}
-    }
     // A short read (a line, or end-of-file) lands on the stack; only a
     // full one gets a heap buffer, so idle and quiet programs hold and
     // churn no large buffer.
@@ -1300,6 +1299,20 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
                     log.ingest(take_chunk(&mut buf));
                     if total >= TURN_BYTES {
                         return Burst::Read(total);
+                    }
+                    // A full buffer: the pipe holds a backlog, big enough
+                    // to splice the rest of it into the file. (Splicing
+                    // each wake's few KiB costs more than reading them.)
+                    let spliced = log.splice_in(TURN_BYTES - total, |file, len| {
+                        rx.try_io(|| splice_step(rx, file, len))
+                    });
+                    match spliced {
+                        Some(Spliced::Moved(n)) => return Burst::Read(total + n),
+                        Some(Spliced::Ended(_)) => {
+                            log.finish();
+                            return Burst::Ended;
+                        }
+                        None => {}
                     }
                 }
             }
@@ -1491,6 +1504,34 @@ async fn hot_spell(
     }
 }
 
+/// A burst this large found the pipe full (the default pipe holds 64 KiB).
+const BULK: usize = 64 * 1024;
+
+/// A stream that fills its pipe gets a pipe of [`HOT_PIPE`], so the writer
+/// goes on writing while zist moves the bytes (with the default 64 KiB,
+/// writer and zist take turns, a wake-up each way per 64 KiB); the pipe
+/// gets its size back after a small burst. `enlarged` is the size before,
+/// while enlarged; the new value returned.
+fn bulk_pipe(rx: &pipe::Receiver, burst: usize, enlarged: Option<i32>) -> Option<i32> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    match enlarged {
+        None if burst >= BULK => {
+            let size = fcntl(rx, FcntlArg::F_GETPIPE_SZ).ok()?;
+            fcntl(rx, FcntlArg::F_SETPIPE_SZ(HOT_PIPE as i32))
+                .is_ok_and(|now| now as usize >= HOT_PIPE)
+                .then_some(size)
+        }
+        Some(size) if burst < SMALL_READ => {
+            // Refused while more than `size` is unread: then it stays.
+            match fcntl(rx, FcntlArg::F_SETPIPE_SZ(size)) {
+                Ok(_) => None,
+                Err(_) => Some(size),
+            }
+        }
+        other => other,
+    }
+}
+
 /// How a pump ended.
 #[derive(Debug)]
 pub(crate) enum PumpEnd {
@@ -1510,6 +1551,8 @@ pub(crate) async fn pump(
 ) -> PumpEnd {
     let mut heat = Heat::new();
     let mut pausable = true;
+    // The pipe's size before it was enlarged for a stream of full pipes.
+    let mut enlarged: Option<i32> = None;
     loop {
         let burst = tokio::select! {
             biased;
@@ -1522,6 +1565,9 @@ pub(crate) async fn pump(
                 }
             },
         };
+        if let Burst::Read(n) = burst {
+            enlarged = bulk_pipe(&rx, n, enlarged);
+        }
         match burst {
             Burst::Ended => return PumpEnd::Ended(rx.into_nonblocking_fd().ok()),
             Burst::Read(n) if pausable && heat.hot_after(n) => {

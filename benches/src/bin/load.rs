@@ -687,7 +687,7 @@ fn build_the_daemon() {
         eprintln!("cannot build zistd, zistcl and core-load: see cargo's output above");
         std::process::exit(2);
     }
-    // The static build (musl) too, for its memory rows, when this machine
+    // The lean static build (musl) too, for its memory rows, when this machine
     // can make it: the Rust target and musl-gcc (Debian's musl-tools, for
     // ring's C code).
     let musl_ready = Command::new("rustc")
@@ -711,7 +711,8 @@ fn build_the_daemon() {
     let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "build",
-            "--release",
+            "--profile",
+            "lean",
             "--target",
             "x86_64-unknown-linux-musl",
         ])
@@ -1430,12 +1431,12 @@ fn fleet(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
         for n in [100, sizes.n] {
             library_rss(&sibling("core-load"), "", n, table);
             if let Some(core_load) = static_build("core-load") {
-                library_rss(&core_load, ", static (musl) build", n, table);
+                library_rss(&core_load, ", lean static build (musl)", n, table);
             }
             if let Some(zistd) = static_build("zistd") {
                 let mut daemon = Instance::launch_from(kind, &sleepers(n), venv, false, &zistd);
                 daemon.all_running(n);
-                idle_rss(kind, &daemon, n, ", static (musl) build", table);
+                idle_rss(kind, &daemon, n, ", lean static build (musl)", table);
             }
         }
     }
@@ -1491,12 +1492,13 @@ fn idle_rss(kind: Kind, daemon: &Instance, n: usize, build: &str, table: &mut Ta
     );
 }
 
-/// The static (musl) build of a binary beside this one's target folder
-/// (`target/x86_64-unknown-linux-musl/release/NAME`), when there is one.
+/// The lean static build of a binary (the `lean` profile, musl) in this
+/// one's target folder (`target/x86_64-unknown-linux-musl/lean/NAME`),
+/// when there is one.
 fn static_build(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let target = exe.parent()?.parent()?;
-    let path = target.join("x86_64-unknown-linux-musl/release").join(name);
+    let path = target.join("x86_64-unknown-linux-musl/lean").join(name);
     path.exists().then_some(path)
 }
 
