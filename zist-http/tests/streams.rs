@@ -197,6 +197,25 @@ async fn events_tell_state_changes_as_they_happen() {
     assert!(seen.contains(&"stopping".to_owned()), "{seen:?}");
 }
 
+/// Whether the server's end of the loopback connection from `client` to
+/// `server` is ESTABLISHED, from /proc/net/tcp (state 01).
+fn server_side_established(server: u16, client: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3
+            && port(fields[1]) == Some(server)
+            && port(fields[2]) == Some(client)
+            && fields[3] == "01"
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
     let rig = Rig::with(HttpOptions {
@@ -232,8 +251,18 @@ async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
         during > 10_000_000,
         "the program was slowed: {during} bytes in 2 s"
     );
-    // Then it finds the server has hung up: what is left in the socket
-    // buffers, then the end, well before the stream would end on its own.
+    // The server gives the client up once its writes have stalled for the
+    // limit: its end of the connection leaves ESTABLISHED. Reading before
+    // that (a busy machine may take longer than 2 s to fill the buffers)
+    // would un-stall it.
+    let client = sse.reader.get_ref().local_addr().unwrap().port();
+    let server = rig.addr.port();
+    eventually(LIMIT, "the server to hang up on the client", || {
+        !server_side_established(server, client)
+    })
+    .await;
+    // Then the client finds what is left in the socket buffers, then the
+    // end, well before the stream would end on its own.
     let mut sink = vec![0u8; 1 << 16];
     let mut received = 0usize;
     let deadline = Instant::now() + LIMIT;
