@@ -827,7 +827,7 @@ impl RotatingFile {
 
 /// A splice that drained the pipe but moved at least this much is followed
 /// by another in the same burst: the writer writes in big blocks.
-const KEEP_SPLICING: usize = 16 * 1024;
+const KEEP_SPLICING: usize = 64 * 1024;
 
 /// What a splice burst did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1252,7 +1252,22 @@ const TURN_BYTES: usize = 1 << 20;
 
 /// Reads the pipe until it is empty (or [`TURN_BYTES`] were read), handing
 /// the bytes to `log` as read.
-fn read_burst(rx: &pipe::Receiver, log: &SharedLog) -> Burst {
+fn read_burst(rx: &pipe::Receiver, log: &SharedLog, backlog: bool) -> Burst {
+    if backlog {
+        // The last burst was big: this one likely is too, so splice it
+        // all rather than read its first 68 KiB.
+        let spliced = log.splice_in(TURN_BYTES, |file, len| {
+            rx.try_io(|| splice_step(rx, file, len))
+        });
+        match spliced {
+            Some(Spliced::Moved(n)) => return Burst::Read(n),
+            Some(Spliced::Ended(_)) => {
+                log.finish();
+                return Burst::Ended;
+            }
+            None => {}
+        }
+    }
     // A short read (a line, or end-of-file) lands on the stack; only a
     // full one gets a heap buffer, so idle and quiet programs hold and
     // churn no large buffer.
@@ -1504,6 +1519,9 @@ async fn hot_spell(
     }
 }
 
+/// After a burst this large, the next is spliced from its first byte.
+const SPLICE_FIRST: usize = 256 * 1024;
+
 /// A burst this large found the pipe full (the default pipe holds 64 KiB).
 const BULK: usize = 64 * 1024;
 
@@ -1553,12 +1571,14 @@ pub(crate) async fn pump(
     let mut pausable = true;
     // The pipe's size before it was enlarged for a stream of full pipes.
     let mut enlarged: Option<i32> = None;
+    // The last burst's size.
+    let mut last = 0;
     loop {
         let burst = tokio::select! {
             biased;
             _ = &mut handoff => return PumpEnd::HandedOff(rx),
             ready = rx.readable() => match ready {
-                Ok(()) => read_burst(&rx, &log),
+                Ok(()) => read_burst(&rx, &log, last >= SPLICE_FIRST),
                 Err(e) => {
                     broken(&log, "cannot wait on an output pipe", &e);
                     Burst::Ended
@@ -1567,6 +1587,7 @@ pub(crate) async fn pump(
         };
         if let Burst::Read(n) = burst {
             enlarged = bulk_pipe(&rx, n, enlarged);
+            last = n;
         }
         match burst {
             Burst::Ended => return PumpEnd::Ended(rx.into_nonblocking_fd().ok()),
