@@ -549,15 +549,7 @@ impl RotatingFile {
         let from = len.saturating_sub(MAX_LINE as u64);
         let mut end = vec![0; (len - from) as usize];
         let read = {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut options = OpenOptions::new();
-            options.read(true);
-            if self.no_symlink {
-                options.custom_flags(libc::O_NOFOLLOW);
-            }
-            options
-                .open(&self.path)
-                .and_then(|f| f.read_exact_at(&mut end, from))
+            open_read(&self.path, self.no_symlink).and_then(|f| f.read_exact_at(&mut end, from))
         };
         let cut = match (read, memchr::memrchr(b'\n', &end)) {
             (Ok(()), _) if end.last().is_none_or(|&b| b == b'\n') => return 0,
@@ -616,17 +608,12 @@ impl RotatingFile {
 
     /// Whether the file ends inside a line (read from its last byte when not known).
     fn ends_mid_line(&mut self) -> bool {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        use std::os::unix::fs::FileExt;
         if let Some(known) = self.ends_mid_line {
             return known;
         }
-        let mut options = OpenOptions::new();
-        options.read(true);
-        if self.no_symlink {
-            options.custom_flags(libc::O_NOFOLLOW);
-        }
         let mut last = [b'\n'];
-        let known = options.open(&self.path).is_ok_and(|f| {
+        let known = open_read(&self.path, self.no_symlink).is_ok_and(|f| {
             let len = f.metadata().map_or(0, |m| m.len());
             len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
         });
@@ -872,6 +859,18 @@ pub fn open_append(path: &Path, no_symlink: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = OpenOptions::new();
     options.create(true).append(true).mode(0o640);
+    if no_symlink {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
+}
+
+/// Opens the log at `path` for reading; with `no_symlink`, a symlink at
+/// `path` is an error, as for [`open_append`].
+fn open_read(path: &Path, no_symlink: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.read(true);
     if no_symlink {
         options.custom_flags(libc::O_NOFOLLOW);
     }
@@ -1165,14 +1164,9 @@ fn stamped(chunk: &[u8], stamp: &[u8], line_start: &mut bool) -> Vec<u8> {
 /// whole line on, continued from the end of `<path>.1` when the file holds
 /// less than that (it was rotated lately).
 fn read_end(path: &Path, no_symlink: bool, max: usize) -> Bytes {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let read = |path: &Path, want: usize| -> Option<(Vec<u8>, bool)> {
-        let mut options = OpenOptions::new();
-        options.read(true);
-        if no_symlink {
-            options.custom_flags(libc::O_NOFOLLOW);
-        }
-        let file = options.open(path).ok()?;
+        let file = open_read(path, no_symlink).ok()?;
         let len = file.metadata().ok()?.len();
         let from = len.saturating_sub(want as u64);
         let mut bytes = vec![0; (len - from) as usize];
@@ -1256,16 +1250,8 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog, backlog: bool) -> Burst {
     if backlog {
         // The last burst was big: this one likely is too, so splice it
         // all rather than read its first 68 KiB.
-        let spliced = log.splice_in(TURN_BYTES, |file, len| {
-            rx.try_io(|| splice_step(rx, file, len))
-        });
-        match spliced {
-            Some(Spliced::Moved(n)) => return Burst::Read(n),
-            Some(Spliced::Ended(_)) => {
-                log.finish();
-                return Burst::Ended;
-            }
-            None => {}
+        if let Some(burst) = splice_burst(rx, log, 0) {
+            return burst;
         }
     }
     // A short read (a line, or end-of-file) lands on the stack; only a
@@ -1318,16 +1304,8 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog, backlog: bool) -> Burst {
                     // A full buffer: the pipe holds a backlog, big enough
                     // to splice the rest of it into the file. (Splicing
                     // each wake's few KiB costs more than reading them.)
-                    let spliced = log.splice_in(TURN_BYTES - total, |file, len| {
-                        rx.try_io(|| splice_step(rx, file, len))
-                    });
-                    match spliced {
-                        Some(Spliced::Moved(n)) => return Burst::Read(total + n),
-                        Some(Spliced::Ended(_)) => {
-                            log.finish();
-                            return Burst::Ended;
-                        }
-                        None => {}
+                    if let Some(burst) = splice_burst(rx, log, total) {
+                        return burst;
                     }
                 }
             }
@@ -1343,6 +1321,22 @@ fn read_burst(rx: &pipe::Receiver, log: &SharedLog, backlog: bool) -> Burst {
         log.ingest(take_chunk(&mut buf));
     }
     Burst::Read(total)
+}
+
+/// The rest of a burst that has read `read` bytes, spliced from the
+/// registered pipe into the file (readiness is cleared when it is
+/// empty); `None` when the log declines, and the pipe is to be read.
+fn splice_burst(rx: &pipe::Receiver, log: &SharedLog, read: usize) -> Option<Burst> {
+    let spliced = log.splice_in(TURN_BYTES - read, |file, len| {
+        rx.try_io(|| splice_step(rx, file, len))
+    })?;
+    Some(match spliced {
+        Spliced::Moved(n) => Burst::Read(read + n),
+        Spliced::Ended(_) => {
+            log.finish();
+            Burst::Ended
+        }
+    })
 }
 
 /// One splice(2) of up to `len` bytes from `pipe` into `file` at its position.
