@@ -67,17 +67,13 @@ pub(crate) fn routes(
                 struct Scale {
                     instances: u32,
                 }
-                match serde_json::from_slice::<Scale>(&body) {
+                match json_body::<Scale>(&body, r#"{"instances": N}"#) {
                     Ok(Scale { instances }) => state
                         .supervisor
                         .scale(&name, instances)
                         .await
                         .map_or_else(from_core, |i| ok(&i)),
-                    Err(e) => error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid",
-                        format!("the body must be {{\"instances\": N}}: {e}"),
-                    ),
+                    Err(refused) => *refused,
                 }
             },
         );
@@ -136,15 +132,9 @@ pub(crate) fn routes(
                 struct Send {
                     signal: String,
                 }
-                let signal = match serde_json::from_slice::<Send>(&body) {
+                let signal = match json_body::<Send>(&body, r#"{"signal": "HUP"}"#) {
                     Ok(Send { signal }) => signal,
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "invalid",
-                            format!("the body must be {{\"signal\": \"HUP\"}}: {e}"),
-                        );
-                    }
+                    Err(refused) => return *refused,
                 };
                 match zist_core::parse_signal(&signal) {
                     Ok(signal) => state
@@ -265,6 +255,18 @@ pub(crate) fn routes(
 /// `logs/{stream}?lines=N` (JSON) or `?follow=true[&lines=N]` (SSE: the last
 /// N lines, 0 unless given, then every new one). Each event's data is a JSON
 /// array of lines, oldest first: a burst of lines comes as one event.
+/// A request body of the JSON `shape` (as a person would write it); a
+/// 400 that shows the shape when it is not.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the body must be {shape}: {e}"),
+        ))
+    })
+}
+
 fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
     let stream: LogStream = match stream.parse() {
         Ok(s) => s,
