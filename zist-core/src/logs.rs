@@ -679,6 +679,12 @@ impl RotatingFile {
         if self.no_splice || self.loss.is_some() || self.file.is_none() {
             return None;
         }
+        // A spliced stream's tail is read back from the file and its first
+        // backup: they must hold the TAIL_BYTES the API promises (SPEC
+        // §3.2), so small files without a backup keep the tail in memory.
+        if self.max_bytes != 0 && (self.backups == 0 || self.max_bytes < TAIL_BYTES as u64) {
+            return None;
+        }
         if self.max_bytes != 0 {
             let room = self.max_bytes.saturating_sub(self.size);
             budget = budget.min(room.saturating_sub(MAX_LINE as u64) as usize);

@@ -536,6 +536,40 @@ async fn a_fast_stream_spliced_into_its_file_rotates_on_lines_and_its_tail_reads
 }
 
 #[tokio::test]
+async fn a_fast_stream_whose_files_cannot_hold_its_tail_keeps_it_whole() {
+    let dir = Dir::new();
+    let sup = Sup::new(&dir);
+    // 4.0 MB, rotated at 2 MB with no backup: the file ends with the last
+    // ~3 kB, fewer lines than the tail the API promises (SPEC §3.2), so
+    // that tail cannot be read back from the file.
+    let mut spec = dir.sh("fast", "seq 1 587728");
+    spec.restart = RestartPolicy::Never;
+    spec.log_max_bytes = 2_000_000;
+    spec.log_backups = 0;
+    sup.register(spec).await.unwrap();
+    wait_state(&sup, "fast", ProcessState::Exited, SECS_10).await;
+    let base = dir.join("logs/fast.out.log");
+    eventually(SECS_10, "the last line in the file", || {
+        std::fs::read_to_string(&base).is_ok_and(|f| f.ends_with("\n587728\n"))
+    })
+    .await;
+    let in_file = std::fs::read_to_string(&base).unwrap().lines().count();
+    assert!(
+        in_file < 1000,
+        "{in_file} lines in the file after its rotation"
+    );
+    let want: Vec<String> = (577_729..=587_728).map(|i| i.to_string()).collect();
+    let got = sup.logs("fast", LogStream::Stdout, 10_000).unwrap();
+    assert!(
+        got == want,
+        "the tail has {} lines, from {:?} to {:?}",
+        got.len(),
+        got.first(),
+        got.last()
+    );
+}
+
+#[tokio::test]
 async fn stdout_and_stderr_into_one_file_overwrite_nothing() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
