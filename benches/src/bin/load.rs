@@ -1863,7 +1863,12 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
         if console && kind != Kind::Zist {
             continue;
         }
+        // Each side starts with no dirty pages of the last one: the
+        // kernel's writeback of an earlier row would slow this one by a
+        // varying amount.
+        nix::unistd::sync();
         let floor = log_floor(chunk, expected, table);
+        nix::unistd::sync();
         let program = Program::writer("writer", chunk, expected);
         let mut daemon = Instance::launch_with(kind, &[program], venv, console);
         let file = daemon.log_file("writer");
