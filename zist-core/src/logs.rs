@@ -1373,6 +1373,9 @@ const HOT_PIPE: usize = 1 << 20;
 /// A pause that gathered less than this means the stream calmed down (a
 /// few lines a millisecond at most: few enough to read on readiness).
 const HOT_COOLED: usize = 256;
+/// How long a stream whose writer outran a hot spell is followed on
+/// readiness before it may turn hot again.
+const OUTRUN_RESPITE: Duration = Duration::from_secs(1);
 
 /// Tells whether a stream is hot: many small bursts in a short time, as a
 /// program that writes each line with its own system call makes.
@@ -1390,6 +1393,15 @@ impl Heat {
         }
     }
 
+    /// A stream whose writer outran a hot spell's pauses: it is not made
+    /// hot again for [`OUTRUN_RESPITE`].
+    fn outrun() -> Self {
+        Self {
+            since: Instant::now() + OUTRUN_RESPITE,
+            small: 0,
+        }
+    }
+
     /// Counts a burst of `n` bytes; true once the stream is hot.
     fn hot_after(&mut self, n: usize) -> bool {
         if n >= HOT_SMALL {
@@ -1398,6 +1410,9 @@ impl Heat {
             return false;
         }
         let now = Instant::now();
+        if now < self.since {
+            return false;
+        }
         if now.duration_since(self.since) > HOT_WINDOW {
             self.since = now;
             self.small = 0;
@@ -1415,6 +1430,9 @@ enum Hot {
     HandedOff(pipe::Receiver),
     /// The pipe could not be enlarged: the pump must not pause for it.
     Unpausable(pipe::Receiver),
+    /// The writer filled the enlarged pipe within a pause: pausing would
+    /// hold it up. The pipe, registered for readiness again.
+    Outrun(pipe::Receiver),
     /// End of stream, or an error: the stream is finished (the pipe, if still held).
     Ended(Option<std::os::fd::OwnedFd>),
 }
@@ -1515,6 +1533,13 @@ async fn hot_spell(
         if pause && burst < HOT_COOLED {
             return back(file.into(), Hot::Cooled);
         }
+        // The writer filled the whole pipe within a pause (500 MB/s and
+        // up), so it waited on it through the rest of the pause, and would
+        // through every one: it is followed on readiness instead, where its
+        // bursts are big and spliced.
+        if pause && burst >= HOT_PIPE {
+            return back(file.into(), Hot::Outrun);
+        }
         pause = burst < HOT_PIPE / 2;
     }
 }
@@ -1595,6 +1620,13 @@ pub(crate) async fn pump(
                 // Boxed: only hot pumps pay for the timer and the buffer.
                 match Box::pin(hot_spell(rx, &log, &mut handoff)).await {
                     Hot::Cooled(again) => rx = again,
+                    Hot::Outrun(again) => {
+                        rx = again;
+                        heat = Heat::outrun();
+                        // The pipe is likely full again: splice it first.
+                        last = SPLICE_FIRST;
+                        continue;
+                    }
                     Hot::Unpausable(again) => {
                         rx = again;
                         pausable = false;
