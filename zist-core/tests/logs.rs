@@ -488,19 +488,26 @@ fn rotated_files(base: &std::path::Path, backups: u32) -> Vec<String> {
     files
 }
 
+/// Program "fast" runs `seq 1 LAST` once (4 KiB writes, nobody
+/// following), its files rotated at 2 MB and `backups` kept, and has
+/// exited: the path of its stdout log.
+async fn seq_run(dir: &Dir, sup: &Sup, last: u32, backups: u32) -> std::path::PathBuf {
+    let mut spec = dir.sh("fast", &format!("seq 1 {last}"));
+    spec.restart = RestartPolicy::Never;
+    spec.log_max_bytes = 2_000_000;
+    spec.log_backups = backups;
+    sup.register(spec).await.unwrap();
+    wait_state(sup, "fast", ProcessState::Exited, SECS_10).await;
+    dir.join("logs/fast.out.log")
+}
+
 #[tokio::test]
 async fn a_fast_stream_spliced_into_its_file_rotates_on_lines_and_its_tail_reads_back() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
-    // 14.9 MB in 4 KiB writes, nobody following: bytes go from the pipe
-    // straight into the file, rotated every 2 MB.
-    let mut spec = dir.sh("fast", "seq 1 2000000");
-    spec.restart = RestartPolicy::Never;
-    spec.log_max_bytes = 2_000_000;
-    spec.log_backups = 20;
-    sup.register(spec).await.unwrap();
-    wait_state(&sup, "fast", ProcessState::Exited, SECS_10).await;
-    let base = dir.join("logs/fast.out.log");
+    // 14.9 MB: bytes go from the pipe straight into the file, rotated
+    // every 2 MB.
+    let base = seq_run(&dir, &sup, 2_000_000, 20).await;
     let expected: String = (1..=2_000_000).map(|i| format!("{i}\n")).collect();
     eventually(SECS_10, "every line in the files", || {
         rotated_files(&base, 20).concat().len() == expected.len()
@@ -539,16 +546,10 @@ async fn a_fast_stream_spliced_into_its_file_rotates_on_lines_and_its_tail_reads
 async fn a_fast_stream_whose_files_cannot_hold_its_tail_keeps_it_whole() {
     let dir = Dir::new();
     let sup = Sup::new(&dir);
-    // 4.0 MB, rotated at 2 MB with no backup: the file ends with the last
-    // ~3 kB, fewer lines than the tail the API promises (SPEC §3.2), so
-    // that tail cannot be read back from the file.
-    let mut spec = dir.sh("fast", "seq 1 587728");
-    spec.restart = RestartPolicy::Never;
-    spec.log_max_bytes = 2_000_000;
-    spec.log_backups = 0;
-    sup.register(spec).await.unwrap();
-    wait_state(&sup, "fast", ProcessState::Exited, SECS_10).await;
-    let base = dir.join("logs/fast.out.log");
+    // 4.0 MB with no backup: the file ends with the last ~3 kB, fewer
+    // lines than the tail the API promises (SPEC §3.2), so that tail
+    // cannot be read back from the file.
+    let base = seq_run(&dir, &sup, 587_728, 0).await;
     eventually(SECS_10, "the last line in the file", || {
         std::fs::read_to_string(&base).is_ok_and(|f| f.ends_with("\n587728\n"))
     })
