@@ -252,9 +252,6 @@ pub(crate) fn routes(
         .unify()
 }
 
-/// `logs/{stream}?lines=N` (JSON) or `?follow=true[&lines=N]` (SSE: the last
-/// N lines, 0 unless given, then every new one). Each event's data is a JSON
-/// array of lines, oldest first: a burst of lines comes as one event.
 /// A request body of the JSON `shape` (as a person would write it); a
 /// 400 that shows the shape when it is not.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Box<Response>> {
@@ -267,6 +264,9 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result
     })
 }
 
+/// `logs/{stream}?lines=N` (JSON) or `?follow=true[&lines=N]` (SSE: the last
+/// N lines, 0 unless given, then every new one). Each event's data is a JSON
+/// array of lines, oldest first: a burst of lines comes as one event.
 fn logs(state: &State, name: &str, stream: &str, query: &Query) -> Response {
     let stream: LogStream = match stream.parse() {
         Ok(s) => s,
