@@ -274,6 +274,41 @@ async fn history_is_sampled_once_asked_and_keeps_web_programs_only() {
     rig.add("busy", "while true; do :; done", true).await;
     rig.add("secret", "sleep 300", false).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // A sample's CPU is the CPU used since the last reading: one is taken
+    // now, and the first sample waits until the loop has run 0.5 s of CPU,
+    // so on a busy machine it does not cover only the loop's first
+    // milliseconds.
+    let pid = loop {
+        if let Some(pid) = rig.sup.info("busy").unwrap().pid {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "busy never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let cpu_ticks = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0, |stat| {
+            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+            fields
+                .get(11)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+                + fields
+                    .get(12)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+        })
+    };
+    let (status, _) = rig
+        .call("GET", "/api/v1/processes/busy/stats", Some(TOKEN))
+        .await;
+    assert_eq!(status, 200);
+    let ticks = cpu_ticks();
+    while cpu_ticks() < ticks + 50 {
+        assert!(std::time::Instant::now() < deadline, "busy used no CPU");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let series = loop {
         let (status, history) = rig.call("GET", "/api/v1/history", Some(TOKEN)).await;
         assert_eq!(status, 200, "{history}");
