@@ -1457,16 +1457,11 @@ async fn hot_spell(
             return Hot::Ended(None);
         }
     };
-    use nix::fcntl::{FcntlArg, fcntl};
-    let size = fcntl(&fd, FcntlArg::F_GETPIPE_SZ);
-    let enlarged = size.is_ok()
-        && fcntl(&fd, FcntlArg::F_SETPIPE_SZ(HOT_PIPE as i32))
-            .is_ok_and(|size| size as usize >= HOT_PIPE);
+    let enlarged = enlarge_pipe(&fd);
     let back = |fd: std::os::fd::OwnedFd, ok: fn(pipe::Receiver) -> Hot| {
-        if enlarged && let Ok(size) = size {
-            // Gives back the pipe memory that counts against the user's
-            // limit (refused if more than that is unread: then it stays).
-            let _ = fcntl(&fd, FcntlArg::F_SETPIPE_SZ(size));
+        if let Some(size) = enlarged {
+            // Gives back the pipe memory that counts against the user's limit.
+            shrink_pipe(&fd, size);
         }
         match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => ok(rx),
@@ -1476,7 +1471,7 @@ async fn hot_spell(
             }
         }
     };
-    if !enlarged {
+    if enlarged.is_none() {
         return back(fd, Hot::Unpausable);
     }
     let mut file = File::from(fd);
@@ -1556,23 +1551,28 @@ const BULK: usize = 64 * 1024;
 /// gets its size back after a small burst. `enlarged` is the size before,
 /// while enlarged; the new value returned.
 fn bulk_pipe(rx: &pipe::Receiver, burst: usize, enlarged: Option<i32>) -> Option<i32> {
-    use nix::fcntl::{FcntlArg, fcntl};
     match enlarged {
-        None if burst >= BULK => {
-            let size = fcntl(rx, FcntlArg::F_GETPIPE_SZ).ok()?;
-            fcntl(rx, FcntlArg::F_SETPIPE_SZ(HOT_PIPE as i32))
-                .is_ok_and(|now| now as usize >= HOT_PIPE)
-                .then_some(size)
-        }
-        Some(size) if burst < SMALL_READ => {
-            // Refused while more than `size` is unread: then it stays.
-            match fcntl(rx, FcntlArg::F_SETPIPE_SZ(size)) {
-                Ok(_) => None,
-                Err(_) => Some(size),
-            }
-        }
+        None if burst >= BULK => enlarge_pipe(rx),
+        Some(size) if burst < SMALL_READ => (!shrink_pipe(rx, size)).then_some(size),
         other => other,
     }
+}
+
+/// Enlarges `pipe` to [`HOT_PIPE`]: the size it had, when it now holds
+/// that much.
+fn enlarge_pipe(pipe: impl std::os::fd::AsFd) -> Option<i32> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let size = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ).ok()?;
+    fcntl(&pipe, FcntlArg::F_SETPIPE_SZ(HOT_PIPE as i32))
+        .is_ok_and(|now| now as usize >= HOT_PIPE)
+        .then_some(size)
+}
+
+/// Gives `pipe` its `size` back; false when refused (more than that is
+/// unread: then it stays as it is).
+fn shrink_pipe(pipe: impl std::os::fd::AsFd, size: i32) -> bool {
+    use nix::fcntl::{FcntlArg, fcntl};
+    fcntl(&pipe, FcntlArg::F_SETPIPE_SZ(size)).is_ok()
 }
 
 /// How a pump ended.
