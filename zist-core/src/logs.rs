@@ -1083,7 +1083,7 @@ impl SharedLog {
             return tail.last(n);
         }
         if let Some(at) = log.resumed_at.take() {
-            let older = read_before(log.file.path(), at);
+            let older = read_before(&log.file.path, log.file.no_symlink, at);
             log.tail.prepend(older);
         }
         log.tail.last(n)
@@ -1205,13 +1205,14 @@ fn read_end(path: &Path, no_symlink: bool, max: usize) -> Bytes {
 }
 
 /// Up to [`TAIL_BYTES`] of the log file at `path` that end at byte `at`
-/// (in `<path>.1` if the file was rotated since).
-fn read_before(path: &Path, at: u64) -> Bytes {
-    use std::io::{Read, Seek, SeekFrom};
+/// (in `<path>.1` if the file was rotated since); with `no_symlink`, a
+/// symlink in their place is not read ([`open_read`]).
+fn read_before(path: &Path, no_symlink: bool, at: u64) -> Bytes {
+    use std::os::unix::fs::FileExt;
     let mut numbered = path.as_os_str().to_owned();
     numbered.push(".1");
     for candidate in [path, Path::new(&numbered)] {
-        let Ok(mut file) = File::open(candidate) else {
+        let Ok(file) = open_read(candidate, no_symlink) else {
             continue;
         };
         if file.metadata().map_or(0, |m| m.len()) < at {
@@ -1219,7 +1220,7 @@ fn read_before(path: &Path, at: u64) -> Bytes {
         }
         let from = at.saturating_sub(TAIL_BYTES as u64);
         let mut bytes = vec![0; (at - from) as usize];
-        if file.seek(SeekFrom::Start(from)).is_ok() && file.read_exact(&mut bytes).is_ok() {
+        if file.read_exact_at(&mut bytes, from).is_ok() {
             // From the first whole line on.
             let start = if from > 0 {
                 memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1)
