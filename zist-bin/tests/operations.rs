@@ -686,3 +686,48 @@ fn a_full_log_disk_loses_whole_lines_says_so_in_the_file_and_resumes() {
     );
     drop(zistd);
 }
+
+#[test]
+fn a_fast_stream_onto_a_full_disk_counts_every_byte_it_could_not_write() {
+    let setup = Setup::new("");
+    // Dropped after zistd (declared first), so its files are closed by then.
+    let disk = Tmpfs::mount(&setup.path("disk"), "4m");
+    // 14.9 MB in 4 KiB writes: spliced from the pipe into the file, until
+    // the disk is full mid-splice.
+    let writer = setup.script("seq.sh", "exec seq 1 2000000");
+    let log = disk.0.join("seq.log");
+    setup.write_config(&program(
+        "seq",
+        &writer,
+        &format!(
+            "Logfile = \"{}\"\nLogMaxBytes = 0\nRestart = \"never\"",
+            log.display()
+        ),
+    ));
+    let mut zistd = setup.start();
+    let expected: String = (1..=2_000_000).map(|i| format!("{i}\n")).collect();
+    let counted = |zistd: &mut Zistd| {
+        let info = zistd.info("seq");
+        let stdout = &info["log"]["stdout"];
+        (stdout["written"].as_u64(), stdout["lost"].as_u64())
+    };
+    // Every byte is in the file or counted lost, none twice.
+    eventually_blocking(
+        Duration::from_secs(10),
+        "every byte accounted for",
+        || matches!(counted(&mut zistd), (Some(w), Some(l)) if w + l == expected.len() as u64),
+    );
+    let (written, _) = counted(&mut zistd);
+    let text = std::fs::read(&log).unwrap();
+    assert_eq!(written, Some(text.len() as u64));
+    assert!(
+        text.len() > 1_000_000,
+        "only {} bytes in the file",
+        text.len()
+    );
+    assert!(
+        expected.as_bytes().starts_with(&text),
+        "the file is not the output's start: bytes doubled or reordered"
+    );
+    drop(zistd);
+}
