@@ -14,7 +14,8 @@
 //! While nothing else needs the bytes (no follower, console or timestamps),
 //! a pump splices them from the pipe into the file when there are many at
 //! once, a backlog past a full read or a hot stream's timed read
-//! (`RotatingFile::splice_in`): no copy through zist's memory, and the
+//! (`RotatingFile::splice_in`), through a relay pipe so the writer is not
+//! held up by the copy (`Relay`): no copy through zist's memory, and the
 //! tail is the file's end, read back when asked.
 //!
 //! A pump reads on readiness, which for a program that writes each line
