@@ -695,6 +695,55 @@ fn the_daemon_log_is_readable_and_never_holds_the_token() {
     );
 }
 
+/// kB of file pages resident in `pid` (its code and read-only data).
+fn resident_file_kb(pid: Pid) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .expect("RssFile in /proc/PID/status")
+}
+
+#[test]
+fn zistd_lets_go_of_its_start_up_code_and_serves_on() {
+    let setup = Setup::new("");
+    setup.write_config(
+        &(program("a", Path::new("/bin/sleep"), "Args = \"300\"")
+            + &program("b", Path::new("/bin/sleep"), "Args = \"300\"")),
+    );
+    let mut zistd = setup.start();
+    let pid = zistd.pid();
+    // Started: config read, programs spawned, both servers and the page set up.
+    let started = resident_file_kb(pid);
+    let log = setup.path("logs/zistd.log");
+    eventually_blocking(Duration::from_secs(10), "the start-up pages let go", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start-up code pages let go"))
+    });
+    let settled = resident_file_kb(pid);
+    assert!(
+        settled * 2 < started,
+        "file pages resident: {started} kB started, {settled} kB after letting go"
+    );
+    // What runs afterwards is read back in: every interface still answers.
+    let pids: Vec<Value> = zistd.list().iter().map(|p| p["pid"].clone()).collect();
+    assert!(pids.iter().all(Value::is_i64), "{pids:?}");
+    let http = zistd
+        .http()
+        .expect("Web = true serves the HTTP API")
+        .to_owned();
+    let page = request(http.parse().unwrap(), "GET", "/", "", b"").unwrap();
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(zistd.cl(&["a", "restart"]).code, 0);
+    eventually_blocking(Duration::from_secs(10), "a to run again", || {
+        let after: Vec<Value> = zistd.list().iter().map(|p| p["pid"].clone()).collect();
+        after[0].is_i64() && after[0] != pids[0] && after[1] == pids[1]
+    });
+    kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
 #[test]
 fn follow_prints_new_lines_live() {
     let setup = Setup::new("");

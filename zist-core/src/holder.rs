@@ -90,7 +90,7 @@ fn serve() -> i32 {
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let mut held: HashMap<(String, u8), OwnedFd> = HashMap::new();
-    shed_start_up_pages();
+    crate::memory::release_start_up_pages();
     loop {
         let conn = match accept(listener.as_fd()) {
             Ok(conn) => conn,
@@ -141,44 +141,6 @@ fn serve() -> i32 {
         }
         if held.is_empty() {
             return 0;
-        }
-    }
-}
-
-/// Lets go of the file pages that starting this executable (zistd's, a
-/// large one) brought in: the holder runs a small loop and needs few of
-/// them, and they would count as its resident memory. Only mappings of
-/// files with no private (written) page are let go; a page is read from
-/// the file again if it is touched.
-fn shed_start_up_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let mut range: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let mut words = line.split_ascii_whitespace();
-        let first = words.next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            )
-        {
-            // A mapping's header: a file's mapping has a path (after 5 fields).
-            range = words
-                .nth(4)
-                .filter(|p| p.starts_with('/'))
-                .map(|_| (start, end));
-        } else if first == "Anonymous:"
-            && let Some((start, end)) = range.take()
-            && words.next() == Some("0")
-        {
-            // SAFETY: the range is a private mapping of a file that holds no
-            // written page, so dropping its pages loses nothing: touching
-            // one again reads it from the file. No other thread runs here.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-            }
         }
     }
 }

@@ -140,6 +140,8 @@ async fn start_idle_stop(dir: &Path, n: usize, idle_secs: u64, rows: &mut Vec<Ro
 
     if idle_secs > 0 {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // As zistd does once started: the code that starting ran is let go.
+        zist_core::memory::release_start_up_pages();
         let cpu0 = cpu_seconds();
         tokio::time::sleep(Duration::from_secs(idle_secs)).await;
         let cpu = cpu_seconds() - cpu0;

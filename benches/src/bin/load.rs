@@ -1461,6 +1461,15 @@ fn fleet(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
             if kind != Kind::Horust {
                 cli_all(kind, &daemon, n, venv, table);
                 web_page(kind, &daemon, n, table);
+                // What serving every kind of call brought back in.
+                let (_, rss) = usage(daemon.pid());
+                table.add(
+                    &format!("daemon RSS, {n} programs, after the API, CLI and web page rows"),
+                    "MiB",
+                    "",
+                    kind,
+                    rss as f64 / 1048576.0,
+                );
             }
             let took = daemon.stop_all();
             table.add(

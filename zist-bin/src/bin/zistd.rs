@@ -620,6 +620,7 @@ async fn serve_daemon(
         systemd.ready();
         tell_systemd(systemd.clone(), supervisor.clone());
     }
+    release_start_up_pages_soon();
     let mode = loop {
         tokio::select! {
             _ = term.recv() => break ShutdownMode::Stop,
@@ -633,6 +634,7 @@ async fn serve_daemon(
                     Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
                     Err(e) => tracing::warn!("{e}"),
                 }
+                release_start_up_pages_soon();
                 if let Some(systemd) = &systemd {
                     systemd.ready();
                 }
@@ -682,4 +684,17 @@ async fn serve_daemon(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server.stopped()).await;
     tracing::info!("zistd exits");
     ExitCode::SUCCESS
+}
+
+/// A second from now, once the programs started have settled, lets go of
+/// the code that starting ran (docs/reference.md, Performance in the
+/// README): zistd maps no file but its executable and C runtime.
+fn release_start_up_pages_soon() {
+    tokio::spawn(async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        // About a millisecond, once: not worth a blocking thread of its own.
+        let began = std::time::Instant::now();
+        let bytes = zist_core::memory::release_start_up_pages();
+        tracing::info!(bytes, took = ?began.elapsed(), "start-up code pages let go");
+    });
 }
