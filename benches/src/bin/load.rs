@@ -104,7 +104,10 @@ impl Program {
     }
 
     /// This harness as a writer of `total` bytes in `chunk`-byte writes.
-    fn writer(name: &str, chunk: usize, total: u64) -> Self {
+    /// Writes `total` bytes in `chunk`-byte writes once the file `go`
+    /// exists (the harness makes it once the daemon answers: a writer
+    /// done before the harness looks would be timed at nothing).
+    fn writer(name: &str, chunk: usize, total: u64, go: &Path) -> Self {
         let exe = std::env::current_exe().expect("own path");
         Self {
             name: name.into(),
@@ -113,6 +116,7 @@ impl Program {
                 "writer".into(),
                 chunk.to_string(),
                 total.to_string(),
+                go.display().to_string(),
             ],
             restart: false,
             extra: String::new(),
@@ -909,6 +913,12 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("writer") {
         let number = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
+        if let Some(go) = args.get(4) {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !Path::new(go).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         writer(
             number(2).unwrap_or(100) as usize,
             number(3).unwrap_or(1 << 30),
@@ -1878,8 +1888,11 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
         nix::unistd::sync();
         let floor = log_floor(chunk, expected, table);
         nix::unistd::sync();
-        let program = Program::writer("writer", chunk, expected);
+        let go_dir = tempfile::tempdir().expect("temp dir");
+        let go = go_dir.path().join("go");
+        let program = Program::writer("writer", chunk, expected, &go);
         let mut daemon = Instance::launch_with(kind, &[program], venv, console);
+        std::fs::write(&go, b"").expect("the writer's go file");
         let file = daemon.log_file("writer");
         let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
         let deadline = Instant::now() + Duration::from_secs(600);
