@@ -1690,7 +1690,10 @@ const BULK: usize = 64 * 1024;
 fn bulk_pipe(rx: &pipe::Receiver, burst: usize, enlarged: Option<i32>) -> Option<i32> {
     match enlarged {
         None if burst >= BULK => enlarge_pipe(rx),
-        Some(size) if burst < SMALL_READ => (!shrink_pipe(rx, size)).then_some(size),
+        // A wake that found nothing (readiness already taken) says nothing.
+        Some(size) if burst > 0 && burst < SMALL_READ => {
+            (!shrink_pipe(rx, size)).then_some(size)
+        }
         other => other,
     }
 }
