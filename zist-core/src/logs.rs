@@ -1691,9 +1691,7 @@ fn bulk_pipe(rx: &pipe::Receiver, burst: usize, enlarged: Option<i32>) -> Option
     match enlarged {
         None if burst >= BULK => enlarge_pipe(rx),
         // A wake that found nothing (readiness already taken) says nothing.
-        Some(size) if burst > 0 && burst < SMALL_READ => {
-            (!shrink_pipe(rx, size)).then_some(size)
-        }
+        Some(size) if burst > 0 && burst < SMALL_READ => (!shrink_pipe(rx, size)).then_some(size),
         other => other,
     }
 }
