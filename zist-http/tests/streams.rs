@@ -197,6 +197,23 @@ async fn events_tell_state_changes_as_they_happen() {
     assert!(seen.contains(&"stopping".to_owned()), "{seen:?}");
 }
 
+/// The lines of /proc/net/tcp for either end of the loopback connection
+/// between `server` and `client` (state, queues, timers).
+fn connection_lines(server: u16, client: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let (server, client) = (format!(":{server:04X} "), format!(":{client:04X} "));
+    table
+        .lines()
+        .filter(|line| line.contains(&server) && line.contains(&client))
+        .map(|line| {
+            line.split_whitespace()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
 /// Whether the server's end of the loopback connection from `client` to
 /// `server` is ESTABLISHED, from /proc/net/tcp (state 01).
 fn server_side_established(server: u16, client: u16) -> bool {
@@ -271,7 +288,10 @@ async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
         match tokio::time::timeout(left, sse.reader.read(&mut sink)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => received += n,
-            Err(_) => panic!("the server kept a client that stopped reading; got {received} bytes"),
+            Err(_) => panic!(
+                "the server kept a client that stopped reading; got {received} bytes; the connection in /proc/net/tcp: {:?}",
+                connection_lines(server, client)
+            ),
         }
     }
     assert_eq!(rig.sup.info("chatty").unwrap().state.as_str(), "running");
