@@ -303,6 +303,8 @@ pub fn accept_loop<M, S, B, F, Fut>(
                     return;
                 }
                 let stopped = stopped_later;
+                // The same socket, to reset it should the client stall.
+                let fd = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned().ok();
                 let io: Box<dyn Io> = match tls {
                     None => Box::new(socket),
                     Some(acceptor) => {
@@ -322,7 +324,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
                         }
                     }
                 };
-                serve_http1(io, service, &limits, &tracked_conn, stopped).await;
+                serve_http1(io, fd, service, &limits, &tracked_conn, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {
@@ -342,6 +344,7 @@ pub fn accept_loop<M, S, B, F, Fut>(
 /// reading holds it until the write-stall limit drops the connection.
 async fn serve_http1<I, S, B>(
     io: I,
+    fd: Option<std::os::fd::OwnedFd>,
     service: S,
     limits: &Limits,
     tracked: &Tracked,
@@ -400,7 +403,35 @@ async fn serve_http1<I, S, B>(
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
+        if let Some(socket) = fd.filter(|_| timed_out(&e)) {
+            // A client that stopped reading: its unsent bytes are dropped
+            // with the connection (a reset), rather than left to the kernel
+            // to trickle into a window that may never open again.
+            let _ = nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::Linger,
+                &nix::libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                },
+            );
+        }
     }
+}
+
+/// Whether a connection ended on a read or write that timed out.
+fn timed_out(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// How long a connection taken just before a stop has to send its request.
@@ -526,7 +557,9 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
             let tracked_conn = tracked.clone();
             let served = async move {
                 let _place = place;
-                serve_http1(socket, service, &limits, &tracked_conn, stopped).await;
+                // The same socket, to reset it should the client stall.
+                let fd = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned().ok();
+                serve_http1(socket, fd, service, &limits, &tracked_conn, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {

@@ -278,8 +278,8 @@ async fn a_client_that_stops_reading_is_dropped_and_the_program_never_waits() {
         !server_side_established(server, client)
     })
     .await;
-    // Then the client finds what is left in the socket buffers, then the
-    // end, well before the stream would end on its own.
+    // Then the client finds the end (what it had not taken is dropped with
+    // a reset), well before the stream would end on its own.
     let mut sink = vec![0u8; 1 << 16];
     let mut received = 0usize;
     let deadline = Instant::now() + LIMIT;
