@@ -557,9 +557,8 @@ pub fn accept_unix_loop<M, S, B, F, Fut>(
             let tracked_conn = tracked.clone();
             let served = async move {
                 let _place = place;
-                // The same socket, to reset it should the client stall.
-                let fd = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned().ok();
-                serve_http1(socket, fd, service, &limits, &tracked_conn, stopped).await;
+                // A local socket's unsent bytes go with its last close: no reset needed.
+                serve_http1(socket, None, service, &limits, &tracked_conn, stopped).await;
             };
             tokio::spawn(async move {
                 tokio::select! {

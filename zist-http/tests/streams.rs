@@ -197,26 +197,10 @@ async fn events_tell_state_changes_as_they_happen() {
     assert!(seen.contains(&"stopping".to_owned()), "{seen:?}");
 }
 
-/// The lines of /proc/net/tcp for either end of the loopback connection
-/// between `server` and `client` (state, queues, timers).
-fn connection_lines(server: u16, client: u16) -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let (server, client) = (format!(":{server:04X} "), format!(":{client:04X} "));
-    table
-        .lines()
-        .filter(|line| line.contains(&server) && line.contains(&client))
-        .map(|line| {
-            line.split_whitespace()
-                .take(6)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
-
-/// Whether the server's end of the loopback connection from `client` to
-/// `server` is ESTABLISHED, from /proc/net/tcp (state 01).
-fn server_side_established(server: u16, client: u16) -> bool {
+/// Both ends of the loopback connection between `server` and `client`
+/// as /proc/net/tcp lists them: local and remote address, state, queues,
+/// timers.
+fn connection_lines(server: u16, client: u16) -> Vec<Vec<String>> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let port = |address: &str| {
         address
@@ -224,13 +208,31 @@ fn server_side_established(server: u16, client: u16) -> bool {
             .next()
             .and_then(|p| u16::from_str_radix(p, 16).ok())
     };
-    table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() > 3
-            && port(fields[1]) == Some(server)
-            && port(fields[2]) == Some(client)
-            && fields[3] == "01"
-    })
+    table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .take(5)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|fields| {
+            fields.len() == 5
+                && [(server, client), (client, server)]
+                    .contains(&(port(&fields[0]).unwrap_or(0), port(&fields[1]).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Whether the server's end of the loopback connection from `client` to
+/// `server` is ESTABLISHED (state 01).
+fn server_side_established(server: u16, client: u16) -> bool {
+    let local = format!(":{server:04X}");
+    connection_lines(server, client)
+        .iter()
+        .any(|fields| fields[0].ends_with(&local) && fields[2] == "01")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
