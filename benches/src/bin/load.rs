@@ -19,7 +19,8 @@
 //! Scenarios: `all`, or one of `fleet` (the floor, start N, idle, the APIs,
 //! the CLI, the web page, stop all), `restart` (kill -9 to the new pid) and
 //! `logs` (writers of 100-byte lines, 4 KiB and 64 KiB blocks, one write(2)
-//! each, each beside the same writer straight into a file). `--quick`
+//! each, each beside the same writer straight into a file and through a
+//! pipe into a file by the smallest relay). `--quick`
 //! shrinks the sizes (N = 50/200, 100 MB of logs) to check the harness
 //! itself; `--starts 100,1000` picks the start sizes; `--only zist`, `--only
 //! supervisord` or `--only horust` runs one side. Every daemon runs in a
@@ -898,6 +899,40 @@ fn writer(chunk: usize, total: u64) {
     zist_benches::write_blocks(&block, total);
 }
 
+/// The smallest program that takes a pipe into a file: stdin spliced into
+/// a second pipe, and from there into the file at `path` (so the copy into
+/// the page cache runs while the writer fills stdin again), both pipes at
+/// 1 MiB, blocking, no tail, no lines, no rotation. What any capture of a
+/// program's output through a pipe costs the kernel at least. Prints its
+/// CPU seconds when stdin ends.
+fn relay(path: &Path) {
+    use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
+    use std::os::fd::AsFd;
+    let file = std::fs::File::create(path).expect("the relay's file");
+    let stdin = std::io::stdin();
+    let (source, sink) = nix::unistd::pipe().expect("the relay's pipe");
+    for pipe in [stdin.as_fd(), source.as_fd()] {
+        let _ = fcntl(pipe, FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
+    let step = |from: std::os::fd::BorrowedFd, to: std::os::fd::BorrowedFd, len: usize| loop {
+        match splice(from, None, to, None, len, SpliceFFlags::SPLICE_F_MOVE) {
+            Err(nix::errno::Errno::EINTR) => {}
+            other => return other.expect("splice"),
+        }
+    };
+    loop {
+        let taken = step(stdin.as_fd(), sink.as_fd(), 1 << 20);
+        if taken == 0 {
+            break;
+        }
+        let mut put = 0;
+        while put < taken {
+            put += step(source.as_fd(), file.as_fd(), taken - put);
+        }
+    }
+    println!("{}", zist_benches::cpu_seconds(UsageWho::RUSAGE_SELF));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("listen") {
@@ -923,6 +958,14 @@ fn main() {
             number(2).unwrap_or(100) as usize,
             number(3).unwrap_or(1 << 30),
         );
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("relay") {
+        let Some(path) = args.get(2) else {
+            eprintln!("usage: load relay FILE");
+            std::process::exit(2);
+        };
+        relay(Path::new(path));
         return;
     }
     clean_up_on_signal();
@@ -1811,11 +1854,7 @@ fn restart_latency(kind: Kind, venv: &Path, table: &mut Table) {
 /// The writer straight into a file, no daemon: how fast this machine takes
 /// `bytes` into its page cache in `chunk`-byte writes, and at what CPU
 /// cost (all of it the writer's own system time, read from
-/// `RUSAGE_CHILDREN` as it is reaped); MB/s. Run before each daemon's log
-/// row with the same writes, it also hands the page cache memory the
-/// kernel has already used: on a new VM the first touch of a page costs
-/// the host a fault, which would otherwise fall on whichever daemon runs
-/// first.
+/// `RUSAGE_CHILDREN` as it is reaped); MB/s.
 fn log_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("direct.log");
@@ -1844,6 +1883,71 @@ fn log_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
         cpu / gb,
     );
     mbps
+}
+
+/// The writer through a pipe into a file by [`relay`], no daemon: the
+/// least any supervisor that captures output through a pipe can cost (the
+/// writer's copy into the pipe, and a second copy from the pipe into the
+/// page cache). Adds its MB/s and the relay's CPU-s per GB; MB/s.
+fn pipe_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = std::env::current_exe().expect("own path");
+    let t = Instant::now();
+    let mut writer = Command::new(&exe)
+        .args(["writer", &chunk.to_string(), &bytes.to_string()])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("the writer");
+    lock_started().insert(writer.id() as i32);
+    let pipe = writer.stdout.take().expect("the writer's stdout");
+    let relay = Command::new(&exe)
+        .arg("relay")
+        .arg(dir.path().join("relayed.log"))
+        .stdin(pipe)
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("the relay");
+    lock_started().insert(relay.id() as i32);
+    let out = relay.wait_with_output().expect("the relay's output");
+    let _ = writer.wait();
+    let took = t.elapsed();
+    let cpu: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    let gb = bytes as f64 / 1e9;
+    let mbps = gb * 1000.0 / took.as_secs_f64();
+    table.add_floor(
+        &format!("the writer through a pipe, spliced into a file by a minimal relay, {chunk}-byte writes, MB/s"),
+        mbps,
+    );
+    table.add_floor(
+        &format!("the same, {chunk}-byte writes, the relay's CPU-s per GB"),
+        cpu / gb,
+    );
+    mbps
+}
+
+/// Writes `bytes` into a scratch file and deletes it, so the next
+/// measurement finds that much memory just freed, as a machine that has
+/// been writing finds it. (A VM whose balloon reports free memory to its
+/// host gets back, about 2 s after they are freed, pages the host has
+/// taken away: their first touch then costs a fault in the host, and
+/// logging ran 2–4× slower for the side that met them, the writer
+/// straight into a file too; which side met them depended on how long it
+/// took to start.)
+fn warm_memory(bytes: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut file = std::fs::File::create(dir.path().join("warm")).expect("the warm-up file");
+    let block = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).expect("the warm-up file");
+        left -= n as u64;
+    }
 }
 
 fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
@@ -1885,13 +1989,19 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
         // Each side starts with no dirty pages of the last one: the
         // kernel's writeback of an earlier row would slow this one by a
         // varying amount.
+        // Each starts right after memory was freed (see warm_memory).
         nix::unistd::sync();
+        warm_memory(expected);
         let floor = log_floor(chunk, expected, table);
+        nix::unistd::sync();
+        warm_memory(expected);
+        let through_pipe = pipe_floor(chunk, expected, table);
         nix::unistd::sync();
         let go_dir = tempfile::tempdir().expect("temp dir");
         let go = go_dir.path().join("go");
         let program = Program::writer("writer", chunk, expected, &go);
         let mut daemon = Instance::launch_with(kind, &[program], venv, console);
+        warm_memory(expected);
         std::fs::write(&go, b"").expect("the writer's go file");
         let file = daemon.log_file("writer");
         let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
@@ -1943,6 +2053,15 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
             targets[2],
             kind,
             moved / took.as_secs_f64() / 1e6 / floor,
+        );
+        table.add(
+            &format!(
+                "log {label}: × the writer through a pipe into a file by a minimal relay (same run)"
+            ),
+            "×",
+            "",
+            kind,
+            moved / took.as_secs_f64() / 1e6 / through_pipe,
         );
         table.add(
             &format!("log {label}: bytes lost"),
