@@ -189,6 +189,25 @@ pub fn write_blocks(block: &[u8], total: u64) {
     }
 }
 
+/// Writes `bytes` into a scratch file and deletes it, so the next
+/// measurement finds that much memory just freed, as a machine that has
+/// been writing finds it. (A VM whose balloon reports free memory to its
+/// host loses pages to the host about 2 s after they are freed; the first
+/// touch of such a page costs a fault in the host, and logging ran 2–4×
+/// slower for the side that met them, the writer straight into a file
+/// too; which side met them depended on how long it took to start.)
+pub fn warm_memory(bytes: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut file = std::fs::File::create(dir.path().join("warm")).expect("the warm-up file");
+    let block = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        std::io::Write::write_all(&mut file, &block[..n]).expect("the warm-up file");
+        left -= n as u64;
+    }
+}
+
 /// The machine's floor for starting and stopping `n` programs, with no
 /// supervisor: `n` bare spawns of `/bin/sleep 3600` (the standard library's
 /// posix_spawn, each in its own process group) from one thread per core,

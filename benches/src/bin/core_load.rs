@@ -240,6 +240,7 @@ async fn throughput(dir: &Path, bytes: u64, rows: &mut Vec<Row>) {
     // Baseline: the same writer straight into a file.
     let direct = dir.join("direct.log");
     let file = std::fs::File::create(&direct).expect("baseline file");
+    zist_benches::warm_memory(bytes);
     let t0 = Instant::now();
     let status = std::process::Command::new(exe)
         .args(["writer", &total])
@@ -259,6 +260,7 @@ async fn throughput(dir: &Path, bytes: u64, rows: &mut Vec<Row>) {
     s.restart = RestartPolicy::Never;
     s.log_max_bytes = 0;
     let out = s.logfile.clone().expect("set above");
+    zist_benches::warm_memory(bytes);
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     sup.register(s).await.expect("register writer");

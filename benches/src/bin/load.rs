@@ -1930,26 +1930,6 @@ fn pipe_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
     mbps
 }
 
-/// Writes `bytes` into a scratch file and deletes it, so the next
-/// measurement finds that much memory just freed, as a machine that has
-/// been writing finds it. (A VM whose balloon reports free memory to its
-/// host gets back, about 2 s after they are freed, pages the host has
-/// taken away: their first touch then costs a fault in the host, and
-/// logging ran 2–4× slower for the side that met them, the writer
-/// straight into a file too; which side met them depended on how long it
-/// took to start.)
-fn warm_memory(bytes: u64) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut file = std::fs::File::create(dir.path().join("warm")).expect("the warm-up file");
-    let block = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).expect("the warm-up file");
-        left -= n as u64;
-    }
-}
-
 fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
     // One write(2) per line is the costliest way to log: a fifth of the bytes.
     // Targets: MB/s, CPU-s per GB, × the writer straight into a file, bytes lost.
@@ -1989,19 +1969,19 @@ fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
         // Each side starts with no dirty pages of the last one: the
         // kernel's writeback of an earlier row would slow this one by a
         // varying amount.
-        // Each starts right after memory was freed (see warm_memory).
+        // Each starts right after memory was freed (see zist_benches::warm_memory).
         nix::unistd::sync();
-        warm_memory(expected);
+        zist_benches::warm_memory(expected);
         let floor = log_floor(chunk, expected, table);
         nix::unistd::sync();
-        warm_memory(expected);
+        zist_benches::warm_memory(expected);
         let through_pipe = pipe_floor(chunk, expected, table);
         nix::unistd::sync();
         let go_dir = tempfile::tempdir().expect("temp dir");
         let go = go_dir.path().join("go");
         let program = Program::writer("writer", chunk, expected, &go);
         let mut daemon = Instance::launch_with(kind, &[program], venv, console);
-        warm_memory(expected);
+        zist_benches::warm_memory(expected);
         std::fs::write(&go, b"").expect("the writer's go file");
         let file = daemon.log_file("writer");
         let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
