@@ -707,7 +707,7 @@ fn resident_file_kb(pid: Pid) -> u64 {
 }
 
 #[test]
-fn zistd_lets_go_of_its_start_up_code_and_serves_on() {
+fn zistd_lets_go_of_its_start_up_code_and_of_serving_s_and_serves_on() {
     let setup = Setup::new("");
     setup.write_config(
         &(program("a", Path::new("/bin/sleep"), "Args = \"300\"")
@@ -740,6 +740,15 @@ fn zistd_lets_go_of_its_start_up_code_and_serves_on() {
         let after: Vec<Value> = zistd.list().iter().map(|p| p["pid"].clone()).collect();
         after[0].is_i64() && after[0] != pids[0] && after[1] == pids[1]
     });
+    // Serving brought code back in; once the servers have been quiet a
+    // while, it is let go again.
+    let served = resident_file_kb(pid);
+    let what = format!("serving's pages let go ({served} kB resident after serving)");
+    eventually_blocking(Duration::from_secs(30), &what, || {
+        resident_file_kb(pid) * 4 < served * 3
+    });
+    let page = request(http.parse().unwrap(), "GET", "/", "", b"").unwrap();
+    assert_eq!(page.status, 200, "{page:?}");
     kill(pid, Signal::SIGTERM).unwrap();
     assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
 }

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -38,26 +39,48 @@ pub struct Limits {
 /// stream counts until its headers are sent). Shared by servers that stop
 /// together.
 #[derive(Clone, Debug, Default)]
-pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+pub struct InFlight(Arc<Flights>);
+
+#[derive(Debug, Default)]
+struct Flights {
+    /// Accept loops running and connections open.
+    count: std::sync::atomic::AtomicUsize,
+    /// Connections taken since the start.
+    taken: std::sync::atomic::AtomicU64,
+    /// Set while [`InFlight::served_then_quiet`] waits for a connection.
+    waiting: std::sync::atomic::AtomicBool,
+    taken_now: tokio::sync::Notify,
+}
 
 /// One unit of [`InFlight`], given back on drop.
 struct Counted(InFlight);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl InFlight {
     fn enter(&self) -> Counted {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.count.fetch_add(1, Ordering::AcqRel);
         Counted(self.clone())
+    }
+
+    /// A connection taken: it counts until dropped.
+    fn connection(&self) -> Counted {
+        let counted = self.enter();
+        // SeqCst with the waiter's store and load: one of the two sees the other.
+        self.0.taken.fetch_add(1, Ordering::SeqCst);
+        if self.0.waiting.swap(false, Ordering::SeqCst) {
+            self.0.taken_now.notify_one();
+        }
+        counted
     }
 
     /// How many there are now.
     pub fn count(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+        self.0.count.load(Ordering::Acquire)
     }
 
     /// Waits until there is none (after the servers stopped accepting), or
@@ -71,6 +94,31 @@ impl InFlight {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         true
+    }
+
+    /// Returns once a connection was taken after this was called, and then
+    /// none for `quiet` (connections still open may go on: a follower's
+    /// stream, say). Nothing runs while no connection comes: a wait for the
+    /// first, then a timer per `quiet` while they come. For a host that
+    /// gives back what serving used once it is over
+    /// ([`crate::memory`]).
+    pub async fn served_then_quiet(&self, quiet: Duration) {
+        let before = self.0.taken.load(Ordering::SeqCst);
+        loop {
+            let taken = self.0.taken_now.notified();
+            self.0.waiting.store(true, Ordering::SeqCst);
+            if self.0.taken.load(Ordering::SeqCst) != before {
+                break;
+            }
+            taken.await;
+        }
+        loop {
+            let seen = self.0.taken.load(Ordering::SeqCst);
+            tokio::time::sleep(quiet).await;
+            if self.0.taken.load(Ordering::SeqCst) == seen {
+                return;
+            }
+        }
     }
 }
 
@@ -201,7 +249,7 @@ async fn admit(
         Err(_) => return None,
     };
     let tracked = Arc::new(Tracked {
-        count: std::sync::Mutex::new(Some(limits.in_flight.enter())),
+        count: std::sync::Mutex::new(Some(limits.in_flight.connection())),
         asked: std::sync::atomic::AtomicBool::new(false),
         asked_now: tokio::sync::Notify::new(),
     });
