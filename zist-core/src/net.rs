@@ -47,6 +47,8 @@ struct Flights {
     count: std::sync::atomic::AtomicUsize,
     /// Connections taken since the start.
     taken: std::sync::atomic::AtomicU64,
+    /// When the last one was taken: milliseconds on [`clock_ms`].
+    last: std::sync::atomic::AtomicU64,
     /// Set while [`InFlight::served_then_quiet`] waits for a connection.
     waiting: std::sync::atomic::AtomicBool,
     taken_now: tokio::sync::Notify,
@@ -70,6 +72,7 @@ impl InFlight {
     /// A connection taken: it counts until dropped.
     fn connection(&self) -> Counted {
         let counted = self.enter();
+        self.0.last.store(clock_ms(), Ordering::Relaxed);
         // SeqCst with the waiter's store and load: one of the two sees the other.
         self.0.taken.fetch_add(1, Ordering::SeqCst);
         if self.0.waiting.swap(false, Ordering::SeqCst) {
@@ -99,7 +102,7 @@ impl InFlight {
     /// Returns once a connection was taken after this was called, and then
     /// none for `quiet` (connections still open may go on: a follower's
     /// stream, say). Nothing runs while no connection comes: a wait for the
-    /// first, then a timer per `quiet` while they come. For a host that
+    /// first, then a timer per `quiet` at most while they come. For a host that
     /// gives back what serving used once it is over
     /// ([`crate::memory`]).
     pub async fn served_then_quiet(&self, quiet: Duration) {
@@ -113,13 +116,24 @@ impl InFlight {
             taken.await;
         }
         loop {
-            let seen = self.0.taken.load(Ordering::SeqCst);
-            tokio::time::sleep(quiet).await;
-            if self.0.taken.load(Ordering::SeqCst) == seen {
+            // One more: `last` is rounded down.
+            let due = self.0.last.load(Ordering::Relaxed) + quiet.as_millis() as u64 + 1;
+            let now = clock_ms();
+            if now >= due {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(due - now)).await;
         }
     }
+}
+
+/// Milliseconds since this clock was first read.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// What a connection shares with its service: its count in [`InFlight`]
@@ -702,6 +716,38 @@ impl Drop for SocketFile {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn quiet_is_told_only_after_a_connection_and_then_none_for_the_while() {
+        let in_flight = InFlight::default();
+        let quiet = Duration::from_millis(300);
+        let waiter = in_flight.clone();
+        let mut told = tokio::spawn(async move { waiter.served_then_quiet(quiet).await });
+        // No connection: never told, however long.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(600), &mut told)
+                .await
+                .is_err()
+        );
+        let first = in_flight.connection();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A second one within the while starts it again (one still open
+        // does not hold it up).
+        let second = in_flight.connection();
+        let taken = tokio::time::Instant::now();
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(10), &mut told)
+            .await
+            .expect("told once quiet")
+            .unwrap();
+        assert!(
+            taken.elapsed() >= quiet,
+            "told {:?} after the last connection",
+            taken.elapsed()
+        );
+        drop(second);
+        assert_eq!(in_flight.count(), 0);
+    }
 
     /// A body of known length whose one chunk comes after a pause, as a
     /// large answer does from a slow writer.

@@ -1523,6 +1523,16 @@ fn fleet(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
                     kind,
                     rss as f64 / 1048576.0,
                 );
+                // zistd gives it back once its servers are quiet for 5 s.
+                std::thread::sleep(Duration::from_secs(6));
+                let (_, rss) = usage(daemon.pid());
+                table.add(
+                    &format!("daemon RSS, {n} programs, 6 s after those rows"),
+                    "MiB",
+                    "",
+                    kind,
+                    rss as f64 / 1048576.0,
+                );
             }
             let took = daemon.stop_all();
             table.add(
