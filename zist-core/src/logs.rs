@@ -1179,13 +1179,10 @@ fn stamped(chunk: &[u8], stamp: &[u8], line_start: &mut bool) -> Vec<u8> {
 /// whole line on, continued from the end of `<path>.1` when the file holds
 /// less than that (it was rotated lately).
 fn read_end(path: &Path, no_symlink: bool, max: usize) -> Bytes {
-    use std::os::unix::fs::FileExt;
     let read = |path: &Path, want: usize| -> Option<(Vec<u8>, bool)> {
         let file = open_read(path, no_symlink).ok()?;
         let len = file.metadata().ok()?.len();
-        let from = len.saturating_sub(want as u64);
-        let mut bytes = vec![0; (len - from) as usize];
-        file.read_exact_at(&mut bytes, from).ok()?;
+        let (bytes, from) = read_ending(&file, len, want)?;
         Some((bytes, from == 0))
     };
     let Some((newest, whole)) = read(path, max) else {
@@ -1217,7 +1214,6 @@ fn read_end(path: &Path, no_symlink: bool, max: usize) -> Bytes {
 /// (in `<path>.1` if the file was rotated since); with `no_symlink`, a
 /// symlink in their place is not read ([`open_read`]).
 fn read_before(path: &Path, no_symlink: bool, at: u64) -> Bytes {
-    use std::os::unix::fs::FileExt;
     let mut numbered = path.as_os_str().to_owned();
     numbered.push(".1");
     for candidate in [path, Path::new(&numbered)] {
@@ -1227,9 +1223,7 @@ fn read_before(path: &Path, no_symlink: bool, at: u64) -> Bytes {
         if file.metadata().map_or(0, |m| m.len()) < at {
             continue;
         }
-        let from = at.saturating_sub(TAIL_BYTES as u64);
-        let mut bytes = vec![0; (at - from) as usize];
-        if file.read_exact_at(&mut bytes, from).is_ok() {
+        if let Some((bytes, from)) = read_ending(&file, at, TAIL_BYTES) {
             // From the first whole line on.
             let start = if from > 0 {
                 memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1)
@@ -1240,6 +1234,16 @@ fn read_before(path: &Path, no_symlink: bool, at: u64) -> Bytes {
         }
     }
     Bytes::new()
+}
+
+/// The `want` bytes (fewer at the start of the file) of `file` that end
+/// at byte `end`, and where they begin.
+fn read_ending(file: &File, end: u64, want: usize) -> Option<(Vec<u8>, u64)> {
+    use std::os::unix::fs::FileExt;
+    let from = end.saturating_sub(want as u64);
+    let mut bytes = vec![0; (end - from) as usize];
+    file.read_exact_at(&mut bytes, from).ok()?;
+    Some((bytes, from))
 }
 
 /// How a burst of reads ended.
