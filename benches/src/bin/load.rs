@@ -1882,14 +1882,33 @@ fn log_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
     let _ = child.wait();
     let took = t.elapsed();
     let cpu = zist_benches::cpu_seconds(UsageWho::RUSAGE_CHILDREN) - reaped_before;
+    floor_rows(
+        table,
+        "the writer straight into a file",
+        "the writer",
+        chunk,
+        bytes,
+        took,
+        cpu,
+    )
+}
+
+/// Adds a log floor's rows, `how` moved `bytes` in `chunk`-byte writes in
+/// `took`, `who` using `cpu` seconds: its MB/s and CPU-s per GB; MB/s.
+fn floor_rows(
+    table: &mut Table,
+    how: &str,
+    who: &str,
+    chunk: usize,
+    bytes: u64,
+    took: Duration,
+    cpu: f64,
+) -> f64 {
     let gb = bytes as f64 / 1e9;
     let mbps = gb * 1000.0 / took.as_secs_f64();
+    table.add_floor(&format!("{how}, {chunk}-byte writes, MB/s"), mbps);
     table.add_floor(
-        &format!("the writer straight into a file, {chunk}-byte writes, MB/s"),
-        mbps,
-    );
-    table.add_floor(
-        &format!("the same, {chunk}-byte writes, the writer's CPU-s per GB"),
+        &format!("the same, {chunk}-byte writes, {who}'s CPU-s per GB"),
         cpu / gb,
     );
     mbps
@@ -1927,17 +1946,15 @@ fn pipe_floor(chunk: usize, bytes: u64, table: &mut Table) -> f64 {
         .trim()
         .parse()
         .unwrap_or(f64::NAN);
-    let gb = bytes as f64 / 1e9;
-    let mbps = gb * 1000.0 / took.as_secs_f64();
-    table.add_floor(
-        &format!("the writer through a pipe, spliced into a file by a minimal relay, {chunk}-byte writes, MB/s"),
-        mbps,
-    );
-    table.add_floor(
-        &format!("the same, {chunk}-byte writes, the relay's CPU-s per GB"),
-        cpu / gb,
-    );
-    mbps
+    floor_rows(
+        table,
+        "the writer through a pipe, spliced into a file by a minimal relay",
+        "the relay",
+        chunk,
+        bytes,
+        took,
+        cpu,
+    )
 }
 
 fn log_throughput(kind: Kind, sizes: &Sizes, venv: &Path, table: &mut Table) {
