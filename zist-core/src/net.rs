@@ -733,8 +733,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // A second one within the while starts it again (one still open
         // does not hold it up).
-        let second = in_flight.connection();
         let taken = tokio::time::Instant::now();
+        let second = in_flight.connection();
         drop(first);
         tokio::time::timeout(Duration::from_secs(10), &mut told)
             .await
