@@ -80,28 +80,43 @@ impl Drop for Setup {
             && let Ok(state) = serde_json::from_str::<Value>(&state)
             && let Some(programs) = state["programs"].as_object()
         {
-            let mut cgroups = Vec::new();
-            for program in programs.values() {
-                if let Some(pid) = program["process"]["pid"].as_i64() {
-                    cgroups.extend(
-                        cgroup_of(pid as i32).filter(|d| d.to_string_lossy().contains("/zist.")),
-                    );
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                }
-            }
-            // The cgroups of programs a killed zistd left, once empty.
-            for dir in &cgroups {
-                let _ = eventually_try(|| std::fs::remove_dir(dir).is_ok() || !dir.exists());
-                if let Some(parent) = dir.parent() {
-                    let _ = std::fs::remove_dir(parent);
-                }
-            }
+            let pids: Vec<i32> = programs
+                .values()
+                .filter_map(|p| p["process"]["pid"].as_i64())
+                .map(|pid| pid as i32)
+                .collect();
+            end_left_programs(&pids);
         }
         if let Ok(pid) = std::fs::read_to_string(state.join("holder.pid"))
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+    }
+}
+
+/// Kills the process groups of programs a killed zistd left (each leads
+/// its own), then removes their cgroups once empty.
+fn end_left_programs(pids: &[i32]) {
+    let mut cgroups = Vec::new();
+    for &pid in pids {
+        cgroups.extend(cgroup_of(pid).filter(|d| d.to_string_lossy().contains("/zist.")));
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    for dir in &cgroups {
+        let _ = eventually_try(|| std::fs::remove_dir(dir).is_ok() || !dir.exists());
+    }
+    // zistd's own folder, with the (empty) ones it made for programs that
+    // had not started when it was killed.
+    let parents: std::collections::BTreeSet<_> =
+        cgroups.iter().filter_map(|d| d.parent()).collect();
+    for parent in parents {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
@@ -751,6 +766,79 @@ fn zistd_lets_go_of_its_start_up_code_and_of_serving_s_and_serves_on() {
     assert_eq!(page.status, 200, "{page:?}");
     kill(pid, Signal::SIGTERM).unwrap();
     assert_eq!(zistd.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+/// Ends, when dropped, each program whose pid a file lists (one per
+/// line), and its cgroup.
+struct KillListed(PathBuf);
+
+impl KillListed {
+    fn pids(&self) -> Vec<Pid> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok().map(Pid::from_raw))
+            .collect()
+    }
+}
+
+impl Drop for KillListed {
+    fn drop(&mut self) {
+        let pids: Vec<i32> = self.pids().into_iter().map(Pid::as_raw).collect();
+        end_left_programs(&pids);
+    }
+}
+
+#[test]
+fn sigterm_while_programs_start_stops_them_all_and_zistd_exits_0() {
+    let setup = Setup::new("");
+    let pids = setup.path("pids");
+    let starter = setup.script(
+        "starter.sh",
+        &format!("echo $$ >> {}\nexec sleep 300", pids.display()),
+    );
+    let programs: String = (0..300)
+        .map(|i| program(&format!("p{i}"), &starter, ""))
+        .collect();
+    setup.write_config(&programs);
+    let listed = KillListed(pids.clone());
+    let mut zistd = Command::new(ZISTD)
+        .arg("-c")
+        .arg(setup.conf())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = Pid::from_raw(zistd.id() as i32);
+    // Programs are starting: the first has run.
+    eventually_blocking(Duration::from_secs(20), "a first program", || {
+        !listed.pids().is_empty()
+    });
+    kill(group, Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = zistd.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = zistd.wait();
+            panic!("zistd did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let left: Vec<Pid> = listed
+        .pids()
+        .into_iter()
+        .filter(|&pid| kill(pid, None).is_ok())
+        .collect();
+    assert!(left.is_empty(), "programs left running: {left:?}");
+    // Nothing is left to hold: the holder has gone too.
+    eventually_blocking(Duration::from_secs(10), "the holder to quit", || {
+        std::os::unix::net::UnixStream::connect(setup.path("state/holder.sock")).is_err()
+    });
 }
 
 #[test]

@@ -497,6 +497,20 @@ async fn serve_daemon(
     let listeners = handover
         .as_mut()
         .map(|h| (h.take_listener("rpc"), h.take_listener("http")));
+    // Handlers before any program starts: a signal sent while they start
+    // (Ctrl-C, a service manager's stop) is handled once they have, never
+    // left to its default action, which would end zistd and leave them
+    // running.
+    let (mut term, mut int, mut quit, mut hup, mut usr2) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    ) {
+        (Ok(t), Ok(i), Ok(q), Ok(h), Ok(u)) => (t, i, q, h, u),
+        _ => return fail("cannot install signal handlers"),
+    };
     let supervisor = Supervisor::resume_config(options, &config, handover).await;
     // Each program keeps its own spec now; a reload reads the file anew.
     let programs = std::mem::take(&mut config.programs).len();
@@ -583,21 +597,6 @@ async fn serve_daemon(
             }
         }
     });
-    // Handlers first: a signal sent as soon as READY is seen is handled,
-    // never left to its default action.
-    let (mut term, mut int, mut quit, mut hup, mut usr2) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined2()),
-    ) {
-        (Ok(t), Ok(i), Ok(q), Ok(h), Ok(u)) => (t, i, q, h, u),
-        _ => {
-            supervisor.shutdown(ShutdownMode::Stop).await;
-            return fail("cannot install signal handlers");
-        }
-    };
     zist_core::upgrade::unblock_signals();
     tracing::info!(rpc = %rpc_bound, http = ?http_bound, programs, "zistd {} started", zist_core::VERSION);
     {
